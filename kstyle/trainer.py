@@ -1,0 +1,127 @@
+"""The training model: one ``keras.Model`` that composes the transform net and the loss net.
+
+Its ``train_step`` runs Y = transform(X), the frozen loss net on Y and X, the weighted
+perceptual loss against style Gram matrices computed once, and applies gradients to the
+transform net only (keras-io AdaIN style). Use it with ``compile(optimizer=...)`` and ``fit``.
+"""
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from kstyle.loss_net import CONTENT_LAYER, STYLE_LAYERS
+from kstyle.losses import gram_matrix, perceptual_loss
+
+LOSS_NAMES = ("loss", "content", "style", "tv")
+
+
+class StyleTransferTrainer(keras.Model):
+    """Trains ``transform_net`` to render content images in the style of ``style_image``.
+
+    Args:
+        transform_net: the network being trained (see ``build_transform_net``).
+        loss_net: the frozen loss network (see ``build_loss_net``); it must return at least
+            ``content_layer`` and ``style_layers``.
+        style_image: (H, W, 3) or (1, H, W, 3) RGB in [0, 255], already at its training size.
+        content_weight, style_weight, tv_weight: w_c, w_s, w_tv of ``perceptual_loss``.
+        image_size: the training image size, for the preview variables.
+
+    After every step, ``last_losses`` holds that step's (not the running mean's) weighted
+    losses, and ``preview_input`` / ``preview_output`` the first image of the batch and its
+    stylization; callbacks read them to write curves and previews.
+    """
+
+    def __init__(
+        self,
+        transform_net,
+        loss_net,
+        style_image,
+        content_weight=1e-4,
+        style_weight=3e-8,
+        tv_weight=0.0,
+        content_layer=CONTENT_LAYER,
+        style_layers=STYLE_LAYERS,
+        image_size=256,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.transform_net = transform_net
+        self.loss_net = loss_net
+        self.loss_net.trainable = False
+        self.content_weight = float(content_weight)
+        self.style_weight = float(style_weight)
+        self.tv_weight = float(tv_weight)
+        self.content_layer = content_layer
+        self.style_layers = tuple(style_layers)
+        self.style_grams = self.compute_style_grams(style_image)
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in LOSS_NAMES}
+        self.last_losses = {
+            name: tf.Variable(0.0, trainable=False, name=f"last_{name}") for name in LOSS_NAMES
+        }
+        shape = (image_size, image_size, 3)
+        self.preview_input = tf.Variable(tf.zeros(shape), trainable=False, name="preview_input")
+        self.preview_output = tf.Variable(tf.zeros(shape), trainable=False, name="preview_output")
+
+    def compute_style_grams(self, style_image):
+        """Gram matrices of the style image at each style layer, ``{layer: (1, C, C)}``."""
+        style = ops.convert_to_tensor(style_image, dtype="float32")
+        if len(style.shape) == 3:
+            style = style[None]
+        features = self.loss_net(style, training=False)
+        return {
+            layer: ops.stop_gradient(gram_matrix(features[layer])) for layer in self.style_layers
+        }
+
+    @property
+    def metrics(self):
+        return list(self.trackers.values())
+
+    def call(self, inputs, training=False):
+        return self.transform_net(inputs, training=training)
+
+    def compute_losses(self, content_batch, stylized):
+        """``(total, parts)`` of ``perceptual_loss`` for a content batch and its stylization."""
+        features_y = self.loss_net(stylized, training=False)
+        features_x = self.loss_net(content_batch, training=False)
+        features_x = {self.content_layer: ops.stop_gradient(features_x[self.content_layer])}
+        return perceptual_loss(
+            features_y,
+            features_x,
+            self.style_grams,
+            stylized,
+            content_weight=self.content_weight,
+            style_weight=self.style_weight,
+            tv_weight=self.tv_weight,
+            content_layer=self.content_layer,
+        )
+
+    def train_step(self, data):
+        content_batch = data[0] if isinstance(data, tuple) else data
+        with tf.GradientTape() as tape:
+            stylized = self.transform_net(content_batch, training=True)
+            total, parts = self.compute_losses(content_batch, stylized)
+        variables = self.transform_net.trainable_variables
+        gradients = tape.gradient(total, variables)
+        self.optimizer.apply_gradients(zip(gradients, variables, strict=True))
+        return self._record(total, parts, content_batch, stylized)
+
+    def test_step(self, data):
+        content_batch = data[0] if isinstance(data, tuple) else data
+        stylized = self.transform_net(content_batch, training=False)
+        total, parts = self.compute_losses(content_batch, stylized)
+        return self._record(total, parts, content_batch, stylized)
+
+    def _record(self, total, parts, content_batch, stylized):
+        values = {
+            "loss": total,
+            "content": parts["content"],
+            "style": parts["style"],
+            "tv": parts["tv"],
+        }
+        for name, value in values.items():
+            self.trackers[name].update_state(value)
+            self.last_losses[name].assign(ops.cast(value, "float32"))
+        if content_batch.shape[1:] == self.preview_input.shape:
+            self.preview_input.assign(ops.cast(content_batch[0], "float32"))
+            self.preview_output.assign(ops.cast(stylized[0], "float32"))
+        return {name: tracker.result() for name, tracker in self.trackers.items()}

@@ -1,0 +1,106 @@
+"""The image transformation network of Johnson et al. (2016), as in the reference example.
+
+conv9x9/32 -> conv3x3/64 s2 -> conv3x3/128 s2 (each conv + instance norm + ReLU),
+5 residual blocks (conv-IN-ReLU-conv-IN + skip, no ReLU after the add),
+2 x (nearest upsample x2 + conv3x3 + IN + ReLU) to 64 and 32 channels, conv9x9/3,
+and the output scaling 255 * (tanh(y) + 1) / 2. With the defaults: 1,679,235 parameters.
+"""
+
+import keras
+from keras import layers, ops
+
+PADDINGS = ("zeros", "reflect")
+INSTANCE_NORM_EPSILON = 1e-5  # the reference (MATLAB) default; Keras's own default is 1e-3
+
+
+@keras.saving.register_keras_serializable(package="kstyle")
+class ReflectionPadding2D(layers.Layer):
+    """Pads height and width by ``padding`` pixels on each side, mirroring the border.
+
+    Input (B, H, W, C) -> output (B, H + 2p, W + 2p, C). Needs H, W > p.
+    """
+
+    def __init__(self, padding=1, **kwargs):
+        super().__init__(**kwargs)
+        self.padding = int(padding)
+
+    def call(self, inputs):
+        p = self.padding
+        return ops.pad(inputs, [[0, 0], [p, p], [p, p], [0, 0]], mode="reflect")
+
+    def compute_output_shape(self, input_shape):
+        batch, height, width, channels = input_shape
+        grow = 2 * self.padding
+        return (
+            batch,
+            None if height is None else height + grow,
+            None if width is None else width + grow,
+            channels,
+        )
+
+    def get_config(self):
+        return {**super().get_config(), "padding": self.padding}
+
+
+@keras.saving.register_keras_serializable(package="kstyle")
+class TanhToPixels(layers.Layer):
+    """Maps unbounded activations to pixel values: ``255 * (tanh(x) + 1) / 2``, in [0, 255]."""
+
+    def call(self, inputs):
+        return 127.5 * (ops.tanh(inputs) + 1.0)
+
+
+def _conv(x, filters, kernel_size, strides, padding, name):
+    if padding == "reflect":
+        x = ReflectionPadding2D(kernel_size // 2, name=f"{name}_pad")(x)
+        conv_padding = "valid"
+    else:
+        conv_padding = "same"
+    return layers.Conv2D(filters, kernel_size, strides=strides, padding=conv_padding, name=name)(x)
+
+
+def _instance_norm(x, name):
+    return layers.GroupNormalization(groups=-1, epsilon=INSTANCE_NORM_EPSILON, name=name)(x)
+
+
+def _conv_norm_relu(x, filters, kernel_size, strides, padding, name):
+    x = _conv(x, filters, kernel_size, strides, padding, f"{name}_conv")
+    x = _instance_norm(x, f"{name}_norm")
+    return layers.ReLU(name=f"{name}_relu")(x)
+
+
+def _residual_block(x, padding, name):
+    y = _conv_norm_relu(x, 128, 3, 1, padding, f"{name}_a")
+    y = _conv(y, 128, 3, 1, padding, f"{name}_b_conv")
+    y = _instance_norm(y, f"{name}_b_norm")
+    return layers.Add(name=f"{name}_add")([x, y])
+
+
+def build_transform_net(padding: str = "zeros", num_residual_blocks: int = 5, name="transform_net"):
+    """Builds the transform network as a Keras functional model.
+
+    Args:
+        padding: ``"zeros"`` (the reference's zero "same" padding) or ``"reflect"``
+            (mirror padding, fewer border artefacts; same parameter count).
+        num_residual_blocks: 5 in the reference.
+
+    Returns:
+        A ``keras.Model`` from RGB floats in [0, 255] of shape (B, H, W, 3) to RGB floats in
+        [0, 255] of the same shape. H and W are free; multiples of 4 give an output of exactly
+        the input size (the two stride-2 convolutions round odd sizes up).
+    """
+    if padding not in PADDINGS:
+        raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
+    inputs = keras.Input(shape=(None, None, 3), name="content")
+    x = _conv_norm_relu(inputs, 32, 9, 1, padding, "down1")
+    x = _conv_norm_relu(x, 64, 3, 2, padding, "down2")
+    x = _conv_norm_relu(x, 128, 3, 2, padding, "down3")
+    for i in range(num_residual_blocks):
+        x = _residual_block(x, padding, f"res{i + 1}")
+    x = layers.UpSampling2D(2, interpolation="nearest", name="up1_upsample")(x)
+    x = _conv_norm_relu(x, 64, 3, 1, padding, "up1")
+    x = layers.UpSampling2D(2, interpolation="nearest", name="up2_upsample")(x)
+    x = _conv_norm_relu(x, 32, 3, 1, padding, "up2")
+    x = _conv(x, 3, 9, 1, padding, "out_conv")
+    outputs = TanhToPixels(name="to_pixels", dtype="float32")(x)
+    return keras.Model(inputs, outputs, name=name)

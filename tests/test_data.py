@@ -1,0 +1,130 @@
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import random_image, write_image_folder
+from PIL import Image
+
+from kstyle.data import folder_dataset, list_image_files, tfds_dataset
+from kstyle.errors import KstyleError
+
+
+def make_messy_folder(folder):
+    """5 good images of varied kinds, and 3 files that cannot be decoded."""
+    os.makedirs(os.path.join(folder, "nested", "deeper"))
+    Image.fromarray(random_image(40, 50, seed=1)).save(os.path.join(folder, "a.jpg"))
+    Image.fromarray(random_image(30, 20, seed=2)).save(os.path.join(folder, "nested", "B.PNG"))
+    gray = Image.fromarray(random_image(36, 36, seed=3)[..., 0])
+    gray.save(os.path.join(folder, "nested", "deeper", "gray.jpeg"))
+    rgba = Image.fromarray(random_image(33, 47, channels=4, seed=4), "RGBA")
+    rgba.save(os.path.join(folder, "rgba.png"))
+    Image.fromarray(random_image(20, 30, seed=5)).save(os.path.join(folder, "c.webp"))
+    with open(os.path.join(folder, "a.jpg"), "rb") as file:
+        data = file.read()
+    with open(os.path.join(folder, "truncated.jpg"), "wb") as file:
+        file.write(data[: len(data) // 2])
+    open(os.path.join(folder, "empty.jpg"), "wb").close()
+    with open(os.path.join(folder, "notes.jpg"), "w") as file:
+        file.write("this is not an image")
+    with open(os.path.join(folder, "readme.txt"), "w") as file:
+        file.write("ignored: not an image extension")
+
+
+def test_messy_folder_yields_good_images_and_counts_skips(tmp_path):
+    folder = str(tmp_path / "messy")
+    make_messy_folder(folder)
+    assert len(list_image_files(folder)) == 8
+    data = folder_dataset(folder, image_size=32, batch_size=1, seed=0)
+    images = [batch.numpy() for batch in data.dataset]
+    assert len(images) == 5
+    for image in images:
+        assert image.shape == (1, 32, 32, 3) and image.dtype == np.float32
+        assert 0.0 <= image.min() and image.max() <= 255.0
+    assert data.skipped_files() == (3, True)
+    for _ in data.dataset:  # a second pass does not count the same files again
+        pass
+    assert data.skipped_files() == (3, True) and int(data.checked.numpy()) == 16
+    # the gray image arrives as three equal channels
+    grays = [
+        im
+        for im in images
+        if np.allclose(im[..., 0], im[..., 1], atol=1e-3)
+        and np.allclose(im[..., 1], im[..., 2], atol=1e-3)
+    ]
+    assert len(grays) == 1
+
+
+def test_batches_drop_the_remainder_and_reshuffle_each_epoch(tmp_path):
+    folder = str(tmp_path / "imgs")
+    write_image_folder(folder, count=10)
+    data = folder_dataset(folder, image_size=32, batch_size=4, seed=1)
+    assert data.steps_per_epoch == 2 and data.num_images == 10
+    epochs = []
+    for _ in range(3):
+        batches = [b.numpy() for b in data.dataset]
+        assert [b.shape[0] for b in batches] == [4, 4]
+        epochs.append([round(float(image.mean()), 3) for b in batches for image in b])
+    assert len({tuple(e) for e in epochs}) > 1  # reshuffled between epochs
+
+
+def test_fraction_keeps_the_first_files(tmp_path):
+    folder = str(tmp_path / "imgs")
+    paths = write_image_folder(folder, count=10)
+    assert list_image_files(folder, fraction=0.35) == sorted(paths)[:3]
+    assert list_image_files(folder, fraction=1.0) == sorted(paths)
+    assert folder_dataset(folder, image_size=32, batch_size=1, fraction=0.5).num_images == 5
+    with pytest.raises(KstyleError, match="keeps none"):
+        list_image_files(folder, fraction=0.05)
+    with pytest.raises(KstyleError, match="fraction"):
+        list_image_files(folder, fraction=1.5)
+
+
+def test_bad_folders_are_clear_errors(tmp_path):
+    with pytest.raises(KstyleError, match="not found"):
+        list_image_files(str(tmp_path / "missing"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(KstyleError, match="no images"):
+        list_image_files(str(tmp_path / "empty"))
+    (tmp_path / "text").mkdir()
+    (tmp_path / "text" / "a.txt").write_text("x")
+    with pytest.raises(KstyleError, match="no images"):
+        list_image_files(str(tmp_path / "text"))
+    small = str(tmp_path / "small")
+    write_image_folder(small, count=2)
+    with pytest.raises(KstyleError, match="batch"):
+        folder_dataset(small, image_size=32, batch_size=4)
+
+
+def test_tfds_path_with_mock_data(tmp_path):
+    import tensorflow_datasets as tfds
+
+    with tfds.testing.mock_data(num_examples=12):
+        data = tfds_dataset(
+            "coco/2014",
+            "train",
+            data_dir=str(tmp_path),
+            image_size=32,
+            batch_size=4,
+            fraction=0.75,
+            seed=0,
+        )
+        assert data.num_images == 9 and data.steps_per_epoch == 2
+        batches = [b.numpy() for b in data.dataset]
+    assert [b.shape for b in batches] == [(4, 32, 32, 3)] * 2
+    assert all(b.dtype == np.float32 and b.min() >= 0 and b.max() <= 255 for b in batches)
+
+
+def test_unknown_tfds_dataset_is_a_clear_error(tmp_path):
+    with pytest.raises(KstyleError, match="could not load tfds dataset"):
+        tfds_dataset("no_such_dataset_kstyle", data_dir=str(tmp_path), download=False)
+
+
+def test_decode_handles_gif_and_bmp(tmp_path):
+    from kstyle.data import decode_and_resize
+
+    for name in ("x.gif", "x.bmp"):
+        path = str(tmp_path / name)
+        Image.fromarray(random_image(20, 24, seed=7)).save(path)
+        image = decode_and_resize(tf.io.read_file(path), 16)
+        assert image.shape == (16, 16, 3)
