@@ -83,7 +83,7 @@ class TrainingMonitor(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self.start_time = time.monotonic()
-        if not os.path.exists(self.history_path):
+        if self.step == 0 or not os.path.exists(self.history_path):  # a new run: new history
             with open(self.history_path, "w", newline="") as file:
                 csv.writer(file).writerow(HISTORY_FIELDS)
 

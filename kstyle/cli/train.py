@@ -6,7 +6,7 @@ import sys
 
 from kstyle.cli.common import run_command
 
-DEMO_OPTIONS = dict(image_size=128, steps=120, epochs=100, plot_every=10)
+DEMO_OPTIONS = dict(image_size=128, steps=112, epochs=100, plot_every=10)
 
 
 def build_parser() -> argparse.ArgumentParser:
