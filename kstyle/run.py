@@ -185,7 +185,7 @@ def train(config: TrainConfig, printer=print) -> dict:
 
     style_size = config.style_size or config.image_size
     style_image = load_style_image(config.style, style_size)
-    loss_net = build_loss_net(None if config.vgg_weights == "random" else config.vgg_weights)
+    loss_net = build_loss_net(config.vgg_weights)
     transform_net = build_transform_net(padding=config.padding)
     trainer = StyleTransferTrainer(
         transform_net,
