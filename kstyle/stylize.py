@@ -101,8 +101,10 @@ def load_image(
         raise KstyleError(f"image not found: {path}")
     saved_limit = Image.MAX_IMAGE_PIXELS
     try:
-        # Pillow reads its limit from a module global; set it for this call only.
-        Image.MAX_IMAGE_PIXELS = max_pixels or None
+        # Pillow reads its limit from a module global and only warns between 1x and 2x of
+        # it; turn its check off for this call and refuse anything over the limit ourselves,
+        # from the header, before decoding (the global is restored below).
+        Image.MAX_IMAGE_PIXELS = None
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as image:
@@ -127,21 +129,21 @@ def load_image(
         Image.MAX_IMAGE_PIXELS = saved_limit
 
 
+_RGB_TO_YCBCR = np.array(
+    [[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]]
+)
+_YCBCR_TO_RGB = np.linalg.inv(_RGB_TO_YCBCR)  # exact inverse: round trips are lossless
+_CHROMA_OFFSET = np.array([0.0, 128.0, 128.0])
+
+
 def rgb_to_ycbcr(rgb: np.ndarray) -> np.ndarray:
     """(..., 3) RGB in [0, 255] -> float64 YCbCr, full-range ITU-R BT.601 (as JPEG and Pillow)."""
-    rgb = np.asarray(rgb, np.float64)
-    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    y = 0.299 * r + 0.587 * g + 0.114 * b
-    cb = 128.0 - 0.168736 * r - 0.331264 * g + 0.5 * b
-    cr = 128.0 + 0.5 * r - 0.418688 * g - 0.081312 * b
-    return np.stack([y, cb, cr], axis=-1)
+    return np.asarray(rgb, np.float64) @ _RGB_TO_YCBCR.T + _CHROMA_OFFSET
 
 
 def ycbcr_to_rgb(ycbcr: np.ndarray) -> np.ndarray:
     """Inverse of :func:`rgb_to_ycbcr`: (..., 3) YCbCr -> float64 RGB (not clipped)."""
-    ycbcr = np.asarray(ycbcr, np.float64)
-    y, cb, cr = ycbcr[..., 0], ycbcr[..., 1] - 128.0, ycbcr[..., 2] - 128.0
-    return np.stack([y + 1.402 * cr, y - 0.344136 * cb - 0.714136 * cr, y + 1.772 * cb], -1)
+    return (np.asarray(ycbcr, np.float64) - _CHROMA_OFFSET) @ _YCBCR_TO_RGB.T
 
 
 def preserve_color(content: np.ndarray, stylized: np.ndarray) -> np.ndarray:
@@ -249,7 +251,7 @@ def stylize_array(
         output = tiler(padded, progress=progress)[:height, :width]
     else:
         batch = padded.astype(np.float32)[None]
-        output = np.asarray(model([batch], training=False))[0, :height, :width]
+        output = tiling.run_model(model, batch)[0, :height, :width]
     return _finish(image, output, preserve_colors, strength)
 
 
@@ -264,7 +266,7 @@ def stylize_batch(model, frames: np.ndarray, *, preserve_colors=False, strength=
         return np.clip(np.round(frames), 0, 255).astype(np.uint8)
     height, width = frames.shape[1:3]
     batch = _pad_to_multiple(frames.astype(np.float32))
-    output = np.asarray(model([batch], training=False))[:, :height, :width]
+    output = tiling.run_model(model, batch)[:, :height, :width]
     return np.stack(
         [_finish(f, o, preserve_colors, strength) for f, o in zip(frames, output, strict=True)]
     )

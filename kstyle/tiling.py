@@ -25,6 +25,7 @@ an (H, W) weight map; see :func:`forward_bytes` for the measured activation cost
 
 import math
 import re
+import warnings
 
 import keras
 import numpy as np
@@ -140,6 +141,19 @@ def set_norm_statistics(tile_model, statistics):
     for index, layer in enumerate(fixed):
         layer.mean.assign(np.asarray(statistics[2 * index])[0])
         layer.variance.assign(np.asarray(statistics[2 * index + 1])[0])
+
+
+def run_model(model, batch: np.ndarray) -> np.ndarray:
+    """Runs ``model`` on a (B, H, W, 3) float32 batch in inference mode.
+
+    Returns a NumPy array, or a list of them for a model with several outputs.
+    """
+    with warnings.catch_warnings():  # Keras warns about list-vs-tensor input structure
+        warnings.filterwarnings("ignore", message="The structure of `inputs`")
+        outputs = model(batch, training=False)
+    if isinstance(outputs, list | tuple):
+        return [np.asarray(output) for output in outputs]
+    return np.asarray(outputs)
 
 
 def forward_bytes(height: int, width: int, batch: int = 1) -> int:
@@ -277,7 +291,7 @@ class TiledStylizer:
         if height % SIZE_MULTIPLE or width % SIZE_MULTIPLE:
             raise ValueError(f"image sides must be multiples of 4, got {height}x{width}")
         small = _downscaled(image, self.stats_pixels)
-        statistics = self.statistics_model([small[None]], training=False)
+        statistics = run_model(self.statistics_model, small[None])
         del small
         set_norm_statistics(self.tile_model, statistics)
 
@@ -288,7 +302,7 @@ class TiledStylizer:
         for (top, bottom), (trust_top, trust_bottom), row_weight in rows:
             for (left, right), (trust_left, trust_right), column_weight in columns:
                 window = image[top:bottom, left:right].astype(np.float32)[None]
-                output = np.asarray(self.tile_model([window], training=False))[0]
+                output = run_model(self.tile_model, window)[0]
                 output = output[
                     trust_top - top : trust_bottom - top, trust_left - left : trust_right - left
                 ]
