@@ -5,6 +5,8 @@ import sys
 
 from kstyle.cli.common import run_command
 
+DEFAULT_MAX_PIXELS = 89_478_485  # PIL.Image.MAX_IMAGE_PIXELS (kept here so --help is fast)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -13,12 +15,16 @@ def build_parser() -> argparse.ArgumentParser:
         "input's size unless --max-size shrinks it.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("input", help="an image file, or a folder of images (recursive)")
+    parser.add_argument(
+        "input",
+        help="an image file, a video (.mp4 .mov .avi .mkv .webm), or a folder of images",
+    )
     parser.add_argument("--model", required=True, help="a model.keras file or a run directory")
     parser.add_argument(
         "--output",
         required=True,
-        help="output image file (PNG, JPEG, ...) for a file input; output folder for a folder",
+        help="output image file (PNG, JPEG, ...) for an image, video file for a video, "
+        "output folder for a folder",
     )
     parser.add_argument(
         "--max-size",
@@ -29,24 +35,76 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--side-by-side", action="store_true", help="write input | output side by side"
     )
+    parser.add_argument(
+        "--preserve-color",
+        action="store_true",
+        help="keep the input's colours and take only the stylized luminance (YCbCr)",
+    )
+    parser.add_argument(
+        "--strength",
+        type=float,
+        default=1.0,
+        help="blend of stylized and input: 1 is full style, 0 returns the input unchanged "
+        "(applied after --preserve-color)",
+    )
+    parser.add_argument(
+        "--tile",
+        type=int,
+        default=None,
+        help="stylize in tiles of this many pixels (multiple of 4; 0: never tile) "
+        "(default: tile only images that would exceed --max-memory)",
+    )
+    parser.add_argument(
+        "--max-memory",
+        default="3GB",
+        help="memory budget of the network pass, e.g. 4GB or 512MB; larger images are tiled. "
+        "3GB keeps a 16 MP image under 4 GB peak memory",
+    )
+    parser.add_argument(
+        "--max-pixels",
+        type=int,
+        default=DEFAULT_MAX_PIXELS,
+        help="refuse images (and video frames) with more pixels, a decompression-bomb guard "
+        "(0: no limit; Pillow's limit by default)",
+    )
+    parser.add_argument(
+        "--no-progress", action="store_true", help="hide the progress bar (video, tiles)"
+    )
     return parser
 
 
 def main_with_args(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from kstyle.errors import KstyleError
-    from kstyle.stylize import load_transform_net, stylize
+    from kstyle.stylize import check_strength, load_transform_net, stylize
+    from kstyle.tiling import parse_memory
 
     if args.max_size is not None and args.max_size < 4:
         raise KstyleError(f"--max-size must be at least 4, got {args.max_size}")
+    check_strength(args.strength)
+    max_memory = parse_memory(args.max_memory)
+    if args.max_pixels < 0:
+        raise KstyleError(f"--max-pixels must be 0 (no limit) or positive, got {args.max_pixels}")
+    if args.tile is not None and (args.tile < 0 or args.tile % 4):
+        raise KstyleError(f"--tile must be a multiple of 4 (0: never tile), got {args.tile}")
     model = load_transform_net(args.model)
     written, failed = stylize(
-        model, args.input, args.output, max_size=args.max_size, show_input=args.side_by_side
+        model,
+        args.input,
+        args.output,
+        max_size=args.max_size,
+        show_input=args.side_by_side,
+        preserve_colors=args.preserve_color,
+        strength=args.strength,
+        tile=args.tile,
+        max_memory=max_memory,
+        max_pixels=args.max_pixels,
+        progress=not args.no_progress,
     )
     for source, reason in failed:
         print(f"skipped {source}: {reason}", file=sys.stderr)
     print(
-        f"wrote {len(written)} image(s)"
+        f"wrote {len(written)} file(s)"
         + (f": {written[0]}" if len(written) == 1 else f" under {args.output}")
     )
     return 1 if failed and not written else 0

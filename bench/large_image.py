@@ -1,0 +1,83 @@
+"""Large-image figures: peak RSS and time of a 16 MP stylization, and tiled vs untiled quality.
+
+    python bench/large_image.py rss [WIDTH HEIGHT]   # one stylization; prints peak RSS and time
+    python bench/large_image.py quality [SIZE TILE]  # tiled vs untiled PSNR and seam metric
+    python bench/large_image.py all                  # both, each in its own subprocess
+
+Uses an untrained transform net seeded with 3 and a structured synthetic image (gradients,
+discs, rectangles, noise). Takes minutes on a 2-core CPU.
+"""
+
+import os
+import resource
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+
+
+def _model():
+    import keras
+
+    from kstyle.transform_net import build_transform_net
+
+    keras.utils.set_random_seed(3)
+    return build_transform_net()
+
+
+def rss(width=4896, height=3264):
+    """Stylizes a width x height image with the default memory budget; prints RSS and time."""
+    from test_stylize_extras import structured_image
+
+    from kstyle.stylize import stylize_array
+
+    image = structured_image(height, width)
+    model = _model()
+    start = time.perf_counter()
+    out = stylize_array(model, image)
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    print(f"{width}x{height} ({width * height / 1e6:.1f} MP): {seconds:.0f} s, "
+          f"peak RSS {peak:.2f} GB, output {out.shape}")  # fmt: skip
+
+
+def quality(size=2048, tile=512):
+    """Tiled vs untiled PSNR and the seam metric on a size x size image."""
+    import numpy as np
+    from test_stylize_extras import psnr, seam_metric, structured_image
+
+    from kstyle.stylize import stylize_array
+
+    image = structured_image(size, size)
+    model = _model()
+    start = time.perf_counter()
+    untiled = stylize_array(model, image, tile=0, max_memory=None)
+    untiled_seconds = time.perf_counter() - start
+    for name, options in [
+        ("default stats (downscaled to fit 3GB)", {}),
+        ("full-resolution stats", {"max_memory": None}),
+    ]:
+        middle = time.perf_counter()
+        tiled = stylize_array(model, image, tile=tile, **options)
+        end = time.perf_counter()
+        border, inside = seam_metric(tiled, tile)
+        print(f"{size}^2, tile {tile}, {name}: PSNR {psnr(untiled, tiled):.2f} dB, "
+              f"seam border {border:.2f} vs inside {inside:.2f} "
+              f"(ratio {border / inside:.3f}); tiled {end - middle:.0f} s")  # fmt: skip
+    print(f"untiled {untiled_seconds:.0f} s; untiled seam ratio "
+          f"{np.divide(*seam_metric(untiled, tile)):.3f}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    command, args = (sys.argv[1:2] or ["all"])[0], [int(a) for a in sys.argv[2:]]
+    if command == "rss":
+        rss(*args)
+    elif command == "quality":
+        quality(*args)
+    else:
+        for sub in ("rss", "quality"):
+            subprocess.run([sys.executable, __file__, sub], check=True)
