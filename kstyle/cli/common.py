@@ -1,6 +1,14 @@
 """What every kstyle command shares: one-line errors and exit codes instead of tracebacks."""
 
+import argparse
 import sys
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one ``error: ...`` line and exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
 def run_command(function, argv=None) -> int:

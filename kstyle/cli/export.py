@@ -3,14 +3,14 @@
 import argparse
 import sys
 
-from kstyle.cli.common import run_command
+from kstyle.cli.common import OneLineErrorParser, run_command
 
 FORMAT_CHOICES = ("saved_model", "tflite", "onnx", "all")
 QUANTIZE_CHOICES = ("none", "float16", "dynamic", "int8", "all")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="kstyle-export",
         description="Export a trained transform network (uint8 RGB in, uint8 RGB out, any "
         "H x W) and verify each file against the Keras model on a held-out photo. Exits "

@@ -3,13 +3,13 @@
 import argparse
 import sys
 
-from kstyle.cli.common import run_command
+from kstyle.cli.common import OneLineErrorParser, run_command
 
 DEFAULT_MAX_PIXELS = 89_478_485  # PIL.Image.MAX_IMAGE_PIXELS (kept here so --help is fast)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="kstyle-stylize",
         description="Stylize images with a trained transform network. The output keeps the "
         "input's size unless --max-size shrinks it.",

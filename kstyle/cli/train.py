@@ -4,13 +4,13 @@ import argparse
 import os
 import sys
 
-from kstyle.cli.common import run_command
+from kstyle.cli.common import OneLineErrorParser, run_command
 
 DEMO_OPTIONS = dict(image_size=128, steps=112, epochs=100, plot_every=10)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="kstyle-train",
         description="Train a fast style-transfer network (Johnson et al. 2016) on COCO or a "
         "folder of images. Defaults are the reference example's.",
