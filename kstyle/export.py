@@ -16,6 +16,7 @@ import dataclasses
 import itertools
 import json
 import os
+import shutil
 import statistics
 import time
 
@@ -395,8 +396,6 @@ def write_metadata(path: str, fmt: str, quantize, input_size, description: dict)
 
 
 def _replace(temporary: str, target: str) -> None:
-    import shutil
-
     if os.path.isdir(target):
         shutil.rmtree(target)
     os.replace(temporary, target)
@@ -445,6 +444,7 @@ def export(
             if fmt == "saved_model":
                 target = os.path.join(output_dir, "saved_model")
                 temporary = os.path.join(output_dir, ".saved_model.tmp")
+                shutil.rmtree(temporary, ignore_errors=True)  # left by an interrupted export
                 serving_archive(transform_net, temporary, input_size=input_size)
             elif fmt == "tflite":
                 suffix = "" if quantize == "none" else f"_{quantize}"
