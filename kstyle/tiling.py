@@ -3,12 +3,13 @@
 The transform net's instance norms normalise with statistics of the whole image, so running
 the plain net on tiles would give every tile its own colours and contrast. Instead:
 
-1. **Statistics pass.** The whole image, or a downscaled copy of at most ``stats_pixels``
-   pixels, goes through the net
-   once, and every norm layer's per-channel mean and variance of its input are recorded.
-   The pass runs at full resolution when it fits the memory budget (statistics then exact);
-   otherwise on the largest downscaled copy that fits (approximate: the net's statistics
-   depend a little on scale, so the result drifts from an untiled pass, but never seams).
+1. **Statistics.** Every norm layer's per-channel mean and variance of its input, over the
+   whole image at full resolution. When a whole-image pass fits ``stats_pixels``, that pass
+   records them directly. Otherwise :func:`exact_norm_statistics` computes exactly the same
+   numbers in bounded memory: the input of norm k depends only on the image and norms
+   1..k-1, so the net runs stage by stage (norm to norm) in bands of rows with a few rows of
+   real context, each stage's output going to a temporary file on disk. (With
+   ``exact_statistics=False`` a downscaled copy is used instead: faster, but approximate.)
 2. **Tile passes.** A copy of the net whose norm layers are :class:`FixedStatsNormalization`
    (same trained gamma and beta, but normalising with the recorded statistics) runs on
    overlapping windows: each ``tile``-sized cell of the image plus a ``margin`` of real
@@ -19,8 +20,9 @@ the plain net on tiles would give every tile its own colours and contrast. Inste
    each side, with weights that ramp linearly over the ``feather`` band; overlapping
    outputs are averaged by weight.
 
-Memory: the working set is one window's activations plus a float32 (H, W, 3) accumulator and
-an (H, W) weight map; see :func:`forward_bytes` for the measured activation cost per pixel.
+Memory: the working set is one window's (or band's) activations plus a float32 (H, W, 3)
+accumulator and an (H, W) weight map; see :func:`forward_bytes` for the measured activation
+cost per pixel. Disk: up to about 192 bytes per pixel of temporary files (16 MP: 3 GB).
 """
 
 import math
