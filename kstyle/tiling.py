@@ -282,10 +282,9 @@ class _Moments:
     def __init__(self, channels):
         self.count, self.mean, self.m2 = 0, np.zeros(channels), np.zeros(channels)
 
-    def add(self, rows):
-        mean, variance = ops.moments(rows, axes=[0, 1, 2])
+    def add(self, count, mean, variance):
+        """Merges the moments of ``count`` more values."""
         mean = np.asarray(mean, np.float64)
-        count = int(np.prod(rows.shape[:3]))
         total = self.count + count
         delta = mean - self.mean
         self.mean = self.mean + delta * count / total
@@ -320,6 +319,8 @@ def exact_norm_statistics(tile_model, image, work_bytes, directory=None, context
         directory: where the temporary files go (default: the system temp dir).
         context: rows of context on each side of a band, at the stage's input resolution.
     """
+    import tensorflow as tf
+
     blocks = _stage_plan(tile_model)
     if blocks is None:
         raise KstyleError("exact tiled statistics need the layout of build_transform_net")
@@ -342,14 +343,21 @@ def exact_norm_statistics(tile_model, image, work_bytes, directory=None, context
         per_row = out_width * (in_channels / factor**2 + in_channels + 3 * channels) * 4 * 4
         rows = max(SIZE_MULTIPLE, int(work_bytes // per_row) // SIZE_MULTIPLE * SIZE_MULTIPLE)
         moments = _Moments(channels)
+
+        @tf.function(reduce_retracing=True)
+        def band(x, offset, length):  # one graph: TensorFlow fuses the elementwise ops
+            x = function(x)[:, offset : offset + length]
+            return (x, *ops.moments(x, axes=[0, 1, 2]))
+
         for start in range(0, out_height, rows):
             stop = min(out_height, start + rows)
             core = (int(start / factor), min(height, int(stop / factor)))
             window = (max(0, core[0] - context), min(height, core[1] + context))
-            x = function(source.read(*window)[None])
             offset = int((core[0] - window[0]) * factor)
-            x = x[:, offset : offset + stop - start]
-            moments.add(x)
+            x, mean, variance = band(
+                source.read(*window)[None], tf.constant(offset), tf.constant(stop - start)
+            )
+            moments.add((stop - start) * out_width, mean, variance)
             output.write(start, np.asarray(x)[0])
             del x
         mean, variance = moments.result()
