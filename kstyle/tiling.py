@@ -460,7 +460,7 @@ class TiledStylizer:
         stats_pixels: the most pixels a whole-image statistics pass may take (default: what
             fits DEFAULT_MAX_MEMORY). Larger images get exact statistics from
             :func:`exact_norm_statistics` (bands of activations of about
-            ``stats_pixels * BYTES_PER_PIXEL / 2`` bytes, the rest on disk).
+            ``stats_pixels * BYTES_PER_PIXEL / 4`` bytes, the rest on disk).
         exact_statistics: False takes the statistics of larger images from a copy downscaled
             to ``stats_pixels`` instead (faster, no disk, but drifts from an untiled pass).
         directory: where exact_norm_statistics keeps its temporary files (default: temp dir).
@@ -502,7 +502,7 @@ class TiledStylizer:
         if height % SIZE_MULTIPLE or width % SIZE_MULTIPLE:
             raise ValueError(f"image sides must be multiples of 4, got {height}x{width}")
         if self.exact_statistics and height * width > self.stats_pixels:
-            work_bytes = self.stats_pixels * BYTES_PER_PIXEL // 2
+            work_bytes = self.stats_pixels * BYTES_PER_PIXEL // 4
             exact_norm_statistics(self.tile_model, image, work_bytes, self.directory)
         else:
             small = _downscaled(image, self.stats_pixels)
