@@ -50,6 +50,7 @@ def quality(size=2048, tile=512):
     import numpy as np
     from test_stylize_extras import psnr, seam_metric, structured_image
 
+    from kstyle import tiling
     from kstyle.stylize import stylize_array
 
     image = structured_image(size, size)
@@ -57,12 +58,15 @@ def quality(size=2048, tile=512):
     start = time.perf_counter()
     untiled = stylize_array(model, image, tile=0, max_memory=None)
     untiled_seconds = time.perf_counter() - start
+    stats_pixels = tiling.pixels_within(tiling.DEFAULT_MAX_MEMORY)
     for name, options in [
-        ("default stats (downscaled to fit 3GB)", {}),
-        ("full-resolution stats", {"max_memory": None}),
+        ("default budget (exact staged stats)", {}),
+        ("full-resolution stats pass (max_memory=None)", {"stats_pixels": 2**62}),
+        ("stats from a downscaled copy (exact_statistics=False)", {"exact_statistics": False}),
     ]:
         middle = time.perf_counter()
-        tiled = stylize_array(model, image, tile=tile, **options)
+        tiler = tiling.TiledStylizer(model, tile, **{"stats_pixels": stats_pixels, **options})
+        tiled = stylize_array(model, image, tiler=tiler)
         end = time.perf_counter()
         border, inside = seam_metric(tiled, tile)
         print(f"{size}^2, tile {tile}, {name}: PSNR {psnr(untiled, tiled):.2f} dB, "

@@ -117,6 +117,18 @@ def test_tiled_matches_untiled_without_seams(model):
     assert psnr(untiled, naive) < psnr(untiled, tiled) - 10
 
 
+def test_tiled_statistics_are_exact_when_the_statistics_pass_does_not_fit(model, tmp_path):
+    image = structured_image(256, 192, seed=6)
+    untiled = stylize_array(model, image, tile=0)
+    # a statistics budget of 4096 px: a downscaled statistics pass would drift well below 35 dB
+    tiler = tiling.TiledStylizer(model, 64, stats_pixels=4096, directory=str(tmp_path))
+    exact = stylize_array(model, image, tiler=tiler)
+    assert psnr(untiled, exact) >= 35.0
+    assert os.listdir(tmp_path) == []  # the activations on disk are cleaned up
+    tiler = tiling.TiledStylizer(model, 64, stats_pixels=4096, exact_statistics=False)
+    assert psnr(untiled, stylize_array(model, image, tiler=tiler)) < psnr(untiled, exact) - 10
+
+
 def test_auto_tiling_follows_the_memory_budget(model, monkeypatch):
     assert tiling.parse_memory("4GB") == 4 * 2**30
     assert tiling.parse_memory("512MB") == 512 * 2**20
