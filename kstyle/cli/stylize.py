@@ -56,9 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--max-memory",
-        default="3GB",
+        default="2.5GB",
         help="memory budget of the network pass, e.g. 4GB or 512MB; larger images are tiled. "
-        "3GB keeps a 16 MP image under 4 GB peak memory",
+        "2.5GB keeps a 16 MP image under 4 GB peak memory",
     )
     parser.add_argument(
         "--max-pixels",
