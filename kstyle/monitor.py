@@ -5,12 +5,16 @@ leaves a half-written CSV, PNG or model behind.
 """
 
 import csv
+import glob
+import math
 import os
+import shutil
 import time
 
 import keras
 import numpy as np
 
+from kstyle.errors import KstyleError
 from kstyle.trainer import LOSS_NAMES
 
 HISTORY_FIELDS = ("step", "epoch", *LOSS_NAMES, "seconds")
@@ -54,6 +58,32 @@ def plot_losses(rows, path: str, title: str = "") -> None:
     os.replace(temporary, path)
 
 
+def read_history(path: str, last_step: int) -> list[dict]:
+    """The rows of ``history.csv`` up to and including step ``last_step`` (numbers parsed)."""
+    rows = []
+    with open(path, newline="") as file:
+        for row in csv.DictReader(file):
+            try:
+                parsed = {field: float(row[field]) for field in HISTORY_FIELDS}
+            except (KeyError, TypeError, ValueError):  # a line cut short by a kill
+                continue
+            parsed["step"], parsed["epoch"] = int(parsed["step"]), int(parsed["epoch"])
+            if parsed["step"] <= last_step:
+                rows.append(parsed)
+    return rows
+
+
+def write_history_atomically(rows, path: str) -> None:
+    """Writes ``history.csv`` with ``rows`` through a temporary file and a rename."""
+    temporary = atomic_path(path)
+    with open(temporary, "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(HISTORY_FIELDS)
+        for row in rows:
+            writer.writerow([row[field] for field in HISTORY_FIELDS])
+    os.replace(temporary, path)
+
+
 def _format_seconds(seconds: float) -> str:
     seconds = int(seconds)
     return f"{seconds // 3600:d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
@@ -82,10 +112,17 @@ class TrainingMonitor(keras.callbacks.Callback):
         self.preview_path = os.path.join(run_dir, "preview.png")
 
     def on_train_begin(self, logs=None):
+        if self.start_time is not None:  # a later ``fit`` of the same run
+            return
         self.start_time = time.monotonic()
         if self.step == 0 or not os.path.exists(self.history_path):  # a new run: new history
             with open(self.history_path, "w", newline="") as file:
                 csv.writer(file).writerow(HISTORY_FIELDS)
+        else:  # a resumed run: keep the curve up to the checkpoint, drop steps redone now
+            self.rows = read_history(self.history_path, self.step)
+            write_history_atomically(self.rows, self.history_path)
+            if self.rows:
+                self.start_time -= self.rows[-1]["seconds"]
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch + 1
@@ -123,29 +160,19 @@ class TrainingMonitor(keras.callbacks.Callback):
         save_image(side_by_side(content, output), self.preview_path)
 
 
-class StopAfterSteps(keras.callbacks.Callback):
-    """Stops ``fit`` once ``max_steps`` training steps have run in total."""
-
-    def __init__(self, max_steps, initial_step=0):
-        super().__init__()
-        self.max_steps = int(max_steps)
-        self.step = int(initial_step)
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.step += 1
-        if self.step >= self.max_steps:
-            self.model.stop_training = True
-
-
 class SaveTransformNet(keras.callbacks.Callback):
-    """Saves the transform net (alone) to ``path`` atomically at the end of every epoch."""
+    """Saves the transform net (alone) to ``path`` atomically at the end of every epoch.
 
-    def __init__(self, path):
+    ``prepare`` maps the net to what is saved (e.g. ``kstyle.distribute.float32_copy``).
+    """
+
+    def __init__(self, path, prepare=None):
         super().__init__()
         self.path = path
+        self.prepare = prepare or (lambda model: model)
 
     def on_epoch_end(self, epoch, logs=None):
-        save_model_atomically(self.model.transform_net, self.path)
+        save_model_atomically(self.prepare(self.model.transform_net), self.path)
 
 
 class SkippedFilesReport(keras.callbacks.Callback):
@@ -173,3 +200,108 @@ class SkippedFilesReport(keras.callbacks.Callback):
         if count and not self.reported:
             self.reported = True
             self.printer(f"skipped {count} unreadable image file(s) in the files read so far")
+
+
+class NonFiniteLoss(KstyleError):
+    """The loss became NaN or infinite; raised from inside ``fit`` to stop the run at once."""
+
+    def __init__(self, step, name, value):
+        label = "total loss" if name == "loss" else f"{name} loss"
+        super().__init__(f"the {label} became {value} at step {step}")
+        self.step = step
+
+
+class NonFiniteLossGuard(keras.callbacks.Callback):
+    """Stops training the moment a step's loss is NaN or infinite.
+
+    Put it first among the callbacks: it raises ``NonFiniteLoss`` before any later callback
+    (the checkpoint in particular) can save the broken weights of that step.
+    """
+
+    def __init__(self, initial_step=0):
+        super().__init__()
+        self.step = int(initial_step)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
+        for name in ("loss", "content", "style"):
+            value = float(self.model.last_losses[name].numpy())
+            if not math.isfinite(value):
+                raise NonFiniteLoss(self.step, name, value)
+
+
+class TrainingCheckpoint(keras.callbacks.Callback):
+    """Saves the transform net, the optimizer state and the step every ``every`` steps.
+
+    Keras's ``BackupAndRestore`` restores only whole epochs (it records the batch but resumes
+    at the start of the epoch) and overwrites its weights file in place, so a kill during a
+    save loses the backup. This callback uses TensorFlow's ``tf.train.CheckpointManager``
+    instead: each checkpoint is written to temporary files that are renamed when complete, and
+    the ``checkpoint`` index names the newest complete one; the previous one is kept too. The
+    data order is a function of the step (``TrainingData.stream``), so the step is all a
+    resumed run needs to see the batches the killed run would have seen next.
+
+    Args:
+        directory: where the checkpoints go (``<run>/checkpoints``).
+        transform_net, optimizer: what is saved and restored.
+        every: steps between checkpoints (0: only when asked, e.g. on an interrupt).
+        initial_step: steps done before this run (the restored step when resuming).
+    """
+
+    def __init__(self, directory, transform_net, optimizer, every, initial_step=0):
+        super().__init__()
+        import tensorflow as tf
+
+        self.directory = directory
+        self.every = int(every)
+        self.step = int(initial_step)
+        self.step_variable = tf.Variable(self.step, dtype=tf.int64, trainable=False, name="step")
+        self.checkpoint = tf.train.Checkpoint(
+            transform_net=transform_net, optimizer=optimizer, step=self.step_variable
+        )
+        self.manager = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep=2)
+        self.saved_step = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
+        if self.every > 0 and self.step % self.every == 0:
+            self.save()
+
+    def save(self) -> str:
+        """Writes a checkpoint of the current step (if not written already); returns its path."""
+        if self.saved_step != self.step:
+            self.step_variable.assign(self.step)
+            self.manager.save(checkpoint_number=self.step)
+            self.saved_step = self.step
+        return self.manager.latest_checkpoint
+
+    def restore(self) -> int:
+        """Loads the newest complete checkpoint, if any; returns its step (0 if none).
+
+        The optimizer must already be built (``optimizer.build(variables)``) so that its slot
+        variables exist to receive the saved values.
+        """
+        for leftover in glob.glob(os.path.join(self.directory, "*_temp*")):
+            shutil.rmtree(leftover, ignore_errors=True)  # a save cut short by a kill
+        path = self.manager.latest_checkpoint
+        if path is None:
+            return 0
+        try:
+            self.checkpoint.restore(path).assert_existing_objects_matched().expect_partial()
+        except Exception as error:
+            raise KstyleError(
+                f"could not restore the checkpoint {path}: {type(error).__name__}; "
+                "pass --restart to start this run over"
+            ) from error
+        self.step = self.saved_step = int(self.step_variable.numpy())
+        return self.step
+
+
+def latest_checkpoint_step(directory: str) -> int | None:
+    """The step of the newest complete checkpoint in ``directory``, without loading it."""
+    import tensorflow as tf
+
+    path = tf.train.latest_checkpoint(directory) if os.path.isdir(directory) else None
+    if path is None:
+        return None
+    return int(path.rsplit("-", 1)[-1])

@@ -2,14 +2,19 @@
 
 ``train(TrainConfig(...))`` checks every input before it builds a model, then trains and
 writes into ``config.output``: ``model.keras`` (the transform net alone), ``config.json``,
-``history.csv``, ``losses.png``, ``preview.png`` and TensorBoard logs under ``logs/``.
+``history.csv``, ``losses.png``, ``preview.png``, TensorBoard logs under ``logs/``,
+checkpoints under ``checkpoints/`` while it runs, and ``summary.json`` once it has finished.
+
+Running the same command again continues a killed run from its last checkpoint (same step,
+optimizer state and data order); a finished run is left alone unless ``restart`` is set.
 """
 
 import dataclasses
 import json
-import math
 import os
 import platform
+import shutil
+import signal
 import sys
 
 import numpy as np
@@ -17,6 +22,14 @@ import numpy as np
 from kstyle.errors import KstyleError
 
 RUN_FILES = ("model.keras", "config.json", "history.csv", "losses.png", "preview.png")
+# Files and folders of a run that --restart removes (never anything else in the folder).
+RESTART_REMOVES = (*RUN_FILES, "summary.json", "stylized.png", "checkpoints", "logs")
+# Options that define what a run computes: a resumed run must have the same ones.
+RESUME_KEYS = (
+    "style", "data", "tfds_name", "tfds_split", "epochs", "batch_size", "image_size",
+    "style_size", "learning_rate", "beta1", "beta2", "content_weight", "style_weight",
+    "tv_weight", "fraction", "steps", "vgg_weights", "padding", "seed", "mixed_precision",
+)  # fmt: skip
 
 
 @dataclasses.dataclass
@@ -46,6 +59,12 @@ class TrainConfig:
     plot_every: int = 10
     seed: int | None = None
     verbose: int | str = "auto"
+    checkpoint_every: int = 500
+    restart: bool = False
+    mixed_precision: str = "off"
+    jit_compile: str = "auto"
+    strategy: str = "auto"
+    cache: str | None = None  # None, "memory" or a file path prefix
 
     def resolved_output(self) -> str:
         """The run directory: ``output``, or ``runs/<style file name without extension>``."""
@@ -83,6 +102,17 @@ class TrainConfig:
             raise KstyleError(f"--image-size must be a multiple of 4, got {self.image_size}")
         if self.padding not in ("zeros", "reflect"):
             raise KstyleError(f"--padding must be zeros or reflect, got {self.padding}")
+        if self.checkpoint_every < 0:
+            raise KstyleError(f"--checkpoint-every must not be negative: {self.checkpoint_every}")
+        from kstyle.distribute import JIT_COMPILE, MIXED_PRECISION, STRATEGIES
+
+        for flag, value, choices in (
+            ("--mixed-precision", self.mixed_precision, MIXED_PRECISION),
+            ("--jit-compile", self.jit_compile, JIT_COMPILE),
+            ("--strategy", self.strategy, STRATEGIES),
+        ):
+            if value not in choices:
+                raise KstyleError(f"{flag} must be one of {', '.join(choices)}, got {value!r}")
 
 
 def load_style_image(path: str, size: int) -> np.ndarray:
@@ -121,7 +151,7 @@ def write_json_atomically(data: dict, path: str) -> None:
     os.replace(temporary, path)
 
 
-def build_training_data(config: TrainConfig):
+def build_training_data(config: TrainConfig, seed: int | None):
     """The content pipeline of ``config``: its folder, or its tfds dataset."""
     from kstyle.data import folder_dataset, tfds_dataset
 
@@ -129,7 +159,8 @@ def build_training_data(config: TrainConfig):
         image_size=config.image_size,
         batch_size=config.batch_size,
         fraction=config.fraction,
-        seed=config.seed,
+        seed=seed,
+        cache=config.cache,
     )
     if config.data is not None:
         return folder_dataset(config.data, **common)
@@ -138,46 +169,161 @@ def build_training_data(config: TrainConfig):
     )
 
 
-def plan_steps(steps_per_epoch: int, epochs: int, max_steps: int | None):
-    """``(steps_per_epoch, epochs, total_steps)`` for ``fit``, honouring ``--steps``."""
+@dataclasses.dataclass
+class FitCall:
+    """One ``fit`` call of a run: epochs ``[initial_epoch, epochs)`` of ``steps_per_epoch``."""
+
+    start_step: int
+    initial_epoch: int
+    epochs: int
+    steps_per_epoch: int
+
+
+def fit_schedule(start_step: int, total_steps: int, steps_per_epoch: int) -> list[FitCall]:
+    """The ``fit`` calls that take a run from ``start_step`` to ``total_steps``.
+
+    Keras resumes only at epoch boundaries, so a run resumed mid-epoch first finishes that
+    epoch in a call of its own; a last partial epoch (``--steps``) gets its own call too. Each
+    call's progress bar therefore counts exactly the steps it will run.
+    """
+    calls = []
+    step = start_step
+    while step < total_steps:
+        epoch, offset = divmod(step, steps_per_epoch)
+        if offset or total_steps - step < steps_per_epoch:
+            count = min(steps_per_epoch - offset, total_steps - step)
+            calls.append(FitCall(step, epoch, epoch + 1, count))
+            step += count
+        else:
+            full = (total_steps - step) // steps_per_epoch
+            calls.append(FitCall(step, epoch, epoch + full, steps_per_epoch))
+            step += full * steps_per_epoch
+    return calls
+
+
+def total_steps_of(steps_per_epoch: int, epochs: int, max_steps: int | None) -> int:
+    """Steps in the whole run: ``epochs`` epochs, or ``max_steps`` if that is fewer."""
     total = steps_per_epoch * epochs
-    if max_steps is not None and max_steps < total:
-        total = max_steps
-        steps_per_epoch = min(steps_per_epoch, max_steps)
-        epochs = math.ceil(max_steps / steps_per_epoch)
-    return steps_per_epoch, epochs, total
+    return min(total, max_steps) if max_steps is not None else total
+
+
+def _worker_dir(run_dir: str) -> str:
+    """This worker's run directory: ``run_dir`` for the chief, a subfolder for the others."""
+    from kstyle.distribute import is_chief, worker_role
+
+    if is_chief():
+        return run_dir
+    task_type, index = worker_role()
+    return os.path.join(run_dir, f"{task_type}-{index}")
+
+
+def _previous_run(run_dir: str, config: TrainConfig) -> dict | None:
+    """The saved config of a resumable run in ``run_dir`` (None: start a new run).
+
+    Raises:
+        KstyleError: the run there was started with other options.
+    """
+    from kstyle.monitor import latest_checkpoint_step
+
+    config_path = os.path.join(run_dir, "config.json")
+    step = latest_checkpoint_step(os.path.join(run_dir, "checkpoints"))
+    if step is None or not os.path.isfile(config_path):
+        return None
+    with open(config_path) as file:
+        saved = json.load(file)
+    now = dataclasses.asdict(config)
+    for key in RESUME_KEYS:
+        if key in saved and saved[key] != now[key]:
+            flag = "--" + key.replace("_", "-")
+            raise KstyleError(
+                f"{run_dir} holds a run started with {flag} {saved[key]} (now {now[key]}); "
+                "rerun it with its options to resume, pass --restart to start over, "
+                "or choose another --output"
+            )
+    return saved
+
+
+def _clear_run(run_dir: str) -> None:
+    """Removes what a previous run wrote into ``run_dir`` (for ``--restart``)."""
+    for name in RESTART_REMOVES:
+        path = os.path.join(run_dir, name)
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        elif os.path.exists(path):
+            os.remove(path)
+
+
+class _Preempted(BaseException):
+    """SIGTERM arrived (a preemptible machine going away): checkpoint, then stop."""
+
+
+def _raise_preempted(signum, frame):
+    raise _Preempted()
 
 
 def train(config: TrainConfig, printer=print) -> dict:
     """Runs training as ``config`` says and returns a summary dict.
 
-    The summary has ``run_dir``, ``model_path``, ``steps`` and the last step's losses.
-    Inputs are checked before any model is built (style file, data folder, options).
+    The summary has ``run_dir``, ``model_path``, ``steps``, ``resumed_from`` and the last
+    step's losses; ``finished_before`` is True when the run directory already held a finished
+    run (nothing is trained then). Inputs are checked before any model is built.
 
     Raises:
-        KstyleError: bad options or inputs, the VGG weights are unavailable, or training
-            was interrupted (the model so far is saved first; exit code 130).
+        KstyleError: bad options or inputs, the VGG weights are unavailable, a loss became
+            NaN or infinite (the last good checkpoint is kept), or training was interrupted
+            (a checkpoint of that step is written first; exit code 130).
     """
     config.validate()
+    from kstyle.distribute import (
+        JIT_COMPILE,
+        dtype_policy,
+        float32_copy,
+        is_chief,
+        make_strategy,
+        strategy_name,
+    )
+
+    strategy = make_strategy(config.strategy)  # first: multi-worker collectives need it
+    if config.batch_size % strategy.num_replicas_in_sync:
+        raise KstyleError(
+            f"--batch-size {config.batch_size} is the global batch and must be a multiple of "
+            f"the {strategy.num_replicas_in_sync} replicas"
+        )
     from kstyle.stylize import load_image
 
     load_image(config.style)  # a missing or unreadable style file fails before anything else
-    data = build_training_data(config)
+    run_dir = _worker_dir(config.resolved_output())
+    summary_path = os.path.join(run_dir, "summary.json")
+    if config.restart:
+        _clear_run(run_dir)
+    elif os.path.isfile(summary_path):
+        with open(summary_path) as file:
+            done = json.load(file)
+        printer(
+            f"{run_dir} holds a finished run ({done.get('steps')} steps; model: "
+            f"{done.get('model_path')}); nothing to do. Pass --restart to train it again "
+            "from scratch, or choose another --output"
+        )
+        return {**done, "finished_before": True}
+    previous = _previous_run(run_dir, config)
+    data_seed = previous["data_seed"] if previous else config.seed
+    data = build_training_data(config, data_seed)
 
     import keras
 
     from kstyle.loss_net import build_loss_net
     from kstyle.monitor import (
+        NonFiniteLoss,
+        NonFiniteLossGuard,
         SaveTransformNet,
         SkippedFilesReport,
-        StopAfterSteps,
+        TrainingCheckpoint,
         TrainingMonitor,
         save_model_atomically,
     )
     from kstyle.trainer import StyleTransferTrainer
     from kstyle.transform_net import build_transform_net
 
-    run_dir = config.resolved_output()
     os.makedirs(run_dir, exist_ok=True)
     model_path = os.path.join(run_dir, "model.keras")
     if config.seed is not None:
@@ -185,73 +331,126 @@ def train(config: TrainConfig, printer=print) -> dict:
 
     style_size = config.style_size or config.image_size
     style_image = load_style_image(config.style, style_size)
-    loss_net = build_loss_net(config.vgg_weights)
-    transform_net = build_transform_net(padding=config.padding)
-    trainer = StyleTransferTrainer(
-        transform_net,
-        loss_net,
-        style_image,
-        content_weight=config.content_weight,
-        style_weight=config.style_weight,
-        tv_weight=config.tv_weight,
-        image_size=config.image_size,
-    )
-    trainer.compile(
-        optimizer=keras.optimizers.Adam(
+    with strategy.scope(), dtype_policy(config.mixed_precision):
+        loss_net = build_loss_net(config.vgg_weights)
+        transform_net = build_transform_net(padding=config.padding)
+        trainer = StyleTransferTrainer(
+            transform_net,
+            loss_net,
+            style_image,
+            content_weight=config.content_weight,
+            style_weight=config.style_weight,
+            tv_weight=config.tv_weight,
+            image_size=config.image_size,
+        )
+        optimizer = keras.optimizers.Adam(
             learning_rate=config.learning_rate, beta_1=config.beta1, beta_2=config.beta2
         )
+        if config.mixed_precision == "float16":  # bfloat16 has float32's range: no scaling
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        trainer.compile(optimizer=optimizer, jit_compile=JIT_COMPILE[config.jit_compile])
+        optimizer.build(transform_net.trainable_variables)
+    checkpoint = TrainingCheckpoint(
+        os.path.join(run_dir, "checkpoints"),
+        transform_net,
+        optimizer,
+        every=config.checkpoint_every,
     )
+    start_step = checkpoint.restore() if previous else 0
 
-    steps_per_epoch, epochs, total_steps = plan_steps(
-        data.steps_per_epoch, config.epochs, config.steps
-    )
-    write_json_atomically(
-        {
-            **dataclasses.asdict(config),
-            "output": run_dir,
-            "style_size": style_size,
-            "data_description": data.description,
-            "steps_per_epoch": steps_per_epoch,
-            "total_steps": total_steps,
-            "command": sys.argv,
-            "versions": library_versions(),
-        },
-        os.path.join(run_dir, "config.json"),
-    )
-    printer(f"training on {data.description}: {total_steps} steps, run directory {run_dir}")
-    monitor = TrainingMonitor(run_dir, total_steps, plot_every=config.plot_every)
-    callbacks = [
-        monitor,
-        SaveTransformNet(model_path),
-        SkippedFilesReport(data, printer),
-        keras.callbacks.TensorBoard(
-            log_dir=os.path.join(run_dir, "logs"), update_freq=max(1, config.plot_every)
-        ),
-    ]
-    if total_steps < steps_per_epoch * epochs:
-        callbacks.append(StopAfterSteps(total_steps))
-    try:
-        trainer.fit(
-            data.dataset.repeat(),
-            epochs=epochs,
-            steps_per_epoch=steps_per_epoch,
-            callbacks=callbacks,
-            shuffle=False,  # the pipeline reshuffles every epoch itself
-            verbose=config.verbose,
+    total_steps = total_steps_of(data.steps_per_epoch, config.epochs, config.steps)
+    if previous is None:
+        write_json_atomically(
+            {
+                **dataclasses.asdict(config),  # the options as given, for resuming
+                "run_dir": config.resolved_output(),
+                "style_size_used": style_size,
+                "data_description": data.description,
+                "data_seed": data.seed,
+                "steps_per_epoch": data.steps_per_epoch,
+                "total_steps": total_steps,
+                "strategy_used": strategy_name(strategy),
+                "command": sys.argv,
+                "versions": library_versions(),
+            },
+            os.path.join(run_dir, "config.json"),
         )
-    except KeyboardInterrupt as interrupt:
-        save_model_atomically(transform_net, model_path)
+        printer(
+            f"training on {data.description}: {total_steps} steps on "
+            f"{strategy_name(strategy)}, run directory {run_dir}"
+        )
+    else:
+        epoch, batch = divmod(start_step, data.steps_per_epoch)
+        printer(
+            f"resuming {run_dir} at step {start_step} of {total_steps} "
+            f"(epoch {epoch + 1}, batch {batch}) from its last checkpoint"
+        )
+    monitor = TrainingMonitor(
+        run_dir, total_steps, plot_every=config.plot_every, initial_step=start_step
+    )
+    checkpoint.step = start_step
+    callbacks = [
+        NonFiniteLossGuard(start_step),  # first: a broken step must not reach the checkpoint
+        monitor,
+        checkpoint,
+        SaveTransformNet(model_path, float32_copy),
+        SkippedFilesReport(data, printer),
+    ]
+    if is_chief():
+        callbacks.append(
+            keras.callbacks.TensorBoard(
+                log_dir=os.path.join(run_dir, "logs"), update_freq=max(1, config.plot_every)
+            )
+        )
+    previous_handler = signal.signal(signal.SIGTERM, _raise_preempted)
+    try:
+        for call in fit_schedule(start_step, total_steps, data.steps_per_epoch):
+            trainer.fit(
+                _distributed_stream(strategy, data, call.start_step),
+                initial_epoch=call.initial_epoch,
+                epochs=call.epochs,
+                steps_per_epoch=call.steps_per_epoch,
+                callbacks=callbacks,
+                shuffle=False,  # the stream reshuffles every epoch itself
+                verbose=config.verbose,
+            )
+    except NonFiniteLoss as error:
+        kept = checkpoint.manager.latest_checkpoint
+        where = f"the last good checkpoint ({kept}) is kept" if kept else "no checkpoint yet"
         raise KstyleError(
-            f"interrupted after {monitor.step} steps; the model so far is in {model_path}",
+            f"{error}; training stopped, {where}. Lower --learning-rate or check the data, "
+            "then rerun to resume, or pass --restart",
+            exit_code=3,
+        ) from error
+    except (KeyboardInterrupt, _Preempted) as interrupt:
+        path = checkpoint.save()
+        save_model_atomically(float32_copy(transform_net), model_path)
+        raise KstyleError(
+            f"interrupted after {monitor.step} steps; checkpoint {path} written, rerun the "
+            "same command to resume",
             exit_code=130,
         ) from interrupt
-    save_model_atomically(transform_net, model_path)
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)
+    save_model_atomically(float32_copy(transform_net), model_path)
     last = monitor.rows[-1] if monitor.rows else {}
-    return {
+    summary = {
         "run_dir": run_dir,
         "model_path": model_path,
         "steps": monitor.step,
+        "resumed_from": start_step,
         "losses": {name: last.get(name) for name in ("loss", "content", "style", "tv")},
         "skipped_images": data.skipped_files()[0],
-        "transform_net": transform_net,
     }
+    write_json_atomically(summary, summary_path)
+    shutil.rmtree(checkpoint.directory, ignore_errors=True)  # model.keras is the result now
+    return {**summary, "finished_before": False, "transform_net": transform_net}
+
+
+def _distributed_stream(strategy, data, start_step):
+    """``data.stream(start_step)``; with several replicas, one input pipeline per worker."""
+    if strategy.num_replicas_in_sync == 1:
+        return data.stream(start_step)
+    return strategy.distribute_datasets_from_function(
+        lambda context: data.stream(start_step, context)
+    )

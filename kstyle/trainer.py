@@ -3,6 +3,11 @@
 Its ``train_step`` runs Y = transform(X), the frozen loss net on Y and X, the weighted
 perceptual loss against style Gram matrices computed once, and applies gradients to the
 transform net only (keras-io AdaIN style). Use it with ``compile(optimizer=...)`` and ``fit``.
+
+Under a ``tf.distribute`` strategy (build it inside ``strategy.scope()``), each replica's loss
+is divided by the number of replicas before its gradients are summed across replicas, so a step
+equals the single-device step on the whole (global) batch. With a ``LossScaleOptimizer``
+(float16 mixed precision) the loss is scaled before differentiation and the optimizer unscales.
 """
 
 import keras
@@ -27,8 +32,9 @@ class StyleTransferTrainer(keras.Model):
         image_size: the training image size, for the preview variables.
 
     After every step, ``last_losses`` holds that step's (not the running mean's) weighted
-    losses, and ``preview_input`` / ``preview_output`` the first image of the batch and its
-    stylization; callbacks read them to write curves and previews.
+    losses over the global batch, and ``preview_input`` / ``preview_output`` the first image of
+    the (first replica's) batch and its stylization; callbacks read them to write curves and
+    previews. Every replica holds the same values, so reading them needs no communication.
     """
 
     def __init__(
@@ -55,12 +61,10 @@ class StyleTransferTrainer(keras.Model):
         self.style_layers = tuple(style_layers)
         self.style_grams = self.compute_style_grams(style_image)
         self.trackers = {name: keras.metrics.Mean(name=name) for name in LOSS_NAMES}
-        self.last_losses = {
-            name: tf.Variable(0.0, trainable=False, name=f"last_{name}") for name in LOSS_NAMES
-        }
+        self.last_losses = {name: _replica_copy((), f"last_{name}") for name in LOSS_NAMES}
         shape = (image_size, image_size, 3)
-        self.preview_input = tf.Variable(tf.zeros(shape), trainable=False, name="preview_input")
-        self.preview_output = tf.Variable(tf.zeros(shape), trainable=False, name="preview_output")
+        self.preview_input = _replica_copy(shape, "preview_input")
+        self.preview_output = _replica_copy(shape, "preview_output")
 
     def compute_style_grams(self, style_image):
         """Gram matrices of the style image at each style layer, ``{layer: (1, C, C)}``."""
@@ -97,11 +101,14 @@ class StyleTransferTrainer(keras.Model):
 
     def train_step(self, data):
         content_batch = data[0] if isinstance(data, tuple) else data
+        replicas = tf.distribute.get_replica_context().num_replicas_in_sync
         with tf.GradientTape() as tape:
             stylized = self.transform_net(content_batch, training=True)
             total, parts = self.compute_losses(content_batch, stylized)
+            # gradients are summed over replicas: each contributes its share of the mean
+            scaled = self.optimizer.scale_loss(total / replicas)
         variables = self.transform_net.trainable_variables
-        gradients = tape.gradient(total, variables)
+        gradients = tape.gradient(scaled, variables)
         self.optimizer.apply_gradients(zip(gradients, variables, strict=True))
         return self._record(total, parts, content_batch, stylized)
 
@@ -118,10 +125,30 @@ class StyleTransferTrainer(keras.Model):
             "style": parts["style"],
             "tv": parts["tv"],
         }
+        context = tf.distribute.get_replica_context()
         for name, value in values.items():
             self.trackers[name].update_state(value)
-            self.last_losses[name].assign(ops.cast(value, "float32"))
+            # the mean over replicas of their (equal-sized) batches' losses: the global loss
+            mean = context.all_reduce("sum", ops.cast(value, "float32")) / (
+                context.num_replicas_in_sync
+            )
+            self.last_losses[name].assign(mean)
         if content_batch.shape[1:] == self.preview_input.shape:
             self.preview_input.assign(ops.cast(content_batch[0], "float32"))
             self.preview_output.assign(ops.cast(stylized[0], "float32"))
-        return {name: tracker.result() for name, tracker in self.trackers.items()}
+        results = {name: tracker.result() for name, tracker in self.trackers.items()}
+        if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
+            # Keras 3 reduces multi-worker logs with strategy.reduce(..., axis=0), which fails
+            # on scalars ("Invalid reduction dimension 0"): hand it rank-1 values instead.
+            results = {name: ops.reshape(value, (1,)) for name, value in results.items()}
+        return results
+
+
+def _replica_copy(shape, name):
+    """A float32 variable that every replica holds; replica 0's assignments win."""
+    return tf.Variable(
+        tf.zeros(shape),
+        trainable=False,
+        name=name,
+        aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+    )

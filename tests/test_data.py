@@ -36,13 +36,13 @@ def test_messy_folder_yields_good_images_and_counts_skips(tmp_path):
     make_messy_folder(folder)
     assert len(list_image_files(folder)) == 8
     data = folder_dataset(folder, image_size=32, batch_size=1, seed=0)
-    images = [batch.numpy() for batch in data.dataset]
+    images = [batch.numpy() for batch in data.one_epoch(0)]
     assert len(images) == 5
     for image in images:
         assert image.shape == (1, 32, 32, 3) and image.dtype == np.float32
         assert 0.0 <= image.min() and image.max() <= 255.0
     assert data.skipped_files() == (3, True)
-    for _ in data.dataset:  # a second pass does not count the same files again
+    for _ in data.one_epoch(1):  # a second pass does not count the same files again
         pass
     assert data.skipped_files() == (3, True) and int(data.checked.numpy()) == 16
     # the gray image arrives as three equal channels
@@ -61,8 +61,8 @@ def test_batches_drop_the_remainder_and_reshuffle_each_epoch(tmp_path):
     data = folder_dataset(folder, image_size=32, batch_size=4, seed=1)
     assert data.steps_per_epoch == 2 and data.num_images == 10
     epochs = []
-    for _ in range(3):
-        batches = [b.numpy() for b in data.dataset]
+    for epoch in range(3):
+        batches = [b.numpy() for b in data.one_epoch(epoch)]
         assert [b.shape[0] for b in batches] == [4, 4]
         epochs.append([round(float(image.mean()), 3) for b in batches for image in b])
     assert len({tuple(e) for e in epochs}) > 1  # reshuffled between epochs
@@ -110,7 +110,7 @@ def test_tfds_path_with_mock_data(tmp_path):
             seed=0,
         )
         assert data.num_images == 9 and data.steps_per_epoch == 2
-        batches = [b.numpy() for b in data.dataset]
+        batches = [b.numpy() for b in data.one_epoch(0)]
     assert [b.shape for b in batches] == [(4, 32, 32, 3)] * 2
     assert all(b.dtype == np.float32 and b.min() >= 0 and b.max() <= 255 for b in batches)
 
@@ -128,3 +128,51 @@ def test_decode_handles_gif_and_bmp(tmp_path):
         Image.fromarray(random_image(20, 24, seed=7)).save(path)
         image = decode_and_resize(tf.io.read_file(path), 16)
         assert image.shape == (16, 16, 3)
+
+
+def _signature(batches):
+    """Each image of each batch as a rounded mean: enough to tell images apart."""
+    return [tuple(round(float(image.mean()), 2) for image in batch) for batch in batches]
+
+
+@pytest.mark.parametrize("cache", [None, "memory"])
+def test_the_stream_resumes_at_any_step_with_the_same_batches(tmp_path, cache):
+    folder = str(tmp_path / "imgs")
+    write_image_folder(folder, count=10, size=(20, 24))
+    data = folder_dataset(folder, image_size=16, batch_size=3, seed=5, cache=cache)
+    assert data.steps_per_epoch == 3
+    full = _signature(b.numpy() for b in data.stream(0).take(8))
+    assert len(set(full)) == 8  # batches differ, within and across epochs
+    for start in (2, 3, 4):  # before, at and after the epoch boundary
+        resumed = _signature(b.numpy() for b in data.stream(start).take(8 - start))
+        assert resumed == full[start:]
+    again = folder_dataset(folder, image_size=16, batch_size=3, seed=5, cache=cache)
+    assert _signature(b.numpy() for b in again.stream(0).take(8)) == full  # seed fixes it
+    other = folder_dataset(folder, image_size=16, batch_size=3, seed=6, cache=cache)
+    assert _signature(b.numpy() for b in other.stream(0).take(8)) != full
+
+
+def test_a_drawn_seed_is_recorded(tmp_path):
+    folder = str(tmp_path / "imgs")
+    write_image_folder(folder, count=4, size=(20, 24))
+    first = folder_dataset(folder, image_size=16, batch_size=2)
+    second = folder_dataset(folder, image_size=16, batch_size=2, seed=first.seed)
+    assert isinstance(first.seed, int)
+    assert _signature(b.numpy() for b in first.stream(1).take(3)) == _signature(
+        b.numpy() for b in second.stream(1).take(3)
+    )
+
+
+def test_workers_read_disjoint_shards_with_per_replica_batches(tmp_path):
+    folder = str(tmp_path / "imgs")
+    write_image_folder(folder, count=12, size=(20, 24))
+    data = folder_dataset(folder, image_size=16, batch_size=4, seed=2)
+    seen = []
+    for worker in range(2):
+        context = tf.distribute.InputContext(
+            num_input_pipelines=2, input_pipeline_id=worker, num_replicas_in_sync=2
+        )
+        batches = [b.numpy() for b in data.stream(0, context).take(3)]
+        assert all(b.shape == (2, 16, 16, 3) for b in batches)
+        seen.append({value for batch in _signature(batches) for value in batch})
+    assert len(seen[0]) == 6 and len(seen[1]) == 6 and not seen[0] & seen[1]

@@ -67,7 +67,54 @@ def build_parser() -> argparse.ArgumentParser:
         default=10,
         help="refresh losses.png and preview.png every N steps (0: only at the end)",
     )
-    add("--seed", type=int, default=None, help="random seed for weights and shuffling")
+    add(
+        "--seed",
+        type=int,
+        default=None,
+        help="random seed for weights and shuffling (default: drawn, and recorded in "
+        "config.json so that a resumed run keeps its data order)",
+    )
+    add(
+        "--checkpoint-every",
+        type=int,
+        default=500,
+        help="write a checkpoint (weights, optimizer, step) every N steps; rerunning the same "
+        "command resumes from the last one (0: only on Ctrl-C or SIGTERM)",
+    )
+    add(
+        "--restart",
+        action="store_true",
+        help="start over: delete the run's model, history, checkpoints and logs in --output",
+    )
+    add(
+        "--mixed-precision",
+        choices=("off", "float16", "bfloat16"),
+        default="off",
+        help="compute in float16 (with loss scaling) or bfloat16; variables, losses and Grams "
+        "stay float32",
+    )
+    add(
+        "--jit-compile",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="XLA-compile the train step (auto: Keras's choice, XLA on GPUs)",
+    )
+    add(
+        "--strategy",
+        choices=("auto", "default", "mirrored", "multiworker", "tpu"),
+        default="auto",
+        help="tf.distribute strategy (auto: multiworker if TF_CONFIG lists several tasks, "
+        "mirrored on several GPUs, else default); --batch-size is the global batch",
+    )
+    add(
+        "--cache",
+        nargs="?",
+        const="memory",
+        default=None,
+        metavar="memory|PATH",
+        help="decode the images once and keep them (as uint8) in memory, or in files with "
+        "this path prefix; default: decode every epoch",
+    )
     add(
         "--demo",
         action="store_true",
@@ -106,6 +153,8 @@ def main_with_args(argv=None) -> int:
         raise KstyleError("--style is required (or use --demo)")
     options = {k.replace("-", "_"): v for k, v in options.items()}
     summary = train(TrainConfig(**options))
+    if summary.get("finished_before"):
+        return 0
     losses = summary["losses"]
     print(
         f"done: {summary['steps']} steps, last loss {losses['loss']:.4g} "

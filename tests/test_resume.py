@@ -1,0 +1,203 @@
+"""Training that survives kills: resume from checkpoints, atomic writes, the NaN guard.
+
+Every run here is a real ``train.py`` subprocess on a tiny folder (32 px, random VGG-16).
+"""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from conftest import random_image, write_image_folder
+from PIL import Image
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STEPS = 24
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    base = tmp_path_factory.mktemp("resume")
+    write_image_folder(str(base / "data"), count=10, size=(36, 44))
+    Image.fromarray(random_image(40, 40, seed=99)).save(base / "style.png")
+    return base
+
+
+def command(inputs, output, *extra, steps=STEPS):
+    return [
+        sys.executable, os.path.join(ROOT, "train.py"),
+        "--style", str(inputs / "style.png"), "--data", str(inputs / "data"),
+        "--output", str(output), "--vgg-weights", "random", "--image-size", "32",
+        "--batch-size", "2", "--steps", str(steps), "--checkpoint-every", "2",
+        "--plot-every", "0", "--seed", "1", "--epochs", "10", *extra,
+    ]  # fmt: skip
+
+
+def run(args, **kwargs):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return subprocess.run(args, capture_output=True, text=True, env=env, timeout=600, **kwargs)
+
+
+def history(run_dir):
+    with open(os.path.join(run_dir, "history.csv"), newline="") as file:
+        return [(int(row["step"]), float(row["loss"])) for row in csv.DictReader(file)]
+
+
+def checkpoint_step(run_dir):
+    index = os.path.join(run_dir, "checkpoints", "checkpoint")
+    if not os.path.exists(index):
+        return 0
+    with open(index) as file:
+        first = file.readline()  # model_checkpoint_path: "ckpt-N"
+    return int(first.strip().strip('"').rsplit("-", 1)[-1]) if "ckpt-" in first else 0
+
+
+def weights(model_path):
+    from kstyle.stylize import load_transform_net
+
+    return load_transform_net(str(model_path)).get_weights()
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(inputs):
+    output = inputs / "uninterrupted"
+    result = run(command(inputs, output))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return output
+
+
+def kill_after_checkpoint(args, run_dir, at_least):
+    """Starts ``args``, SIGKILLs it once a checkpoint of step >= ``at_least`` exists."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    deadline = time.monotonic() + 300
+    while checkpoint_step(run_dir) < at_least:
+        assert process.poll() is None, process.stderr.read().decode()[-3000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    return checkpoint_step(run_dir)
+
+
+def test_a_killed_run_resumes_where_it_stopped(inputs, uninterrupted):
+    output = inputs / "killed"
+    args = command(inputs, output)
+    killed_at = kill_after_checkpoint(args, output, at_least=6)
+    assert 6 <= killed_at < STEPS
+    result = run(args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"resuming {output} at step {killed_at}" in result.stdout
+    rows = history(output)
+    assert [step for step, _ in rows] == list(range(1, STEPS + 1))  # none repeated or missing
+    # same optimizer state and data order: the very losses of the uninterrupted run
+    reference = dict(history(uninterrupted))
+    for step, loss in rows:
+        assert loss == pytest.approx(reference[step], rel=1e-4), step
+    for mine, theirs in zip(
+        weights(output / "model.keras"), weights(uninterrupted / "model.keras"), strict=True
+    ):
+        np.testing.assert_allclose(mine, theirs, rtol=1e-3, atol=1e-5)
+    assert not os.path.exists(output / "checkpoints")  # finished: model.keras is the result
+    again = run(args)  # a finished run is reported and left alone
+    assert again.returncode == 0 and "holds a finished run" in again.stdout
+    assert history(output) == rows
+
+
+KILL_DURING_SAVE = """
+import copy, os, signal, sys
+sys.path.insert(0, {root!r})
+import tensorflow as tf
+from kstyle.cli.train import main
+
+write = tf.train.Checkpoint._write
+
+def dying_write(self, prefix, options=None):
+    if prefix.endswith("ckpt-6"):  # write this checkpoint's files, cut one short, then die
+        unrecorded = copy.copy(options)
+        unrecorded.experimental_write_callbacks = None  # the index update comes after a write
+        write(self, prefix, options=unrecorded)
+        data = [name for name in os.listdir(os.path.dirname(prefix)) if ".data-" in name
+                and name.startswith("ckpt-6")][0]
+        full = os.path.join(os.path.dirname(prefix), data)
+        with open(full, "r+b") as file:
+            file.truncate(os.path.getsize(full) // 2)
+        os.kill(os.getpid(), signal.SIGKILL)
+    return write(self, prefix, options=options)
+
+tf.train.Checkpoint._write = dying_write
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_kill_during_a_checkpoint_write_loses_nothing_but_that_interval(inputs, uninterrupted):
+    output = inputs / "killed_in_write"
+    args = command(inputs, output)
+    dying = run([sys.executable, "-c", KILL_DURING_SAVE.format(root=ROOT), *args[2:]])
+    assert dying.returncode == -signal.SIGKILL, dying.stderr[-3000:]
+    assert checkpoint_step(output) == 4  # the index still names the last complete checkpoint
+    result = run(args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"at step 4 of {STEPS}" in result.stdout
+    assert [step for step, _ in history(output)] == list(range(1, STEPS + 1))
+    reference = dict(history(uninterrupted))
+    assert all(loss == pytest.approx(reference[step], rel=1e-4) for step, loss in history(output))
+
+
+def test_restart_and_changed_options(inputs):
+    output = inputs / "changed"
+    args = command(inputs, output, steps=40)
+    kill_after_checkpoint(args, output, at_least=2)
+    changed = run([*args, "--batch-size", "4"])
+    assert changed.returncode == 2 and "Traceback" not in changed.stderr
+    assert "--batch-size 2 (now 4)" in changed.stderr and "--restart" in changed.stderr
+    restarted = run([*command(inputs, output, steps=3), "--restart"])
+    assert restarted.returncode == 0, restarted.stderr[-3000:]
+    assert "resuming" not in restarted.stdout
+    assert [step for step, _ in history(output)] == [1, 2, 3]
+
+
+NAN_FROM_STEP_6 = """
+import sys
+sys.path.insert(0, {root!r})
+import tensorflow as tf
+from kstyle.cli.train import main
+from kstyle.trainer import StyleTransferTrainer
+
+compute_losses = StyleTransferTrainer.compute_losses
+
+def diverging(self, content_batch, stylized):  # a loss that blows up at the 6th step
+    total, parts = compute_losses(self, content_batch, stylized)
+    blown = tf.cast(self.optimizer.iterations, tf.float32) >= 5.0
+    total = tf.where(blown, tf.constant(float("nan")), total)
+    return total, parts
+
+StyleTransferTrainer.compute_losses = diverging
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_non_finite_loss_stops_with_the_step_and_keeps_the_checkpoint(inputs):
+    output = inputs / "nan"
+    args = command(inputs, output, "--checkpoint-every", "1")
+    result = run([sys.executable, "-c", NAN_FROM_STEP_6.format(root=ROOT), *args[2:]])
+    assert result.returncode == 3, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, result.stderr[-3000:]
+    assert "the total loss became nan at step 6" in errors[0], errors[0]
+    assert "last good checkpoint" in errors[0] and "ckpt-5" in errors[0]
+    assert checkpoint_step(output) == 5  # the last good step, never the bad one
+    import tensorflow as tf
+
+    from kstyle.transform_net import build_transform_net
+
+    net = build_transform_net()
+    checkpoint = tf.train.Checkpoint(transform_net=net)
+    checkpoint.restore(tf.train.latest_checkpoint(output / "checkpoints")).expect_partial()
+    assert all(np.isfinite(w).all() for w in net.get_weights())
+    assert [step for step, _ in history(output)] == [1, 2, 3, 4, 5]
