@@ -47,24 +47,56 @@ def matmul_peak_gflops(size=4096, repeats=5):
     return 2 * size**3 / seconds / 1e9
 
 
-def train_step_seconds(image_size, batch_size, jit_compile, repeats):
-    """Median seconds of one ``train_on_batch`` step of the real trainer."""
+def train_step_seconds(image_size, batch_size, jit_compile, repeats, mixed_precision="off"):
+    """Median seconds of one ``train_on_batch`` step of the trainer that ``train.py`` builds."""
     import keras
     import numpy as np
 
-    from kstyle.loss_net import build_loss_net
-    from kstyle.trainer import StyleTransferTrainer
-    from kstyle.transform_net import build_transform_net
+    from kstyle.run import TrainConfig, build_trainer
 
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
     style = rng.uniform(0, 255, (image_size, image_size, 3)).astype("float32")
-    trainer = StyleTransferTrainer(
-        build_transform_net(), build_loss_net(weights=None), style, image_size=image_size
+    config = TrainConfig(
+        style="",
+        vgg_weights="random",
+        image_size=image_size,
+        batch_size=batch_size,
+        mixed_precision=mixed_precision,
+        jit_compile="on" if jit_compile else "off",
     )
-    trainer.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=jit_compile)
+    trainer, _ = build_trainer(config, style)
     batch = rng.uniform(0, 255, (batch_size, image_size, image_size, 3)).astype("float32")
     return median_seconds(lambda: trainer.train_on_batch(batch), repeats, warmup=2)
+
+
+def input_pipeline_images_per_second(image_size, batch_size, cache, count=96, seconds=20.0):
+    """Images per second that ``TrainingData.stream`` delivers from a folder of 640x480 JPEGs.
+
+    With a cache, the first pass (which fills it) is excluded: the rate is that of later epochs.
+    """
+    import tempfile
+
+    import numpy as np
+    from PIL import Image
+
+    from kstyle.data import folder_dataset
+
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as folder:
+        for index in range(count):
+            pixels = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(os.path.join(folder, f"{index:03d}.jpg"), quality=90)
+        data = folder_dataset(
+            folder, image_size=image_size, batch_size=batch_size, seed=0, cache=cache
+        )
+        iterator = iter(data.stream(0))
+        for _ in range(data.steps_per_epoch if cache else 2):  # warm-up (and cache fill)
+            next(iterator)
+        images, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            images += int(next(iterator).shape[0])
+        return images / (time.perf_counter() - start)
 
 
 def stylize_seconds(size, jit_compile, repeats):
@@ -93,6 +125,11 @@ def main(argv=None):
     parser.add_argument("--image-size", type=int, default=256, help="training image size")
     parser.add_argument("--batch-size", type=int, default=4, help="training batch size")
     parser.add_argument("--json", default=None, help="also write the results to this file")
+    parser.add_argument(
+        "--precisions",
+        default="off,bfloat16,float16",
+        help="--mixed-precision values to time training with (comma-separated)",
+    )
     args = parser.parse_args(argv)
 
     import tensorflow as tf
@@ -109,23 +146,38 @@ def main(argv=None):
         "matmul_peak_gflops": matmul_peak_gflops(),
         "train": [],
         "stylize": [],
+        "input_pipeline": [],
     }
     peak = results["matmul_peak_gflops"]
     print(f"matmul peak: {peak:.1f} GFLOP/s")
     scale = (args.image_size / 256) ** 2 * args.batch_size / 4
-    for jit in (False, True):
-        seconds = train_step_seconds(args.image_size, args.batch_size, jit, repeats)
-        gflops = TRAIN_STEP_GFLOP_256_B4 * scale / seconds
-        row = {
-            "jit_compile": jit,
-            "seconds_per_step": seconds,
-            "gflops": gflops,
-            "percent_of_peak": 100 * gflops / peak,
-        }
-        results["train"].append(row)
+    for precision in args.precisions.split(","):
+        for jit in (False, True):
+            seconds = train_step_seconds(
+                args.image_size, args.batch_size, jit, repeats, mixed_precision=precision
+            )
+            gflops = TRAIN_STEP_GFLOP_256_B4 * scale / seconds
+            row = {
+                "mixed_precision": precision,
+                "jit_compile": jit,
+                "seconds_per_step": seconds,
+                "gflops": gflops,
+                "percent_of_peak": 100 * gflops / peak,
+            }
+            results["train"].append(row)
+            baseline = results["train"][0]["seconds_per_step"]
+            print(
+                f"train step {args.image_size}² batch {args.batch_size} "
+                f"precision={precision} xla={jit}: {seconds:.3f} s "
+                f"({seconds / baseline:.2f}x the float32 no-XLA step; {gflops:.0f} GFLOP/s, "
+                f"{row['percent_of_peak']:.0f}% of peak)"
+            )
+    for cache in (None, "memory"):
+        rate = input_pipeline_images_per_second(args.image_size, args.batch_size, cache)
+        results["input_pipeline"].append({"cache": cache, "images_per_second": rate})
         print(
-            f"train step {args.image_size}² batch {args.batch_size} xla={jit}: "
-            f"{seconds:.3f} s ({gflops:.0f} GFLOP/s, {row['percent_of_peak']:.0f}% of peak)"
+            f"input pipeline (640x480 JPEG -> {args.image_size}², cache={cache}): "
+            f"{rate:.0f} images/s"
         )
     sizes = (256, 512) if args.quick else (256, 512, 1024)
     for size in sizes:

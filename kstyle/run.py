@@ -207,6 +207,40 @@ def total_steps_of(steps_per_epoch: int, epochs: int, max_steps: int | None) -> 
     return min(total, max_steps) if max_steps is not None else total
 
 
+def build_trainer(config: TrainConfig, style_image):
+    """The compiled ``StyleTransferTrainer`` of ``config`` and its (built) optimizer.
+
+    Call it inside the strategy's scope. Layers are built with ``config.mixed_precision``'s
+    dtype policy; float16 wraps Adam in a ``LossScaleOptimizer``.
+    """
+    import keras
+
+    from kstyle.distribute import JIT_COMPILE, dtype_policy
+    from kstyle.loss_net import build_loss_net
+    from kstyle.trainer import StyleTransferTrainer
+    from kstyle.transform_net import build_transform_net
+
+    with dtype_policy(config.mixed_precision):
+        transform_net = build_transform_net(padding=config.padding)
+        trainer = StyleTransferTrainer(
+            transform_net,
+            build_loss_net(config.vgg_weights),
+            style_image,
+            content_weight=config.content_weight,
+            style_weight=config.style_weight,
+            tv_weight=config.tv_weight,
+            image_size=config.image_size,
+        )
+        optimizer = keras.optimizers.Adam(
+            learning_rate=config.learning_rate, beta_1=config.beta1, beta_2=config.beta2
+        )
+        if config.mixed_precision == "float16":  # bfloat16 has float32's range: no scaling
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        trainer.compile(optimizer=optimizer, jit_compile=JIT_COMPILE[config.jit_compile])
+        optimizer.build(transform_net.trainable_variables)
+    return trainer, optimizer
+
+
 def _worker_dir(run_dir: str) -> str:
     """This worker's run directory: ``run_dir`` for the chief, a subfolder for the others."""
     from kstyle.distribute import is_chief, worker_role
@@ -274,14 +308,7 @@ def train(config: TrainConfig, printer=print) -> dict:
             (a checkpoint of that step is written first; exit code 130).
     """
     config.validate()
-    from kstyle.distribute import (
-        JIT_COMPILE,
-        dtype_policy,
-        float32_copy,
-        is_chief,
-        make_strategy,
-        strategy_name,
-    )
+    from kstyle.distribute import float32_copy, is_chief, make_strategy, strategy_name
 
     strategy = make_strategy(config.strategy)  # first: multi-worker collectives need it
     if config.batch_size % strategy.num_replicas_in_sync:
@@ -311,7 +338,6 @@ def train(config: TrainConfig, printer=print) -> dict:
 
     import keras
 
-    from kstyle.loss_net import build_loss_net
     from kstyle.monitor import (
         NonFiniteLoss,
         NonFiniteLossGuard,
@@ -321,8 +347,6 @@ def train(config: TrainConfig, printer=print) -> dict:
         TrainingMonitor,
         save_model_atomically,
     )
-    from kstyle.trainer import StyleTransferTrainer
-    from kstyle.transform_net import build_transform_net
 
     os.makedirs(run_dir, exist_ok=True)
     model_path = os.path.join(run_dir, "model.keras")
@@ -331,25 +355,9 @@ def train(config: TrainConfig, printer=print) -> dict:
 
     style_size = config.style_size or config.image_size
     style_image = load_style_image(config.style, style_size)
-    with strategy.scope(), dtype_policy(config.mixed_precision):
-        loss_net = build_loss_net(config.vgg_weights)
-        transform_net = build_transform_net(padding=config.padding)
-        trainer = StyleTransferTrainer(
-            transform_net,
-            loss_net,
-            style_image,
-            content_weight=config.content_weight,
-            style_weight=config.style_weight,
-            tv_weight=config.tv_weight,
-            image_size=config.image_size,
-        )
-        optimizer = keras.optimizers.Adam(
-            learning_rate=config.learning_rate, beta_1=config.beta1, beta_2=config.beta2
-        )
-        if config.mixed_precision == "float16":  # bfloat16 has float32's range: no scaling
-            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-        trainer.compile(optimizer=optimizer, jit_compile=JIT_COMPILE[config.jit_compile])
-        optimizer.build(transform_net.trainable_variables)
+    with strategy.scope():
+        trainer, optimizer = build_trainer(config, style_image)
+    transform_net = trainer.transform_net
     checkpoint = TrainingCheckpoint(
         os.path.join(run_dir, "checkpoints"),
         transform_net,
