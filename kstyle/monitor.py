@@ -9,6 +9,8 @@ import glob
 import math
 import os
 import shutil
+import signal
+import sys
 import time
 
 import keras
@@ -305,3 +307,39 @@ def latest_checkpoint_step(directory: str) -> int | None:
     if path is None:
         return None
     return int(path.rsplit("-", 1)[-1])
+
+
+class TrainingStopped(Exception):
+    """Training stopped at a step boundary because a stop signal arrived."""
+
+    def __init__(self, signal_name):
+        super().__init__(f"stopped by {signal_name}")
+        self.signal_name = signal_name
+
+
+class StopRequest(keras.callbacks.Callback):
+    """Turns a stop signal into a clean stop at the end of the current step.
+
+    ``request`` is the signal handler: the first SIGINT/SIGTERM is remembered and the step
+    finishes, then (as the last callback) this raises ``TrainingStopped``, so the step count,
+    the weights and the history all agree when the checkpoint is written. A second signal
+    raises ``KeyboardInterrupt`` at once.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.signal_name = None
+
+    def request(self, number, frame=None):
+        if self.signal_name is not None:
+            raise KeyboardInterrupt
+        self.signal_name = signal.Signals(number).name
+        print(
+            f"\n{self.signal_name}: stopping after this step "
+            "(send it again to stop at once, without a checkpoint)",
+            file=sys.stderr,
+        )
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.signal_name is not None:
+            raise TrainingStopped(self.signal_name)

@@ -9,6 +9,7 @@ Running the same command again continues a killed run from its last checkpoint (
 optimizer state and data order); a finished run is left alone unless ``restart`` is set.
 """
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -16,6 +17,7 @@ import platform
 import shutil
 import signal
 import sys
+import threading
 
 import numpy as np
 
@@ -24,6 +26,7 @@ from kstyle.errors import KstyleError
 RUN_FILES = ("model.keras", "config.json", "history.csv", "losses.png", "preview.png")
 # Files and folders of a run that --restart removes (never anything else in the folder).
 RESTART_REMOVES = (*RUN_FILES, "summary.json", "stylized.png", "checkpoints", "logs")
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C, and a preemptible VM's notice
 # Options that define what a run computes: a resumed run must have the same ones.
 RESUME_KEYS = (
     "style", "data", "tfds_name", "tfds_split", "epochs", "batch_size", "image_size",
@@ -287,12 +290,21 @@ def _clear_run(run_dir: str) -> None:
             os.remove(path)
 
 
-class _Preempted(BaseException):
-    """SIGTERM arrived (a preemptible machine going away): checkpoint, then stop."""
+@contextlib.contextmanager
+def _stop_signals_handled_by(callback):
+    """While training, SIGINT and SIGTERM ask ``callback`` to stop after the current step.
 
-
-def _raise_preempted(signum, frame):
-    raise _Preempted()
+    Only in the main thread (Python delivers signals there); elsewhere nothing changes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {number: signal.signal(number, callback.request) for number in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def train(config: TrainConfig, printer=print) -> dict:
@@ -343,8 +355,10 @@ def train(config: TrainConfig, printer=print) -> dict:
         NonFiniteLossGuard,
         SaveTransformNet,
         SkippedFilesReport,
+        StopRequest,
         TrainingCheckpoint,
         TrainingMonitor,
+        TrainingStopped,
         save_model_atomically,
     )
 
@@ -410,18 +424,20 @@ def train(config: TrainConfig, printer=print) -> dict:
                 log_dir=os.path.join(run_dir, "logs"), update_freq=max(1, config.plot_every)
             )
         )
-    previous_handler = signal.signal(signal.SIGTERM, _raise_preempted)
+    stop = StopRequest()
+    callbacks.append(stop)  # last: a stop comes after the step's checkpoint and history
     try:
-        for call in fit_schedule(start_step, total_steps, data.steps_per_epoch):
-            trainer.fit(
-                _distributed_stream(strategy, data, call.start_step),
-                initial_epoch=call.initial_epoch,
-                epochs=call.epochs,
-                steps_per_epoch=call.steps_per_epoch,
-                callbacks=callbacks,
-                shuffle=False,  # the stream reshuffles every epoch itself
-                verbose=config.verbose,
-            )
+        with _stop_signals_handled_by(stop):
+            for call in fit_schedule(start_step, total_steps, data.steps_per_epoch):
+                trainer.fit(
+                    _distributed_stream(strategy, data, call.start_step),
+                    initial_epoch=call.initial_epoch,
+                    epochs=call.epochs,
+                    steps_per_epoch=call.steps_per_epoch,
+                    callbacks=callbacks,
+                    shuffle=False,  # the stream reshuffles every epoch itself
+                    verbose=config.verbose,
+                )
     except NonFiniteLoss as error:
         kept = checkpoint.manager.latest_checkpoint
         where = f"the last good checkpoint ({kept}) is kept" if kept else "no checkpoint yet"
@@ -430,16 +446,18 @@ def train(config: TrainConfig, printer=print) -> dict:
             "then rerun to resume, or pass --restart",
             exit_code=3,
         ) from error
-    except (KeyboardInterrupt, _Preempted) as interrupt:
+    except TrainingStopped as stopped:  # at a step boundary: every count agrees
         path = checkpoint.save()
         save_model_atomically(float32_copy(transform_net), model_path)
         raise KstyleError(
-            f"interrupted after {monitor.step} steps; checkpoint {path} written, rerun the "
-            "same command to resume",
+            f"{stopped.signal_name} after {checkpoint.step} steps; checkpoint {path} written, "
+            "rerun the same command to resume",
             exit_code=130,
-        ) from interrupt
-    finally:
-        signal.signal(signal.SIGTERM, previous_handler)
+        ) from stopped
+    except KeyboardInterrupt as interrupt:  # a second Ctrl-C: stop at once, mid-step
+        kept = checkpoint.manager.latest_checkpoint
+        where = f"resume from the last checkpoint ({kept})" if kept else "no checkpoint yet"
+        raise KstyleError(f"stopped at once; {where}", exit_code=130) from interrupt
     save_model_atomically(float32_copy(transform_net), model_path)
     last = monitor.rows[-1] if monitor.rows else {}
     summary = {

@@ -176,3 +176,17 @@ def test_workers_read_disjoint_shards_with_per_replica_batches(tmp_path):
         assert all(b.shape == (2, 16, 16, 3) for b in batches)
         seen.append({value for batch in _signature(batches) for value in batch})
     assert len(seen[0]) == 6 and len(seen[1]) == 6 and not seen[0] & seen[1]
+
+
+def test_the_tfds_stream_resumes_with_the_same_batches(tmp_path):
+    import tensorflow_datasets as tfds
+
+    with tfds.testing.mock_data(num_examples=12):
+        data = tfds_dataset(
+            "coco/2014", data_dir=str(tmp_path), image_size=16, batch_size=2, seed=3
+        )
+        assert data.steps_per_epoch == 6
+        full = _signature(b.numpy() for b in data.stream(0).take(9))
+        resumed = _signature(b.numpy() for b in data.stream(5).take(4))
+    assert len(set(full)) == 9
+    assert resumed == full[5:]

@@ -201,3 +201,30 @@ def test_a_non_finite_loss_stops_with_the_step_and_keeps_the_checkpoint(inputs):
     checkpoint.restore(tf.train.latest_checkpoint(output / "checkpoints")).expect_partial()
     assert all(np.isfinite(w).all() for w in net.get_weights())
     assert [step for step, _ in history(output)] == [1, 2, 3, 4, 5]
+
+
+def test_sigterm_checkpoints_the_current_step_and_the_run_resumes(inputs):
+    output = inputs / "terminated"
+    args = command(inputs, output, "--checkpoint-every", "1000")  # no periodic checkpoint
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    process = subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    history_path = output / "history.csv"
+    deadline = time.monotonic() + 300
+    while not (history_path.exists() and len(history_path.read_text().splitlines()) > 3):
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 130, stderr[-3000:]
+    assert "Traceback" not in stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and errors[0].startswith("error: SIGTERM after "), errors
+    stopped_at = int(errors[0].split("after ")[1].split(" steps")[0])
+    assert checkpoint_step(output) == stopped_at
+    assert [step for step, _ in history(output)] == list(range(1, stopped_at + 1))
+    result = run(args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"at step {stopped_at} of {STEPS}" in result.stdout
+    assert [step for step, _ in history(output)] == list(range(1, STEPS + 1))
