@@ -17,8 +17,7 @@ from kstyle.errors import KstyleError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 DEFAULT_TFDS_NAME = "coco/2014"
-SHUFFLE_BUFFER_ENCODED = 2048  # tfds images are shuffled as encoded bytes (~160 kB each)
-CACHE_SHUFFLE_BUFFER = 8192  # cached images are shuffled as uint8 (196 kB each at 256²)
+SHUFFLE_BLOCK = 2048  # tfds images are shuffled in blocks of encoded bytes (~160 kB each)
 
 
 MAX_EPOCHS = 2**31  # streams are "endless"; ``fit`` decides how many steps to take
@@ -156,15 +155,69 @@ def _decode_or_flag(path, image_size):
     return decoded.ignore_errors().concatenate(fallback).take(1)
 
 
+def _fixed_length_epoch(positions, first_file, length, load, batch, may_drop=False):
+    """One epoch of one input pipeline: ``length`` images in ``positions``'s order, batched.
+
+    ``load`` turns positions into images. With ``may_drop``, it may drop unreadable ones: the
+    epoch then wraps around to its start, so that every epoch has exactly ``length`` images
+    and step ``s`` is always batch ``s % steps_per_epoch`` of epoch ``s // steps_per_epoch``.
+    The first ``first_file`` images (already trained on) are left out: counted after the
+    drops, so they have to be decoded again (a resumed folder run re-reads the part of the
+    epoch it had done); without drops they are skipped before decoding.
+    """
+    if not may_drop:
+        return load(positions.skip(first_file)).batch(batch, drop_remainder=True)
+    images = load(positions).repeat().skip(first_file).take(length - first_file)
+    return images.batch(batch, drop_remainder=True)
+
+
+def _epoch_order(size, seed, epoch):
+    """A permutation of ``range(size)`` that depends only on ``seed`` and ``epoch``."""
+    return tf.random.experimental.stateless_shuffle(
+        tf.range(size, dtype=tf.int64), seed=tf.stack([tf.constant(seed, tf.int64), epoch])
+    )
+
+
+def _materialize(images: tf.data.Dataset) -> tf.Variable | None:
+    """Every image of ``images`` (uint8, decoded once) in one (N, H, W, 3) variable, or None
+    when there is none. A variable, not a constant: it stays out of the graph (2 GB limit)."""
+    import numpy as np
+
+    chunks = [chunk.numpy() for chunk in images.batch(256)]
+    if not chunks:
+        return None
+    return tf.Variable(np.concatenate(chunks), trainable=False, name="image_cache")
+
+
+def _cached_epochs(store, seed, batch_size):
+    """``make_epoch`` over images held in memory: a full permutation per epoch."""
+    count = int(store.shape[0])
+    per_epoch = count // batch_size * batch_size
+
+    def make_epoch(epoch, first_file, shards, shard_index, batch):
+        order = _epoch_order(count, seed, epoch)[:per_epoch]
+        positions = tf.data.Dataset.from_tensor_slices(order).shard(shards, shard_index)
+        return _fixed_length_epoch(
+            positions,
+            first_file,
+            per_epoch // shards,
+            lambda p: p.map(lambda i: tf.cast(tf.gather(store, i), tf.float32)),
+            batch,
+        )
+
+    return make_epoch
+
+
 def folder_dataset(
-    folder: str, image_size=256, batch_size=4, fraction=1.0, seed=None, cache=None
+    folder: str, image_size=256, batch_size=4, fraction=1.0, seed=None, cache=False
 ) -> TrainingData:
     """Training batches from every image under ``folder`` (see ``list_image_files``).
 
     File order is reshuffled every epoch, as a function of ``seed`` and the epoch. Files that
     cannot be decoded (truncated, empty, not an image) are dropped and counted in
-    ``TrainingData.skipped``. ``cache``: None (decode every epoch), ``"memory"``, or a file
-    path prefix for ``tf.data``'s on-disk cache of the decoded, resized images.
+    ``TrainingData.skipped``; an epoch that lost files wraps around to keep its length.
+    ``cache``: decode every image once, up front, and keep it in memory as uint8
+    (N x image_size² x 3 bytes), instead of decoding every epoch.
     """
     files = list_image_files(folder, fraction)
     if len(files) // batch_size == 0:
@@ -178,50 +231,50 @@ def folder_dataset(
     num_files = tf.constant(len(files), tf.int64)
     paths = tf.constant(files)
 
-    def keep_readable(index, image, readable):
+    def keep_readable(image, readable):
         # Runs once per file, in order; the first len(files) checks are the first pass.
         in_first_pass = checked.assign_add(1) <= num_files
         skipped.assign_add(tf.cast(in_first_pass & tf.logical_not(readable), tf.int64))
         return readable
 
-    def decoded(indices):
-        return indices.interleave(
-            lambda index: _decode_or_flag(paths[index], image_size).map(
-                lambda image, readable: (index, image, readable)
-            ),
+    def load(positions):
+        images = positions.interleave(
+            lambda index: _decode_or_flag(paths[index], image_size),
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=True,
-        ).filter(keep_readable)
-
-    cached = None
-    if cache is not None:  # decode once, in file order; later epochs reorder the cache
-        cached = decoded(tf.data.Dataset.range(len(files)))
-        cached = cached.map(
-            lambda index, image, readable: (index, tf.cast(tf.round(image), tf.uint8))
         )
-        cached = cached.cache("" if cache == "memory" else cache)
+        return images.filter(keep_readable).map(lambda image, readable: image)
 
-    def make_epoch(epoch, first_file, shards, shard_index, batch):
-        if cached is None:
-            order = tf.random.experimental.stateless_shuffle(
-                tf.range(len(files), dtype=tf.int64),
-                seed=tf.stack([tf.constant(seed, tf.int64), epoch]),
+    description = f"{len(files)} images from {folder}"
+    steps_per_epoch = len(files) // batch_size
+    if cache:
+        store = _materialize(
+            load(tf.data.Dataset.range(len(files))).map(
+                lambda image: tf.cast(tf.round(image), tf.uint8)
             )
-            indices = tf.data.Dataset.from_tensor_slices(order).shard(shards, shard_index)
-            images = decoded(indices.skip(first_file)).map(lambda index, image, ok: image)
-        else:  # the cache holds the files in order: shuffle it with a seed of this epoch
-            images = cached.shard(shards, shard_index).shuffle(
-                min(len(files), CACHE_SHUFFLE_BUFFER), seed=seed * 1_000_003 + epoch
+        )
+        kept = 0 if store is None else int(store.shape[0])
+        if kept < batch_size:
+            raise KstyleError(f"{kept} readable images in {folder} make no batch of {batch_size}")
+        make_epoch = _cached_epochs(store, seed, batch_size)
+        steps_per_epoch = kept // batch_size
+        description = f"{kept} images from {folder}, decoded once and kept in memory"
+    else:
+        per_epoch = steps_per_epoch * batch_size
+
+        def make_epoch(epoch, first_file, shards, shard_index, batch):
+            order = _epoch_order(len(files), seed, epoch)[:per_epoch]
+            positions = tf.data.Dataset.from_tensor_slices(order).shard(shards, shard_index)
+            return _fixed_length_epoch(
+                positions, first_file, per_epoch // shards, load, batch, may_drop=True
             )
-            images = images.skip(first_file).map(lambda index, image: tf.cast(image, tf.float32))
-        return images.batch(batch, drop_remainder=True)
 
     return TrainingData(
         make_epoch=make_epoch,
         num_images=len(files),
-        steps_per_epoch=len(files) // batch_size,
+        steps_per_epoch=steps_per_epoch,
         batch_size=batch_size,
-        description=f"{len(files)} images from {folder}",
+        description=description,
         seed=seed,
         checked=checked,
         skipped=skipped,
@@ -248,16 +301,16 @@ def tfds_dataset(
     fraction=1.0,
     seed=None,
     download=True,
-    cache=None,
+    cache=False,
 ) -> TrainingData:
     """Training batches from a TensorFlow Datasets image dataset (COCO 2014 train by default).
 
     The dataset is downloaded and prepared by tfds on first use (COCO 2014 is about 13 GB)
     into ``data_dir`` (tfds's default ``~/tensorflow_datasets`` when None). ``fraction`` keeps
     the first ``floor(N * fraction)`` examples of the split, as the reference does with files.
-    The record files are read in an order fixed by ``seed``; each epoch then shuffles the
-    encoded images through a buffer of 2048 with a seed of its own (so that a resumed run sees
-    the same order). ``cache`` as in ``folder_dataset``.
+    The record files are read in an order fixed by ``seed``; each epoch then permutes blocks
+    of 2048 encoded images with seeds of its own (stateless, so that a resumed run sees the
+    same order). ``cache`` as in ``folder_dataset``.
     """
     import tensorflow_datasets as tfds
 
@@ -298,28 +351,34 @@ def tfds_dataset(
             deterministic=True,
         )
 
-    cached = None
-    if cache is not None:
-        cached = decode(encoded).map(lambda image: tf.cast(tf.round(image), tf.uint8))
-        cached = cached.cache("" if cache == "memory" else cache)
+    description = f"{keep} images from tfds {name} {split}"
+    steps_per_epoch = keep // batch_size
+    if cache:
+        store = _materialize(decode(encoded).map(lambda i: tf.cast(tf.round(i), tf.uint8)))
+        make_epoch = _cached_epochs(store, seed, batch_size)
+        description += ", decoded once and kept in memory"
+    else:
+        per_epoch = steps_per_epoch * batch_size
 
-    def make_epoch(epoch, first_file, shards, shard_index, batch):
-        epoch_seed = seed * 1_000_003 + epoch
-        if cached is None:
-            images = encoded.shard(shards, shard_index)
-            images = images.shuffle(min(keep, SHUFFLE_BUFFER_ENCODED), seed=epoch_seed)
-            images = decode(images.skip(first_file))
-        else:
-            images = cached.shard(shards, shard_index)
-            images = images.shuffle(min(keep, CACHE_SHUFFLE_BUFFER), seed=epoch_seed)
-            images = images.skip(first_file).map(lambda image: tf.cast(image, tf.float32))
-        return images.batch(batch, drop_remainder=True)
+        def shuffled_block(index, block):
+            order = tf.random.experimental.stateless_shuffle(
+                tf.range(tf.shape(block, out_type=tf.int64)[0]),
+                seed=tf.stack([tf.constant(seed, tf.int64), index]),
+            )
+            return tf.gather(block, order)
+
+        def make_epoch(epoch, first_file, shards, shard_index, batch):
+            # record files in a seeded order; each epoch permutes blocks of 2048 its own way
+            blocks = encoded.batch(SHUFFLE_BLOCK).enumerate()
+            images = blocks.map(lambda i, block: shuffled_block(epoch * 1_000_003 + i, block))
+            images = images.unbatch().take(per_epoch).shard(shards, shard_index)
+            return _fixed_length_epoch(images, first_file, per_epoch // shards, decode, batch)
 
     return TrainingData(
         make_epoch=make_epoch,
         num_images=keep,
-        steps_per_epoch=keep // batch_size,
+        steps_per_epoch=steps_per_epoch,
         batch_size=batch_size,
-        description=f"{keep} images from tfds {name} {split}",
+        description=description,
         seed=seed,
     )

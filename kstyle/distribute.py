@@ -100,6 +100,36 @@ def make_strategy(name: str = "auto"):
     return _tpu_strategy()
 
 
+def in_multi_worker_mode(strategy) -> bool:
+    """Whether ``strategy`` spans several worker processes (collectives between them)."""
+    extended = getattr(strategy, "extended", None)
+    return bool(getattr(extended, "_in_multi_worker_mode", lambda: False)())
+
+
+def agree_across_workers(strategy, value: int, how: str) -> int:
+    """``value`` combined over every worker: ``min``, ``all`` (both the minimum), or ``any``
+    (the maximum). Alone, ``value`` itself. Every worker must call this at the same point.
+
+    Decisions that change what a worker runs (resume step, finished, stop) go through this,
+    so that no worker waits forever in a collective the others never reach.
+    """
+    if not in_multi_worker_mode(strategy):
+        return int(value)
+    import tensorflow as tf
+
+    local = strategy.run(lambda: tf.constant([int(value)], tf.int64))
+    values = strategy.gather(local, axis=0)
+    return int(tf.reduce_max(values) if how == "any" else tf.reduce_min(values))
+
+
+def shared_seed() -> int:
+    """A data seed that every worker of a ``TF_CONFIG`` cluster derives alike."""
+    import zlib
+
+    cluster = json.dumps(cluster_spec().get("cluster", {}), sort_keys=True)
+    return zlib.crc32(cluster.encode()) % 2**31
+
+
 def strategy_name(strategy) -> str:
     """A short name of a strategy for logs, e.g. ``MirroredStrategy (2 replica(s))``."""
     import tensorflow as tf

@@ -277,16 +277,24 @@ class TrainingCheckpoint(keras.callbacks.Callback):
             self.saved_step = self.step
         return self.manager.latest_checkpoint
 
-    def restore(self) -> int:
-        """Loads the newest complete checkpoint, if any; returns its step (0 if none).
+    def restore(self, step: int | None = None) -> int:
+        """Loads a complete checkpoint and returns its step (0 if there is none).
 
-        The optimizer must already be built (``optimizer.build(variables)``) so that its slot
-        variables exist to receive the saved values.
+        ``step``: that checkpoint (the workers of a multi-worker run agree on one); None: the
+        newest. The optimizer must already be built (``optimizer.build(variables)``) so that
+        its slot variables exist to receive the saved values.
         """
         for leftover in glob.glob(os.path.join(self.directory, "*_temp*")):
             shutil.rmtree(leftover, ignore_errors=True)  # a save cut short by a kill
         path = self.manager.latest_checkpoint
-        if path is None:
+        if step is not None and step > 0:
+            path = os.path.join(self.directory, f"ckpt-{step}")
+            if path not in self.manager.checkpoints:
+                raise KstyleError(
+                    f"the workers' last checkpoints differ and {path} is gone; "
+                    "pass --restart on every worker"
+                )
+        if path is None or step == 0:
             return 0
         try:
             self.checkpoint.restore(path).assert_existing_objects_matched().expect_partial()
@@ -323,12 +331,14 @@ class StopRequest(keras.callbacks.Callback):
     ``request`` is the signal handler: the first SIGINT/SIGTERM is remembered and the step
     finishes, then (as the last callback) this raises ``TrainingStopped``, so the step count,
     the weights and the history all agree when the checkpoint is written. A second signal
-    raises ``KeyboardInterrupt`` at once.
+    raises ``KeyboardInterrupt`` at once. ``agree`` combines the flag over workers (see
+    ``kstyle.distribute.agree_across_workers``): one preempted worker stops them all.
     """
 
-    def __init__(self):
+    def __init__(self, agree=None):
         super().__init__()
         self.signal_name = None
+        self.agree = agree or (lambda flag: flag)
 
     def request(self, number, frame=None):
         if self.signal_name is not None:
@@ -341,5 +351,25 @@ class StopRequest(keras.callbacks.Callback):
         )
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.signal_name is not None:
-            raise TrainingStopped(self.signal_name)
+        if self.agree(int(self.signal_name is not None)):
+            raise TrainingStopped(self.signal_name or "a stop on another worker")
+
+
+class StepTensorBoard(keras.callbacks.TensorBoard):
+    """Keras's TensorBoard callback with batch scalars on the run's global step.
+
+    Keras restarts its batch counter at 0 in every ``fit`` call; a resumed run (and a run made
+    of several ``fit`` calls) would write its curves over the earlier steps.
+    """
+
+    def __init__(self, initial_step=0, **kwargs):
+        super().__init__(**kwargs)
+        self.next_step = int(initial_step)
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        self._global_train_batch = self.next_step
+
+    def on_train_batch_end(self, batch, logs=None):
+        super().on_train_batch_end(batch, logs)
+        self.next_step = self._global_train_batch

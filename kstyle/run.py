@@ -29,10 +29,27 @@ RESTART_REMOVES = (*RUN_FILES, "summary.json", "stylized.png", "checkpoints", "l
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C, and a preemptible VM's notice
 # Options that define what a run computes: a resumed run must have the same ones.
 RESUME_KEYS = (
-    "style", "data", "tfds_name", "tfds_split", "epochs", "batch_size", "image_size",
-    "style_size", "learning_rate", "beta1", "beta2", "content_weight", "style_weight",
-    "tv_weight", "fraction", "steps", "vgg_weights", "padding", "seed", "mixed_precision",
-)  # fmt: skip
+    "style",
+    "data",
+    "tfds_name",
+    "tfds_split",
+    "epochs",
+    "batch_size",
+    "image_size",
+    "style_size",
+    "beta1",
+    "beta2",
+    "content_weight",
+    "style_weight",
+    "tv_weight",
+    "fraction",
+    "steps",
+    "vgg_weights",
+    "padding",
+    "seed",
+    "mixed_precision",
+    "cache",
+)  # fmt: skip  (--learning-rate may change: a run resumed after a NaN needs a lower one)
 
 
 @dataclasses.dataclass
@@ -67,7 +84,7 @@ class TrainConfig:
     mixed_precision: str = "off"
     jit_compile: str = "auto"
     strategy: str = "auto"
-    cache: str | None = None  # None, "memory" or a file path prefix
+    cache: bool = False  # decode the images once and keep them in memory
 
     def resolved_output(self) -> str:
         """The run directory: ``output``, or ``runs/<style file name without extension>``."""
@@ -266,8 +283,9 @@ def _previous_run(run_dir: str, config: TrainConfig) -> dict | None:
     step = latest_checkpoint_step(os.path.join(run_dir, "checkpoints"))
     if step is None or not os.path.isfile(config_path):
         return None
-    with open(config_path) as file:
-        saved = json.load(file)
+    saved = _read_json(config_path)
+    if "data_seed" not in saved:
+        raise KstyleError(f"{config_path} lacks data_seed; pass --restart to start over")
     now = dataclasses.asdict(config)
     for key in RESUME_KEYS:
         if key in saved and saved[key] != now[key]:
@@ -278,6 +296,20 @@ def _previous_run(run_dir: str, config: TrainConfig) -> dict | None:
                 "or choose another --output"
             )
     return saved
+
+
+def _read_json(path: str) -> dict:
+    """A JSON object from ``path``, or a KstyleError that names the file."""
+    try:
+        with open(path) as file:
+            data = json.load(file)
+    except (OSError, ValueError) as error:
+        raise KstyleError(
+            f"could not read {path} ({type(error).__name__}); pass --restart to start over"
+        ) from error
+    if not isinstance(data, dict):
+        raise KstyleError(f"{path} is not a JSON object; pass --restart to start over")
+    return data
 
 
 def _clear_run(run_dir: str) -> None:
@@ -320,7 +352,15 @@ def train(config: TrainConfig, printer=print) -> dict:
             (a checkpoint of that step is written first; exit code 130).
     """
     config.validate()
-    from kstyle.distribute import float32_copy, is_chief, make_strategy, strategy_name
+    from kstyle.distribute import (
+        agree_across_workers,
+        float32_copy,
+        in_multi_worker_mode,
+        is_chief,
+        make_strategy,
+        shared_seed,
+        strategy_name,
+    )
 
     strategy = make_strategy(config.strategy)  # first: multi-worker collectives need it
     if config.batch_size % strategy.num_replicas_in_sync:
@@ -332,12 +372,18 @@ def train(config: TrainConfig, printer=print) -> dict:
 
     load_image(config.style)  # a missing or unreadable style file fails before anything else
     run_dir = _worker_dir(config.resolved_output())
+    if os.path.exists(run_dir) and not os.path.isdir(run_dir):
+        raise KstyleError(f"--output {run_dir} is a file, not a directory")
     summary_path = os.path.join(run_dir, "summary.json")
     if config.restart:
         _clear_run(run_dir)
-    elif os.path.isfile(summary_path):
-        with open(summary_path) as file:
-            done = json.load(file)
+    finished = agree_across_workers(strategy, int(os.path.isfile(summary_path)), "all")
+    if finished != agree_across_workers(strategy, int(os.path.isfile(summary_path)), "any"):
+        raise KstyleError(
+            "some workers hold a finished run and others do not; pass --restart on every worker"
+        )
+    if finished:
+        done = _read_json(summary_path)
         printer(
             f"{run_dir} holds a finished run ({done.get('steps')} steps; model: "
             f"{done.get('model_path')}); nothing to do. Pass --restart to train it again "
@@ -346,7 +392,15 @@ def train(config: TrainConfig, printer=print) -> dict:
         return {**done, "finished_before": True}
     previous = _previous_run(run_dir, config)
     data_seed = previous["data_seed"] if previous else config.seed
+    if data_seed is None and in_multi_worker_mode(strategy):
+        data_seed = shared_seed()  # every worker must draw the same permutations
     data = build_training_data(config, data_seed)
+    if previous and previous.get("steps_per_epoch") != data.steps_per_epoch:
+        raise KstyleError(
+            f"the data changed since {run_dir} was started ({data.steps_per_epoch} steps per "
+            f"epoch now, {previous.get('steps_per_epoch')} then); resuming would not continue "
+            "the same run. Restore the data, pass --restart, or choose another --output"
+        )
 
     import keras
 
@@ -355,10 +409,13 @@ def train(config: TrainConfig, printer=print) -> dict:
         NonFiniteLossGuard,
         SaveTransformNet,
         SkippedFilesReport,
+        StepTensorBoard,
         StopRequest,
         TrainingCheckpoint,
         TrainingMonitor,
         TrainingStopped,
+        latest_checkpoint_step,
+        read_history,
         save_model_atomically,
     )
 
@@ -378,7 +435,17 @@ def train(config: TrainConfig, printer=print) -> dict:
         optimizer,
         every=config.checkpoint_every,
     )
-    start_step = checkpoint.restore() if previous else 0
+    start_step = 0
+    if previous:
+        local = latest_checkpoint_step(checkpoint.directory) or 0
+        start_step = checkpoint.restore(agree_across_workers(strategy, local, "min"))
+        if previous.get("learning_rate") != config.learning_rate:
+            inner = getattr(optimizer, "inner_optimizer", optimizer)
+            inner.learning_rate = config.learning_rate
+            printer(
+                f"learning rate changed from {previous.get('learning_rate')} to "
+                f"{config.learning_rate} for the rest of the run"
+            )
 
     total_steps = total_steps_of(data.steps_per_epoch, config.epochs, config.steps)
     if previous is None:
@@ -420,11 +487,13 @@ def train(config: TrainConfig, printer=print) -> dict:
     ]
     if is_chief():
         callbacks.append(
-            keras.callbacks.TensorBoard(
-                log_dir=os.path.join(run_dir, "logs"), update_freq=max(1, config.plot_every)
+            StepTensorBoard(
+                start_step,
+                log_dir=os.path.join(run_dir, "logs"),
+                update_freq=max(1, config.plot_every),
             )
         )
-    stop = StopRequest()
+    stop = StopRequest(lambda flag: agree_across_workers(strategy, flag, "any"))
     callbacks.append(stop)  # last: a stop comes after the step's checkpoint and history
     try:
         with _stop_signals_handled_by(stop):
@@ -459,6 +528,8 @@ def train(config: TrainConfig, printer=print) -> dict:
         where = f"resume from the last checkpoint ({kept})" if kept else "no checkpoint yet"
         raise KstyleError(f"stopped at once; {where}", exit_code=130) from interrupt
     save_model_atomically(float32_copy(transform_net), model_path)
+    if not monitor.rows and os.path.isfile(monitor.history_path):  # resumed at the very end
+        monitor.rows = read_history(monitor.history_path, start_step)
     last = monitor.rows[-1] if monitor.rows else {}
     summary = {
         "run_dir": run_dir,

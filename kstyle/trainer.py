@@ -109,6 +109,8 @@ class StyleTransferTrainer(keras.Model):
             scaled = self.optimizer.scale_loss(total / replicas)
         variables = self.transform_net.trainable_variables
         gradients = tape.gradient(scaled, variables)
+        if replicas > 1 and isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+            gradients = _overflow_everywhere_or_nowhere(gradients)
         self.optimizer.apply_gradients(zip(gradients, variables, strict=True))
         return self._record(total, parts, content_batch, stylized)
 
@@ -142,6 +144,19 @@ class StyleTransferTrainer(keras.Model):
             # on scalars ("Invalid reduction dimension 0"): hand it rank-1 values instead.
             results = {name: ops.reshape(value, (1,)) for name, value in results.items()}
         return results
+
+
+def _overflow_everywhere_or_nowhere(gradients):
+    """Makes every replica's gradients non-finite when any replica's are.
+
+    Keras's LossScaleOptimizer checks its local (not yet summed) gradients for overflow; the
+    replicas must take the same branch (skip the step and lower the scale, or apply it), or
+    they would diverge, or wait forever for each other.
+    """
+    context = tf.distribute.get_replica_context()
+    finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in gradients])
+    overflows = context.all_reduce("sum", 1.0 - tf.cast(finite, tf.float32))
+    return [tf.where(overflows > 0, tf.constant(float("nan"), g.dtype), g) for g in gradients]
 
 
 def _replica_copy(shape, name):

@@ -108,12 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add(
         "--cache",
-        nargs="?",
-        const="memory",
-        default=None,
-        metavar="memory|PATH",
-        help="decode the images once and keep them (as uint8) in memory, or in files with "
-        "this path prefix; default: decode every epoch",
+        action="store_true",
+        help="decode the images once, up front, and keep them in memory as uint8 "
+        "(N x image-size² x 3 bytes); default: decode every epoch",
     )
     add(
         "--demo",
@@ -155,7 +152,7 @@ def main_with_args(argv=None) -> int:
     summary = train(TrainConfig(**options))
     if summary.get("finished_before"):
         return 0
-    losses = summary["losses"]
+    losses = {k: float("nan") if v is None else v for k, v in summary["losses"].items()}
     print(
         f"done: {summary['steps']} steps, last loss {losses['loss']:.4g} "
         f"(content {losses['content']:.4g}, style {losses['style']:.4g}); "
