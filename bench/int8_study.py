@@ -30,16 +30,16 @@ APPROACHES = {
     "all_int8": dict(equalize=False, float_ops=()),
     "baseline": dict(equalize=False),
     "baseline_relu_float": dict(equalize=False, float_ops="+RELU"),
-    "equalized": dict(equalize=True),
-    "equalized_relu_float": dict(equalize=True, float_ops="+RELU"),
-    "equalized_stream": dict(equalize=True, stream_exponent=1.0),
-    "equalized_stream_half": dict(equalize=True, stream_exponent=0.5),
+    "equalized": dict(equalize=True, by="range"),
+    "equalized_relu_float": dict(equalize=True, by="range", float_ops="+RELU"),
+    "equalized_stream": dict(equalize=True, by="range", stream_exponent=1.0),
+    "equalized_stream_half": dict(equalize=True, by="range", stream_exponent=0.5),
     "equalized_std": dict(equalize=True, by="std"),
     "equalized_std_stream": dict(equalize=True, by="std", stream_exponent=1.0),
     "equalized_mixed": dict(equalize=True, by="mixed"),
-    "equalized_clip": dict(equalize=True, by="clip"),
+    "equalized_clip": dict(equalize=True, by="clip"),  # the int8 default
     "int16x8": dict(equalize=False, activations="int16"),
-    "int16x8_equalized": dict(equalize=True, activations="int16"),
+    "int16x8_equalized": dict(equalize=True, by="range", activations="int16"),
 }
 
 
