@@ -119,13 +119,15 @@ def export_model(transform_net, input_size=None, batch_size=None):
     return keras.Model(images, outputs, name=f"{transform_net.name}_uint8")
 
 
-def serving_archive(transform_net, directory, input_size=None, batch_size=None) -> str:
+def serving_archive(transform_net, directory, input_size=None, batch_size=None, model=None):
     """Writes the uint8 serving model as a SavedModel with a ``serving_default`` signature.
 
     The signature takes ``image``: uint8 [batch, H, W, 3] and returns ``{"stylized": uint8
     [batch, H, W, 3]}``. Keras's ExportArchive tracks the weights, so converters freeze them.
+    ``model``, when given, is a prebuilt serving model to write instead of ``export_model``'s.
     """
-    model = export_model(transform_net, input_size=input_size, batch_size=batch_size)
+    if model is None:
+        model = export_model(transform_net, input_size=input_size, batch_size=batch_size)
     spec = tf.TensorSpec([batch_size, input_size, input_size, 3], tf.uint8, name="image")
     archive = keras.export.ExportArchive()
     archive.track(model)
@@ -136,9 +138,271 @@ def serving_archive(transform_net, directory, input_size=None, batch_size=None) 
     return directory
 
 
+@keras.saving.register_keras_serializable(package="kstyle")
+class ChannelEpsilonInstanceNorm(keras.layers.Layer):
+    """Instance normalization with one epsilon per channel (export graphs of int8 models only).
+
+    ``GroupNormalization(groups=-1)`` of ``x`` equals this layer of ``s * (x - o)`` with
+    epsilon ``eps * s**2`` for any per-channel ``s > 0`` and ``o``: that is what lets
+    :func:`equalized_export_model` rescale the convolution before each norm exactly.
+    """
+
+    def __init__(self, epsilons, clip=None, **kwargs):
+        super().__init__(**kwargs)
+        self.epsilons = [float(e) for e in epsilons]
+        self.clip = clip
+
+    def build(self, input_shape):
+        channels = len(self.epsilons)
+        self.gamma = self.add_weight(shape=(channels,), initializer="ones", name="gamma")
+        self.beta = self.add_weight(shape=(channels,), initializer="zeros", name="beta")
+
+    def call(self, inputs):
+        if self.clip:
+            inputs = tf.clip_by_value(inputs, -self.clip, self.clip)
+        mean, variance = tf.nn.moments(inputs, axes=[1, 2], keepdims=True)
+        epsilons = tf.constant(self.epsilons, tf.float32)
+        inv = tf.math.rsqrt(variance + epsilons) * self.gamma
+        return inputs * inv + (self.beta - mean * inv)
+
+    def get_config(self):
+        return {**super().get_config(), "epsilons": self.epsilons, "clip": self.clip}
+
+
+def _norm_inputs(model):
+    """{norm layer name: the Conv2D layer feeding it} for the instance norms of ``model``."""
+    pairs = {}
+    for layer in model.layers:
+        if not isinstance(layer, keras.layers.GroupNormalization):
+            continue
+        instance = layer.groups in (-1, layer.input.shape[-1]) and layer.axis in (-1, 3)
+        if instance and layer.scale and layer.center:
+            source = layer.input._keras_history.operation
+            if isinstance(source, keras.layers.Conv2D):
+                pairs[layer.name] = source
+    return pairs
+
+
+def _output_ranges(model, layers, images):
+    """Per-channel statistics of each layer's output over ``images`` (uint8 (H, W, 3)): lists
+    of the min, the max, the RMS per-image standard deviation, and the 10th percentile of the
+    per-image minima and 90th of the per-image maxima."""
+    probe = keras.Model(model.inputs, [layer.output for layer in layers])
+    pad = PadToMultiple()
+    lows = [np.inf] * len(layers)
+    highs = [-np.inf] * len(layers)
+    variances = [0.0] * len(layers)
+    extremes = [[] for _ in layers]
+    for image in images:
+        outputs = probe(pad(image[None]), training=False)
+        for index, output in enumerate(outputs):
+            output = np.asarray(output)
+            lows[index] = np.minimum(lows[index], output.min(axis=(0, 1, 2)))
+            highs[index] = np.maximum(highs[index], output.max(axis=(0, 1, 2)))
+            variances[index] = variances[index] + output.var(axis=(0, 1, 2)) / len(images)
+            extremes[index].append((output.min(axis=(0, 1, 2)), output.max(axis=(0, 1, 2))))
+    typical = []
+    for pairs in extremes:
+        mins, maxs = (np.stack(values) for values in zip(*pairs, strict=True))
+        typical.append((np.percentile(mins, 10, axis=0), np.percentile(maxs, 90, axis=0)))
+    return lows, highs, [np.sqrt(v) for v in variances], typical
+
+
+def _producer(layer):
+    return layer.input._keras_history.operation
+
+
+def _residual_stream(model):
+    """The residual stream of ``model``: (its layers, the norms that write it through a ReLU
+    or an add, the convolutions that read it), or None where the graph is not that shape."""
+    adds = [layer for layer in model.layers if isinstance(layer, keras.layers.Add)]
+    if not adds:
+        return None
+    stream, writers = set(), set()
+    for add in adds:
+        stream.add(add.name)
+        for tensor in add.input:
+            source = tensor._keras_history.operation
+            if isinstance(source, keras.layers.GroupNormalization):
+                writers.add(source.name)
+            elif isinstance(source, keras.layers.ReLU) and isinstance(
+                _producer(source), keras.layers.GroupNormalization
+            ):
+                stream.add(source.name)
+                writers.add(_producer(source).name)
+            elif not isinstance(source, keras.layers.Add):
+                return None
+    from kstyle.transform_net import ReflectionPadding2D
+
+    passthrough = (ReflectionPadding2D, NearestUpsample2x, keras.layers.UpSampling2D)
+    readers = []
+    for layer in model.layers:
+        if layer.name in stream or isinstance(layer, keras.layers.InputLayer):
+            continue
+        inputs = layer.input if isinstance(layer.input, list) else [layer.input]
+        sources = [tensor._keras_history.operation.name for tensor in inputs]
+        if not any(source in stream for source in sources):
+            continue
+        if isinstance(layer, keras.layers.Add):
+            continue
+        if isinstance(layer, passthrough):
+            stream.add(layer.name)  # padding and upsampling commute with a channel scale
+        elif isinstance(layer, keras.layers.Conv2D):
+            readers.append(layer.name)
+        else:
+            return None
+    return stream, writers, readers
+
+
+def equalized_export_model(
+    transform_net,
+    calibration_images,
+    input_size=None,
+    batch_size=1,
+    stream_exponent=0.0,
+    by="clip",
+):
+    """The serving model of ``transform_net`` rescaled for one int8 range per tensor.
+
+    Integer activations have one scale per tensor, and a convolution's output channels before
+    an instance norm span very different ranges: a channel whose range is small next to the
+    widest one keeps only a few int8 levels, and the norm then divides by that channel's small
+    standard deviation, magnifying the rounding error. The norm is blind to a per-channel shift
+    and positive scale of its input, so each such convolution's kernel and bias are rescaled
+    and shifted here so that every channel spans about the same range, and the norm's epsilon
+    is rescaled to match: the float function is unchanged (within float rounding), and every
+    channel gets a similar share of the 256 int8 levels.
+
+    ``by`` is the per-channel extent mapped to 1: ``range`` (half the calibrated min-max
+    range), ``std`` (the calibrated standard deviation), ``mixed`` (the larger of the half
+    range and 6 standard deviations: headroom for images outside a small calibration set's
+    range) or ``clip`` (the default: as ``mixed``, but the half range runs from the 10th
+    percentile of the per-image minima to the 90th of the maxima, and the convolution's output
+    is clipped to [-1, 1] before the norm, so rare extremes do not coarsen every image's
+    steps; the clipping changes the float function slightly, which the PSNR figures include).
+
+    With ``stream_exponent`` a > 0 the residual stream's channels are also rescaled, by
+    ``range**-a``: the norms that write it scale their gamma and beta, and the convolutions that
+    read it divide their input channels by the same factor (exact, as ReLU, padding and
+    upsampling commute with a positive channel scale).
+    """
+    clone = keras.models.clone_model(transform_net, clone_function=_export_layer)
+    clone.set_weights(transform_net.get_weights())
+    pairs = _norm_inputs(clone)
+    names = list(pairs)
+    stream = _residual_stream(clone) if stream_exponent else None
+    probes = [pairs[n] for n in names]
+    if stream:
+        stream_layers = [clone.get_layer(n) for n in sorted(stream[0])]
+        probes += [
+            layer
+            for layer in stream_layers
+            if isinstance(layer, (keras.layers.Add, keras.layers.ReLU))
+        ]
+    lows, highs, spreads, typical = _output_ranges(clone, probes, calibration_images)
+    weights = {layer.name: layer.get_weights() for layer in clone.layers}
+    if stream:
+        _, writers, readers = stream
+        ends = zip(lows[len(names) :], highs[len(names) :], strict=True)
+        extent = np.max([np.maximum(np.abs(low), np.abs(high)) for low, high in ends], axis=0)
+        factor = np.where(extent > 1e-12, np.maximum(extent, 1e-12) ** -stream_exponent, 1.0)
+        for name in writers:
+            gamma, beta = weights[name]
+            weights[name] = [gamma * factor, beta * factor]
+        for name in readers:
+            kernel, *rest = weights[name]
+            weights[name] = [kernel / factor[None, None, :, None], *rest]
+    epsilons = {}
+    for name, low, high, spread, usual in zip(names, lows, highs, spreads, typical, strict=False):
+        if by == "clip":
+            low, high = usual
+        half = {
+            "clip": np.maximum((high - low) / 2, 6 * spread),
+            "range": (high - low) / 2,
+            "std": spread,
+            "mixed": np.maximum((high - low) / 2, 6 * spread),
+        }[by]
+        scale = np.where(half > 1e-12, 1.0 / np.maximum(half, 1e-12), 1.0)
+        offset = (high + low) / 2
+        conv = pairs[name]
+        kernel, *rest = weights[conv.name]
+        weights[conv.name] = [kernel * scale] + ([(rest[0] - offset) * scale] if rest else [])
+        epsilons[name] = clone.get_layer(name).epsilon * scale**2
+
+    def substitute(layer):
+        if layer.name in epsilons:
+            return ChannelEpsilonInstanceNorm(
+                epsilons[layer.name], clip=1.0 if by == "clip" else None, name=layer.name
+            )
+        return layer.__class__.from_config(layer.get_config())
+
+    equalized = keras.models.clone_model(clone, clone_function=substitute)
+    for layer in equalized.layers:
+        layer.set_weights(weights[layer.name])
+    images = keras.Input(
+        shape=(input_size, input_size, 3), batch_size=batch_size, dtype="uint8", name="image"
+    )
+    padded = PadToMultiple(name="pad_to_multiple")(images)
+    outputs = CropToPixels(name="stylized")(equalized(padded), images)
+    return keras.Model(images, outputs, name=f"{transform_net.name}_uint8_equalized")
+
+
 # Ops of the instance norms (mean, variance, rsqrt, scale and shift) and of the residual adds:
 # int8 activations cannot hold the variance's range, so these stay float in "int8" models.
 INT8_FLOAT_OPS = ("MEAN", "SQUARED_DIFFERENCE", "RSQRT", "SUB", "MUL", "ADD")
+
+
+def int8_flatbuffer(
+    transform_net,
+    calibration_images,
+    input_size=None,
+    equalize=True,
+    float_ops=INT8_FLOAT_OPS,
+    activations="int8",
+    stream_exponent=0.0,
+    by="clip",
+):
+    """Full-integer TFLite conversion; the knobs exist for ``bench/int8_study.py``.
+
+    Args:
+        equalize: rescale the convolutions before the norms (``equalized_export_model``).
+        stream_exponent, by: passed to ``equalized_export_model``.
+        float_ops: TFLite op names kept float (the debugger's ``denylisted_ops``).
+        activations: ``int8``, or ``int16`` for 16-bit activations with int8 weights.
+    """
+    import tempfile
+
+    model = None
+    if equalize:
+        model = equalized_export_model(
+            transform_net, calibration_images, input_size, 1, stream_exponent, by
+        )
+    with tempfile.TemporaryDirectory() as directory:
+        serving_archive(transform_net, directory, input_size=input_size, batch_size=1, model=model)
+        converter = tf.lite.TFLiteConverter.from_saved_model(directory)
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+
+        def representative():
+            for image in calibration_images:
+                yield [image[None]]
+
+        converter.representative_dataset = representative
+        if activations == "int16":
+            # the debugger re-quantizes to int8, so 16x8 goes through the plain converter
+            converter.target_spec.supported_ops = [
+                tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8,
+                tf.lite.OpsSet.TFLITE_BUILTINS,
+            ]
+        if not float_ops or activations == "int16":
+            return converter.convert()
+        debugger = tf.lite.experimental.QuantizationDebugger(
+            converter=converter,
+            debug_dataset=lambda: itertools.islice(representative(), 1),
+            debug_options=tf.lite.experimental.QuantizationDebugOptions(
+                denylisted_ops=list(float_ops)
+            ),
+        )
+        return debugger.get_nondebug_quantized_model()
 
 
 def tflite_bytes(transform_net, quantize="none", input_size=None, calibration_images=None):
@@ -157,6 +421,8 @@ def tflite_bytes(transform_net, quantize="none", input_size=None, calibration_im
         raise KstyleError(f"unknown quantization {quantize!r}; use one of {QUANTIZATIONS}")
     if quantize == "int8" and not calibration_images:
         raise KstyleError("--quantize int8 needs --calibration-data DIR (representative photos)")
+    if quantize == "int8":
+        return int8_flatbuffer(transform_net, calibration_images, input_size)
     with tempfile.TemporaryDirectory() as directory:
         serving_archive(transform_net, directory, input_size=input_size, batch_size=1)
         converter = tf.lite.TFLiteConverter.from_saved_model(directory)
@@ -165,22 +431,6 @@ def tflite_bytes(transform_net, quantize="none", input_size=None, calibration_im
             converter.target_spec.supported_types = [tf.float16]
         elif quantize == "dynamic":
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        elif quantize == "int8":
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-
-            def representative():
-                for image in calibration_images:
-                    yield [image[None]]
-
-            converter.representative_dataset = representative
-            debugger = tf.lite.experimental.QuantizationDebugger(
-                converter=converter,
-                debug_dataset=lambda: itertools.islice(representative(), 1),
-                debug_options=tf.lite.experimental.QuantizationDebugOptions(
-                    denylisted_ops=list(INT8_FLOAT_OPS)
-                ),
-            )
-            return debugger.get_nondebug_quantized_model()
         return converter.convert()
 
 
