@@ -35,7 +35,7 @@ class TrainingData:
 
     Attributes:
         num_images: images in one epoch before any are skipped.
-        steps_per_epoch: ``num_images // batch_size``: an upper bound when files are skipped.
+        steps_per_epoch: batches per epoch (an epoch that lost unreadable files wraps around).
         description: where the images come from, for logs.
         seed: the shuffling seed (drawn at random when none was given).
         checked: files the pipeline has tried to decode so far, over all passes (or None).
@@ -179,33 +179,41 @@ def _epoch_order(size, seed, epoch):
 
 
 def _materialize(images: tf.data.Dataset) -> tf.Variable | None:
-    """Every image of ``images`` (uint8, decoded once) in one (N, H, W, 3) variable, or None
-    when there is none. A variable, not a constant: it stays out of the graph (2 GB limit)."""
+    """Every float image of ``images``, rounded to uint8 once, in one (N, H, W, 3) variable, or
+    None when there is none. A variable, not a constant: it stays out of the graph (2 GB limit).
+    """
     import numpy as np
 
-    chunks = [chunk.numpy() for chunk in images.batch(256)]
+    rounded = images.map(lambda image: tf.cast(tf.round(image), tf.uint8))
+    chunks = [chunk.numpy() for chunk in rounded.batch(256)]
     if not chunks:
         return None
     return tf.Variable(np.concatenate(chunks), trainable=False, name="image_cache")
 
 
-def _cached_epochs(store, seed, batch_size):
-    """``make_epoch`` over images held in memory: a full permutation per epoch."""
-    count = int(store.shape[0])
+def _permuted_epochs(count, seed, batch_size, load, may_drop=False):
+    """``make_epoch`` over ``count`` indexed images: a full permutation per epoch, cut to
+    whole batches, sharded between input pipelines; ``load`` turns indices into images."""
     per_epoch = count // batch_size * batch_size
 
     def make_epoch(epoch, first_file, shards, shard_index, batch):
         order = _epoch_order(count, seed, epoch)[:per_epoch]
         positions = tf.data.Dataset.from_tensor_slices(order).shard(shards, shard_index)
         return _fixed_length_epoch(
-            positions,
-            first_file,
-            per_epoch // shards,
-            lambda p: p.map(lambda i: tf.cast(tf.gather(store, i), tf.float32)),
-            batch,
+            positions, first_file, per_epoch // shards, load, batch, may_drop=may_drop
         )
 
     return make_epoch
+
+
+def _cached_epochs(store, seed, batch_size):
+    """``make_epoch`` over images held in memory (``--cache``)."""
+    return _permuted_epochs(
+        int(store.shape[0]),
+        seed,
+        batch_size,
+        lambda indices: indices.map(lambda i: tf.cast(tf.gather(store, i), tf.float32)),
+    )
 
 
 def folder_dataset(
@@ -248,11 +256,7 @@ def folder_dataset(
     description = f"{len(files)} images from {folder}"
     steps_per_epoch = len(files) // batch_size
     if cache:
-        store = _materialize(
-            load(tf.data.Dataset.range(len(files))).map(
-                lambda image: tf.cast(tf.round(image), tf.uint8)
-            )
-        )
+        store = _materialize(load(tf.data.Dataset.range(len(files))))
         kept = 0 if store is None else int(store.shape[0])
         if kept < batch_size:
             raise KstyleError(f"{kept} readable images in {folder} make no batch of {batch_size}")
@@ -260,14 +264,7 @@ def folder_dataset(
         steps_per_epoch = kept // batch_size
         description = f"{kept} images from {folder}, decoded once and kept in memory"
     else:
-        per_epoch = steps_per_epoch * batch_size
-
-        def make_epoch(epoch, first_file, shards, shard_index, batch):
-            order = _epoch_order(len(files), seed, epoch)[:per_epoch]
-            positions = tf.data.Dataset.from_tensor_slices(order).shard(shards, shard_index)
-            return _fixed_length_epoch(
-                positions, first_file, per_epoch // shards, load, batch, may_drop=True
-            )
+        make_epoch = _permuted_epochs(len(files), seed, batch_size, load, may_drop=True)
 
     return TrainingData(
         make_epoch=make_epoch,
@@ -354,18 +351,14 @@ def tfds_dataset(
     description = f"{keep} images from tfds {name} {split}"
     steps_per_epoch = keep // batch_size
     if cache:
-        store = _materialize(decode(encoded).map(lambda i: tf.cast(tf.round(i), tf.uint8)))
+        store = _materialize(decode(encoded))
         make_epoch = _cached_epochs(store, seed, batch_size)
         description += ", decoded once and kept in memory"
     else:
         per_epoch = steps_per_epoch * batch_size
 
         def shuffled_block(index, block):
-            order = tf.random.experimental.stateless_shuffle(
-                tf.range(tf.shape(block, out_type=tf.int64)[0]),
-                seed=tf.stack([tf.constant(seed, tf.int64), index]),
-            )
-            return tf.gather(block, order)
+            return tf.gather(block, _epoch_order(tf.shape(block, tf.int64)[0], seed, index))
 
         def make_epoch(epoch, first_file, shards, shard_index, batch):
             # record files in a seeded order; each epoch permutes blocks of 2048 its own way

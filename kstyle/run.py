@@ -377,8 +377,9 @@ def train(config: TrainConfig, printer=print) -> dict:
     summary_path = os.path.join(run_dir, "summary.json")
     if config.restart:
         _clear_run(run_dir)
-    finished = agree_across_workers(strategy, int(os.path.isfile(summary_path)), "all")
-    if finished != agree_across_workers(strategy, int(os.path.isfile(summary_path)), "any"):
+    finished_here = int(os.path.isfile(summary_path))
+    finished = agree_across_workers(strategy, finished_here, "all")
+    if finished != agree_across_workers(strategy, finished_here, "any"):
         raise KstyleError(
             "some workers hold a finished run and others do not; pass --restart on every worker"
         )
@@ -477,7 +478,6 @@ def train(config: TrainConfig, printer=print) -> dict:
     monitor = TrainingMonitor(
         run_dir, total_steps, plot_every=config.plot_every, initial_step=start_step
     )
-    checkpoint.step = start_step
     callbacks = [
         NonFiniteLossGuard(start_step),  # first: a broken step must not reach the checkpoint
         monitor,
