@@ -87,6 +87,20 @@ def test_all_fp32_formats_match_keras_and_write_metadata(trained_run, net, tmp_p
         assert np.abs(output.astype(int) - reference).max() <= 1, fmt
 
 
+def test_tflite_norms_are_four_dimensional(net):
+    """The instance norms reach TFLite as 4-D moments (XNNPACK runs them), not through
+    GroupNormalization's dynamic 5-D reshapes, which split XNNPACK's graph at every norm."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=tflite_bytes(net, "none"))
+    tensors = {detail["index"]: detail for detail in interpreter.get_tensor_details()}
+    ops = interpreter._get_ops_details()  # no public op listing in LiteRT 2.3
+    means = [op for op in ops if op["op_name"] == "MEAN"]
+    assert len(means) == 2 * 15  # a mean and a variance per instance norm
+    assert all(len(tensors[op["inputs"][0]]["shape_signature"]) == 4 for op in means)
+    assert sum(op["op_name"] == "RESHAPE" for op in ops) <= 1  # the input padding's only
+
+
 def test_saved_model_loads_where_kstyle_cannot_be_imported(net, tmp_path):
     path = serving_archive(net, str(tmp_path / "sm"))
     code = (
