@@ -234,3 +234,72 @@ def test_demo_runs_and_ends_with_a_stylized_picture(tmp_path):
     picture = Image.open(out / "stylized.png")
     assert picture.size[0] > 2 * 400  # the full-size sample photo, input | output
     assert len(os.listdir(out / "demo_data" / "content")) == 64
+
+
+def test_onednn_preference_by_task_and_cpu(tmp_path):
+    from kstyle.cli.common import cpu_flags, preferred_onednn
+
+    avx2, avx512 = {"sse4_2", "avx2", "fma"}, {"sse4_2", "avx2", "fma", "avx512f"}
+    assert preferred_onednn("train", avx2) is True
+    assert preferred_onednn("train", avx512) is True
+    assert preferred_onednn("stylize", avx2) is False
+    assert preferred_onednn("stylize", avx512) is True
+    assert preferred_onednn("stylize", {"neon", "asimd"}) is None
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse4_2 avx2 fma\nbugs\t\t: none\n")
+    assert cpu_flags(str(cpuinfo)) == {"fpu", "sse4_2", "avx2", "fma"}
+    assert cpu_flags(str(tmp_path / "missing")) == set()
+
+
+@pytest.mark.parametrize("task, wanted", [("train", True), ("stylize", False)])
+def test_commands_restart_with_the_faster_onednn_setting(task, wanted):
+    """On an AVX2-only CPU training wants oneDNN on and stylizing wants it off: whichever of
+    the two differs from TensorFlow's default here makes the process start again with the
+    variable set, and the process that goes on has the wanted setting."""
+    code = (
+        "import os\n"
+        "import kstyle.cli.common as common\n"
+        "from tensorflow.python.util import _pywrap_util_port as port\n"
+        "variable = os.environ.get('TF_ENABLE_ONEDNN_OPTS')\n"
+        "print('onednn', port.IsMklEnabled(), variable, flush=True)\n"
+        "common.cpu_flags = lambda: {'avx2', 'fma'}\n"
+        f"common.use_fastest_onednn({task!r}, None)\n"
+        "print('continued', flush=True)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**env, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    states = [line for line in result.stdout.splitlines() if line.startswith("onednn")]
+    assert states[-1].split()[1] == str(wanted), result.stdout
+    assert len(states) in (1, 2) and result.stdout.split()[-1] == "continued"
+    if len(states) == 2:  # restarted: the variable says so, and it did not restart again
+        assert states[0].split()[1] == str(not wanted)
+        assert states[1].split()[2] == ("1" if wanted else "0")
+
+
+def test_onednn_restart_only_from_a_command_line(monkeypatch):
+    from tensorflow.python.util import _pywrap_util_port
+
+    import kstyle.cli.common as common
+
+    restarts = []
+    monkeypatch.setattr(common.os, "execv", lambda *args: restarts.append(args))
+    monkeypatch.setattr(common, "cpu_flags", lambda: {"avx2", "fma"})
+    monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
+    # the task whose wanted setting differs from this process's
+    task = "stylize" if _pywrap_util_port.IsMklEnabled() else "train"
+    common.use_fastest_onednn(task, ["--model", "m"])  # called from Python with arguments
+    assert restarts == []
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "1")  # the user's own choice
+    common.use_fastest_onednn(task, None)
+    assert restarts == []
+    monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS")
+    common.use_fastest_onednn(task, None)
+    assert restarts == [(sys.executable, [sys.executable, *sys.orig_argv[1:]])]
+    assert os.environ["TF_ENABLE_ONEDNN_OPTS"] == ("0" if task == "stylize" else "1")

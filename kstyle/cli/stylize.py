@@ -3,7 +3,7 @@
 import argparse
 import sys
 
-from kstyle.cli.common import OneLineErrorParser, run_command
+from kstyle.cli.common import OneLineErrorParser, run_command, use_fastest_onednn
 
 DEFAULT_MAX_PIXELS = 89_478_485  # PIL.Image.MAX_IMAGE_PIXELS (kept here so --help is fast)
 
@@ -75,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main_with_args(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    use_fastest_onednn("stylize", argv)
     from kstyle.errors import KstyleError
     from kstyle.stylize import check_strength, load_transform_net, stylize
     from kstyle.tiling import parse_memory

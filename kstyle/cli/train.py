@@ -4,7 +4,7 @@ import argparse
 import os
 import sys
 
-from kstyle.cli.common import OneLineErrorParser, run_command
+from kstyle.cli.common import OneLineErrorParser, run_command, use_fastest_onednn
 
 DEMO_OPTIONS = dict(image_size=128, steps=112, epochs=100, plot_every=10)
 
@@ -128,9 +128,10 @@ def _explicit(parser, argv, name) -> bool:
 
 
 def main_with_args(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
+    arguments = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(arguments)
+    use_fastest_onednn("train", argv)
     from kstyle.errors import KstyleError
     from kstyle.run import TrainConfig, train
 
@@ -144,7 +145,7 @@ def main_with_args(argv=None) -> int:
         options["style"] = args.style or demo["style"]
         options["data"] = args.data or demo["data"]
         for name, value in DEMO_OPTIONS.items():
-            if not _explicit(parser, argv, name):
+            if not _explicit(parser, arguments, name):
                 options[name] = value
     if not options["style"]:
         raise KstyleError("--style is required (or use --demo)")
