@@ -26,6 +26,7 @@ import tensorflow as tf
 
 from kstyle.errors import KstyleError
 from kstyle.stylize import SIZE_MULTIPLE
+from kstyle.transform_net import inference_net
 
 FORMATS = ("saved_model", "tflite", "onnx")
 QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
@@ -133,8 +134,9 @@ def export_model(transform_net, input_size=None, batch_size=None):
     Returns:
         A ``keras.Model`` from uint8 (B, H, W, 3) to uint8 (B, H, W, 3).
     """
-    clone = keras.models.clone_model(transform_net, clone_function=_serving_layer)
-    clone.set_weights(transform_net.get_weights())
+    fused = inference_net(transform_net)
+    clone = keras.models.clone_model(fused, clone_function=_serving_layer)
+    clone.set_weights(fused.get_weights())
     images = keras.Input(
         shape=(input_size, input_size, 3), batch_size=batch_size, dtype="uint8", name="image"
     )
