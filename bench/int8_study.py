@@ -1,7 +1,7 @@
 """Where int8 TFLite loses fidelity, and what wins it back (a benchmark, not a test).
 
     python bench/int8_study.py [--model MODEL_OR_RUN_DIR] [--calibration 100] [--size 256]
-        [--approaches baseline,equalized,...] [--debug-layers 12]
+        [--approaches baseline,equalized,...] [--debug-layers 12] [--seed 0] [--latency 256,512]
 
 Without ``--model`` it first trains a net for a few steps offline (random-weight VGG, 64 px
 images made from matplotlib's second sample photo), as ``tests/test_export.py`` does. The
@@ -25,21 +25,52 @@ import time
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+OUT_FLOAT = dict(float_convs=("out_conv",), float_ops="+TANH")
+RES_A = tuple(f"res{index}_a_conv" for index in range(1, 6))
 APPROACHES = {
-    # name: keyword arguments of kstyle.export.int8_flatbuffer
-    "all_int8": dict(equalize=False, float_ops=()),
-    "baseline": dict(equalize=False),
-    "baseline_relu_float": dict(equalize=False, float_ops="+RELU"),
-    "equalized": dict(equalize=True, by="range"),
-    "equalized_relu_float": dict(equalize=True, by="range", float_ops="+RELU"),
-    "equalized_stream": dict(equalize=True, by="range", stream_exponent=1.0),
-    "equalized_stream_half": dict(equalize=True, by="range", stream_exponent=0.5),
-    "equalized_std": dict(equalize=True, by="std"),
-    "equalized_std_stream": dict(equalize=True, by="std", stream_exponent=1.0),
-    "equalized_mixed": dict(equalize=True, by="mixed"),
-    "equalized_clip": dict(equalize=True, by="clip"),  # the int8 default
-    "int16x8": dict(equalize=False, activations="int16"),
-    "int16x8_equalized": dict(equalize=True, by="range", activations="int16"),
+    # name: keyword arguments of kstyle.export.int8_flatbuffer (tanh_clip=None: the output
+    # convolution's int8 range is the calibrated one, as before the pre-tanh clip)
+    "all_int8": dict(equalize=False, float_ops=(), tanh_clip=None),
+    "baseline": dict(equalize=False, tanh_clip=None),
+    "baseline_relu_float": dict(equalize=False, float_ops="+RELU", tanh_clip=None),
+    "equalized": dict(equalize=True, by="range", tanh_clip=None),
+    "equalized_relu_float": dict(equalize=True, by="range", float_ops="+RELU", tanh_clip=None),
+    "equalized_stream": dict(equalize=True, by="range", stream_exponent=1.0, tanh_clip=None),
+    "equalized_stream_half": dict(equalize=True, by="range", stream_exponent=0.5, tanh_clip=None),
+    "equalized_std": dict(equalize=True, by="std", tanh_clip=None),
+    "equalized_std_stream": dict(equalize=True, by="std", stream_exponent=1.0, tanh_clip=None),
+    "equalized_mixed": dict(equalize=True, by="mixed", tanh_clip=None),
+    # the default until the pre-tanh clip
+    "equalized_clip": dict(equalize=True, by="clip", tanh_clip=None),
+    # the output convolution and the tanh float (denylisted_nodes), or the first one too, or
+    # the residual blocks' first convolutions
+    "equalized_clip_out_float": dict(equalize=True, by="clip", tanh_clip=None, **OUT_FLOAT),
+    "equalized_clip_out_down1_float": dict(
+        equalize=True,
+        by="clip",
+        tanh_clip=None,
+        float_ops="+TANH",
+        float_convs=("out_conv", "down1_conv"),
+    ),
+    "equalized_clip_out_res_a_float": dict(
+        equalize=True,
+        by="clip",
+        tanh_clip=None,
+        float_ops="+TANH",
+        float_convs=("out_conv", *RES_A),
+    ),
+    # pre-tanh activations clipped to [-4, 4] (every convolution int8)
+    "tanh_clip": dict(equalize=False, tanh_clip=4.0),
+    "equalized_range_tanh_clip": dict(equalize=True, by="range", tanh_clip=4.0),
+    "equalized_stream_tanh_clip": dict(
+        equalize=True, by="clip", stream_exponent=1.0, tanh_clip=4.0
+    ),
+    "equalized_clip_tanh_clip": dict(equalize=True, by="clip", tanh_clip=4.0),  # the int8 default
+    "equalized_clip_tanh_clip_res_a_float": dict(
+        equalize=True, by="clip", tanh_clip=4.0, float_convs=RES_A
+    ),
+    "int16x8": dict(equalize=False, activations="int16", tanh_clip=None),
+    "int16x8_equalized": dict(equalize=True, by="range", activations="int16", tanh_clip=None),
 }
 
 
@@ -92,8 +123,9 @@ def calibration_images(count, size, seed=0):
     return images
 
 
-def train_model(directory, steps, image_size):
-    """A run directory whose net trained ``steps`` steps offline; returns its path."""
+def train_model(directory, steps, image_size, seed=0):
+    """A run directory whose net trained ``steps`` steps offline (initial weights and batches
+    drawn from ``seed``); returns its path."""
     from kstyle.run import TrainConfig, train
 
     data = os.path.join(directory, "data")
@@ -117,7 +149,7 @@ def train_model(directory, steps, image_size):
             steps=steps,
             vgg_weights="random",
             plot_every=0,
-            seed=0,
+            seed=seed,
             verbose=0,
         ),
         printer=lambda *_: None,
@@ -130,8 +162,8 @@ def convert(net, images, float_ops=None, **options):
 
     if float_ops is None:
         float_ops = INT8_FLOAT_OPS
-    elif float_ops == "+RELU":
-        float_ops = (*INT8_FLOAT_OPS, "RELU")
+    elif isinstance(float_ops, str) and float_ops.startswith("+"):
+        float_ops = (*INT8_FLOAT_OPS, float_ops[1:])
     return int8_flatbuffer(net, images, float_ops=float_ops, **options)
 
 
@@ -143,6 +175,37 @@ def measure(net, flatbuffer, image, reference):
         file.flush()
         output = Runner("tflite", file.name)(image)
     return psnr(output, reference), int(abs(output.astype(int) - reference).max())
+
+
+def latencies(flatbuffers, sizes, repeats=5, threads=2):
+    """{name: {size: median seconds}} of each TFLite flatbuffer on the held-out portrait,
+    the runs of all models interleaved so that a busy machine slows them alike."""
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+
+    from kstyle.export import held_out_image
+
+    timings = {name: {} for name in flatbuffers}
+    for size in sizes:
+        batch = held_out_image(size, size)[None]
+        interpreters = {}
+        for name, flatbuffer in flatbuffers.items():
+            interpreter = Interpreter(model_content=flatbuffer, num_threads=threads)
+            detail = interpreter.get_input_details()[0]
+            interpreter.resize_tensor_input(detail["index"], batch.shape)
+            interpreter.allocate_tensors()
+            interpreter.set_tensor(detail["index"], batch)
+            interpreter.invoke()  # warm-up
+            interpreters[name] = interpreter
+        samples = {name: [] for name in flatbuffers}
+        for _ in range(repeats):
+            for name, interpreter in interpreters.items():
+                start = time.perf_counter()
+                interpreter.invoke()
+                samples[name].append(time.perf_counter() - start)
+        for name in flatbuffers:
+            timings[name][size] = float(np.median(samples[name]))
+    return timings
 
 
 def debugger_report(net, images, equalize, rows):
@@ -224,10 +287,17 @@ def main(argv=None):
     parser.add_argument("--model", default=None, help="model.keras or run dir; default: train")
     parser.add_argument("--steps", type=int, default=20, help="training steps without --model")
     parser.add_argument("--train-size", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=0, help="training seed without --model")
+    parser.add_argument("--save-model", default=None, help="also save the trained net here")
     parser.add_argument("--calibration", type=int, default=100, help="calibration images")
     parser.add_argument("--size", type=int, default=256, help="calibration and test size")
     parser.add_argument("--approaches", default=",".join(APPROACHES))
     parser.add_argument("--debug-layers", type=int, default=0)
+    parser.add_argument(
+        "--latency",
+        default="",
+        help="comma-separated sizes (e.g. 256,512): also time each approach against fp32 TFLite",
+    )
     args = parser.parse_args(argv)
 
     import keras
@@ -235,16 +305,18 @@ def main(argv=None):
     from kstyle.export import held_out_image
     from kstyle.stylize import load_transform_net, stylize_array
 
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(args.seed)
     with tempfile.TemporaryDirectory() as directory:
         start = time.perf_counter()
-        model_path = args.model or train_model(directory, args.steps, args.train_size)
+        model_path = args.model or train_model(directory, args.steps, args.train_size, args.seed)
         net = load_transform_net(model_path)
         if not args.model:
             print(
-                f"trained {args.steps} steps at {args.train_size} px in "
+                f"trained {args.steps} steps at {args.train_size} px (seed {args.seed}) in "
                 f"{time.perf_counter() - start:.0f} s"
             )
+        if args.save_model:
+            net.save(args.save_model)
     images = calibration_images(args.calibration, args.size)
     image = held_out_image(args.size, args.size)
     reference = stylize_array(net, image)
@@ -256,6 +328,7 @@ def main(argv=None):
         f"\n{args.calibration} calibration images at {args.size}², held-out portrait {args.size}²"
     )
     print("| approach | PSNR (dB) | max abs diff | conversion (s) |\n|---|---|---|---|")
+    flatbuffers = {}
     for name in args.approaches.split(","):
         start = time.perf_counter()
         try:
@@ -266,6 +339,18 @@ def main(argv=None):
         seconds = time.perf_counter() - start
         quality, max_abs = measure(net, flatbuffer, image, reference)
         print(f"| {name} | {quality:.1f} | {max_abs} | {seconds:.0f} |", flush=True)
+        flatbuffers[name] = flatbuffer
+    if args.latency:
+        from kstyle.export import tflite_bytes
+
+        sizes = [int(size) for size in args.latency.split(",")]
+        timings = latencies({"fp32": tflite_bytes(net, "none"), **flatbuffers}, sizes)
+        print("\nlatency, median of 5 (interleaved), and speed-up over fp32 TFLite")
+        print("| approach | " + " | ".join(f"{size}² ms | ×" for size in sizes) + " |")
+        print("|---|" + "---|---|" * len(sizes))
+        for name, row in timings.items():
+            cells = [f"{row[s] * 1000:.0f} | {timings['fp32'][s] / row[s]:.2f}" for s in sizes]
+            print(f"| {name} | " + " | ".join(cells) + " |")
     return 0
 
 

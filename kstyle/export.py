@@ -196,6 +196,34 @@ class ChannelEpsilonInstanceNorm(keras.layers.Layer):
         return {**super().get_config(), "epsilons": self.epsilons, "clip": self.clip}
 
 
+# Pre-tanh clip of the int8 export graphs: 127.5 * (1 - tanh(4)) = 0.085, so clipping moves no
+# output pixel by more than a tenth of a uint8 level.
+TANH_CLIP = 4.0
+
+
+@keras.saving.register_keras_serializable(package="kstyle")
+class ClippedTanhToPixels(keras.layers.Layer):
+    """``127.5 * (tanh(clip(x, -c, c)) + 1)`` (export graphs of int8 models only).
+
+    The last convolution's int8 output has one scale per tensor, set by its calibrated range,
+    and a net's pre-tanh activations can reach -50 where tanh saturated long before: one int8
+    step is then 0.2, about 29 output levels where tanh is steep. Clipping to [-c, c] first
+    gives the range 2c (c = 4: 4 levels per step) and changes the output by at most
+    ``127.5 * (1 - tanh(c))`` levels.
+    """
+
+    def __init__(self, clip=TANH_CLIP, **kwargs):
+        super().__init__(**kwargs)
+        self.clip = float(clip)
+
+    def call(self, inputs):
+        inputs = tf.clip_by_value(inputs, -self.clip, self.clip)
+        return 127.5 * (tf.math.tanh(inputs) + 1.0)
+
+    def get_config(self):
+        return {**super().get_config(), "clip": self.clip}
+
+
 def _norm_inputs(model):
     """{norm layer name: the Conv2D layer feeding it} for the instance norms of ``model``."""
     pairs = {}
@@ -285,6 +313,7 @@ def equalized_export_model(
     batch_size=1,
     stream_exponent=0.0,
     by="clip",
+    tanh_clip=TANH_CLIP,
 ):
     """The serving model of ``transform_net`` rescaled for one int8 range per tensor.
 
@@ -303,16 +332,22 @@ def equalized_export_model(
     range) or ``clip`` (the default: as ``mixed``, but the half range runs from the 10th
     percentile of the per-image minima to the 90th of the maxima, and the convolution's output
     is clipped to [-1, 1] before the norm, so rare extremes do not coarsen every image's
-    steps; the clipping changes the float function slightly, which the PSNR figures include).
+    steps; the clipping changes the float function slightly, which the PSNR figures include),
+    or None (leave those convolutions as they are).
 
     With ``stream_exponent`` a > 0 the residual stream's channels are also rescaled, by
     ``range**-a``: the norms that write it scale their gamma and beta, and the convolutions that
     read it divide their input channels by the same factor (exact, as ReLU, padding and
     upsampling commute with a positive channel scale).
+
+    With ``tanh_clip`` c the output layer clips its input to [-c, c] before the tanh
+    (:class:`ClippedTanhToPixels`); None keeps the plain output layer.
     """
+    from kstyle.transform_net import TanhToPixels
+
     clone = keras.models.clone_model(transform_net, clone_function=_export_layer)
     clone.set_weights(transform_net.get_weights())
-    pairs = _norm_inputs(clone)
+    pairs = _norm_inputs(clone) if by else {}
     names = list(pairs)
     stream = _residual_stream(clone) if stream_exponent else None
     probes = [pairs[n] for n in names]
@@ -323,7 +358,9 @@ def equalized_export_model(
             for layer in stream_layers
             if isinstance(layer, (keras.layers.Add, keras.layers.ReLU))
         ]
-    lows, highs, spreads, typical = _output_ranges(clone, probes, calibration_images)
+    lows, highs, spreads, typical = (
+        _output_ranges(clone, probes, calibration_images) if probes else ([], [], [], [])
+    )
     weights = {layer.name: layer.get_weights() for layer in clone.layers}
     if stream:
         _, writers, readers = stream
@@ -358,6 +395,8 @@ def equalized_export_model(
             return ChannelEpsilonInstanceNorm(
                 epsilons[layer.name], clip=1.0 if by == "clip" else None, name=layer.name
             )
+        if tanh_clip and isinstance(layer, TanhToPixels):
+            return ClippedTanhToPixels(tanh_clip, name=layer.name, dtype=layer.dtype_policy)
         return layer.__class__.from_config(layer.get_config())
 
     equalized = keras.models.clone_model(clone, clone_function=substitute)
@@ -376,6 +415,29 @@ def equalized_export_model(
 INT8_FLOAT_OPS = ("MEAN", "SQUARED_DIFFERENCE", "RSQRT", "SUB", "MUL", "ADD")
 
 
+def _conv_output_names(calibrated_model, layers):
+    """{Keras conv layer name: its CONV_2D op's output tensor name} in a calibrated TFLite
+    model (the names ``QuantizationDebugOptions(denylisted_nodes=...)`` takes)."""
+    import re
+
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=calibrated_model)
+    names = {d["index"]: d["name"] for d in interpreter.get_tensor_details()}
+    found = {}
+    for op in interpreter._get_ops_details():
+        if op["op_name"] != "CONV_2D":
+            continue
+        kernel = names[op["inputs"][1]]
+        for layer in layers:
+            if re.search(rf"(^|/){re.escape(layer)}(_\d+)?/", kernel):
+                found[layer] = names[op["outputs"][0]]
+    missing = sorted(set(layers) - set(found))
+    if missing:
+        raise KstyleError(f"no TFLite convolution for layer(s) {missing}")
+    return found
+
+
 def int8_flatbuffer(
     transform_net,
     calibration_images,
@@ -385,21 +447,47 @@ def int8_flatbuffer(
     activations="int8",
     stream_exponent=0.0,
     by="clip",
+    tanh_clip=TANH_CLIP,
+    float_convs=(),
 ):
-    """Full-integer TFLite conversion; the knobs exist for ``bench/int8_study.py``.
+    """Full-integer TFLite conversion: every convolution int8, the norm arithmetic float.
+
+    The default recipe, and why (``bench/int8_study.py`` measures the alternatives):
+
+    - ``float_ops``: the instance norms' mean, variance, rsqrt, scale and shift and the residual
+      adds stay float (the debugger's ``denylisted_ops``); int8 cannot hold the variance.
+    - ``equalize`` (``by="clip"``): each convolution before a norm is rescaled per channel so
+      every channel gets a similar share of its tensor's 256 levels (see
+      :func:`equalized_export_model`): 24-26 dB without, about 30-32 dB with.
+    - ``tanh_clip`` (4.0): the pre-tanh activations are clipped to [-4, 4] before the int8
+      output convolution's range is calibrated (:class:`ClippedTanhToPixels`). Calibrated
+      ranges there reached [-50, 8]: one int8 step was then ~29 output levels where tanh is
+      steep, the largest single loss of the model. The clip moves the float output by at most
+      0.085 levels, costs no float op, and gave +3 to +5.5 dB (34.5-35.5 dB on three nets).
+      Keeping the output convolution and the tanh float instead (``float_convs=("out_conv",)``
+      and ``TANH`` in ``float_ops``) gained only 0.3-0.7 dB more, for 25-45 % more latency.
 
     Args:
         equalize: rescale the convolutions before the norms (``equalized_export_model``).
         stream_exponent, by: passed to ``equalized_export_model``.
+        tanh_clip: the pre-tanh clip (None: none).
         float_ops: TFLite op names kept float (the debugger's ``denylisted_ops``).
+        float_convs: Keras names of convolutions kept float (weights and output), e.g.
+            ``("out_conv",)``; their TFLite output tensors become ``denylisted_nodes``.
         activations: ``int8``, or ``int16`` for 16-bit activations with int8 weights.
     """
     import tempfile
 
     model = None
-    if equalize:
+    if equalize or tanh_clip:
         model = equalized_export_model(
-            transform_net, calibration_images, input_size, 1, stream_exponent, by
+            transform_net,
+            calibration_images,
+            input_size,
+            1,
+            stream_exponent if equalize else 0.0,
+            by if equalize else None,
+            tanh_clip,
         )
     with tempfile.TemporaryDirectory() as directory:
         serving_archive(transform_net, directory, input_size=input_size, batch_size=1, model=model)
@@ -417,7 +505,7 @@ def int8_flatbuffer(
                 tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8,
                 tf.lite.OpsSet.TFLITE_BUILTINS,
             ]
-        if not float_ops or activations == "int16":
+        if (not float_ops and not float_convs) or activations == "int16":
             return converter.convert()
         debugger = tf.lite.experimental.QuantizationDebugger(
             converter=converter,
@@ -426,6 +514,12 @@ def int8_flatbuffer(
                 denylisted_ops=list(float_ops)
             ),
         )
+        if float_convs:
+            # node names exist only once calibrated: quantize the calibrated model again
+            nodes = _conv_output_names(debugger.calibrated_model, list(float_convs))
+            debugger._debug_options = tf.lite.experimental.QuantizationDebugOptions(
+                denylisted_ops=list(float_ops), denylisted_nodes=list(nodes.values())
+            )
         return debugger.get_nondebug_quantized_model()
 
 
@@ -435,7 +529,8 @@ def tflite_bytes(transform_net, quantize="none", input_size=None, calibration_im
     Args:
         quantize: ``none`` (fp32), ``float16`` (fp16 weights), ``dynamic`` (int8 weights,
             dynamic-range activations) or ``int8`` (integer convolutions and activations
-            calibrated on ``calibration_images``; the instance-norm arithmetic stays float).
+            calibrated on ``calibration_images``; the instance-norm arithmetic stays float; see
+            :func:`int8_flatbuffer`).
         input_size: None for a dynamic H, W (resize the input tensor before use), or N.
         calibration_images: uint8 (H, W, 3) arrays, required for ``int8``.
     """

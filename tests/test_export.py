@@ -158,9 +158,19 @@ def test_int8_is_integer_and_meets_its_bar(net, tmp_path):
     path.write_bytes(tflite_bytes(net, "int8", calibration_images=images))
     from ai_edge_litert.interpreter import Interpreter
 
-    details = Interpreter(model_path=str(path)).get_tensor_details()
-    int8_weights = [d for d in details if d["dtype"] == np.int8 and len(d["shape"]) == 4]
-    assert len(int8_weights) >= 18  # every convolution kernel is int8
+    interpreter = Interpreter(model_path=str(path))
+    tensors = {d["index"]: d for d in interpreter.get_tensor_details()}
+    convs = [op for op in interpreter._get_ops_details() if op["op_name"] == "CONV_2D"]
+    # all 16 convolutions (3 down, 10 residual, 2 up, 1 out) take int8 kernels and inputs
+    assert len(convs) == 16
+    for op in convs:
+        image_in, kernel = (tensors[index] for index in op["inputs"][:2])
+        assert kernel["dtype"] == np.int8 and image_in["dtype"] == np.int8, kernel["name"]
+    # the output convolution (3 channels) is calibrated on pre-tanh activations clipped to
+    # [-4, 4]: its int8 range spans at most 8
+    (out,) = [op for op in convs if tensors[op["inputs"][1]]["shape"][0] == 3]
+    scale, _ = tensors[out["outputs"][0]]["quantization"]
+    assert 0 < scale * 255 <= 8.0 + 1e-3
     image = random_image(32, 36, seed=9)
     output = Runner("tflite", str(path))(image)
     assert output.shape == image.shape
