@@ -48,7 +48,7 @@ def preferred_onednn(task: str, flags: set[str]) -> bool | None:
 
     Measured with ``bench/bench.py`` (README, Performance): training is 1.4-1.7x faster with
     oneDNN whatever the vector width; batch-1 stylizing is 1.4x faster with oneDNN's AVX-512
-    kernels but 2.3-4.7x slower with its AVX2 ones. TensorFlow's own default (on only for
+    kernels but 2.0-2.5x slower with its AVX2 ones. TensorFlow's own default (on only for
     CPUs with AVX-512 VNNI, BF16 or AMX) gets training on AVX2 and stylizing on plain AVX-512
     wrong.
     """
