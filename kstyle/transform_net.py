@@ -178,10 +178,11 @@ def _graph(model):
     return nodes, readers, uses
 
 
-def _fusable_upsample_conv(upsample_node, readers, uses):
+def _fusable_upsample_conv(upsample_node, readers, uses, outputs):
     """(pad or None, conv) when ``upsample_node`` (a nearest x2 upsampling called once) feeds
     only a 3x3 stride-1 conv, directly ('same' padding) or through a 1-pixel
-    ``ReflectionPadding2D`` ('valid'), each called once."""
+    ``ReflectionPadding2D`` ('valid'), each called once, and neither the upsampled nor the
+    padded tensor is among the model's ``outputs`` (ids)."""
     upsample = upsample_node.operation
     if tuple(upsample.size) != (2, 2) or upsample.interpolation != "nearest":
         return None
@@ -189,6 +190,8 @@ def _fusable_upsample_conv(upsample_node, readers, uses):
         return None
 
     def only_reader(node):
+        if any(id(tensor) in outputs for tensor in node.output_tensors):
+            return None
         following = readers.get(id(node), [])
         if len(following) != 1 or uses.get(id(following[0].operation)) != 1:
             return None
@@ -223,16 +226,21 @@ def inference_net(model):
     Returns ``model`` itself when there is nothing to fuse.
     """
     nodes, readers, uses = _graph(model)
+    outputs = {id(tensor) for tensor in model.outputs}
     fused, skipped = {}, set()
     for node in nodes:
         layer = node.operation
         if isinstance(layer, layers.UpSampling2D) and uses[id(layer)] == 1:
-            match = _fusable_upsample_conv(node, readers, uses)
+            match = _fusable_upsample_conv(node, readers, uses, outputs)
             if match:
                 pad, conv = match
                 skipped.update(other.name for other in (layer, pad) if other is not None)
                 fused[conv.name] = UpsampleConv2D(
-                    conv.filters, reflect=pad is not None, source=conv, name=conv.name
+                    conv.filters,
+                    reflect=pad is not None,
+                    source=conv,
+                    name=conv.name,
+                    dtype=conv.dtype_policy,
                 )
     if not fused:
         return model

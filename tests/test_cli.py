@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -251,6 +252,10 @@ def test_onednn_preference_by_task_and_cpu(tmp_path):
     assert cpu_flags(str(tmp_path / "missing")) == set()
 
 
+@pytest.mark.skipif(
+    sys.platform != "linux" or platform.machine() not in ("x86_64", "AMD64"),
+    reason="TensorFlow builds with oneDNN on x86-64 Linux",
+)
 @pytest.mark.parametrize("task, wanted", [("train", True), ("stylize", False)])
 def test_commands_restart_with_the_faster_onednn_setting(task, wanted):
     """On an AVX2-only CPU training wants oneDNN on and stylizing wants it off: whichever of
@@ -303,3 +308,19 @@ def test_onednn_restart_only_from_a_command_line(monkeypatch):
     common.use_fastest_onednn(task, None)
     assert restarts == [(sys.executable, [sys.executable, *sys.orig_argv[1:]])]
     assert os.environ["TF_ENABLE_ONEDNN_OPTS"] == ("0" if task == "stylize" else "1")
+
+
+@pytest.mark.parametrize("program", ["-", ""])
+def test_onednn_restart_needs_a_command_that_can_run_again(monkeypatch, program):
+    """A program read from stdin (``-``) or typed at a prompt cannot be started again."""
+    import kstyle.cli.common as common
+
+    restarts = []
+    monkeypatch.setattr(common.os, "execv", lambda *args: restarts.append(args))
+    monkeypatch.setattr(common, "cpu_flags", lambda: {"avx2", "fma"})
+    monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
+    monkeypatch.setattr(sys, "argv", [program])
+    for task in ("train", "stylize"):  # one of the two wants a restart on any x86 CPU
+        common.use_fastest_onednn(task, None)
+    assert restarts == []
+    assert "TF_ENABLE_ONEDNN_OPTS" not in os.environ

@@ -167,3 +167,18 @@ def test_inference_net_reads_each_models_own_graph():
     assert [type(layer) for layer in fused.layers].count(UpsampleConv2D) == 1
     images = np.random.default_rng(2).normal(size=(1, 6, 8, 4)).astype("float32")
     assert np.abs(np.asarray(fused(images)) - np.asarray(first(images))).max() < 1e-4
+
+
+def test_inference_net_keeps_dtype_policies_and_model_outputs():
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        mixed = build_transform_net()
+    finally:
+        keras.config.set_dtype_policy("float32")
+    fused = [layer for layer in inference_net(mixed).layers if isinstance(layer, UpsampleConv2D)]
+    assert [layer.dtype_policy.name for layer in fused] == ["mixed_bfloat16"] * 2
+    # an upsampled tensor that is itself an output cannot disappear into a fused layer
+    inputs = keras.Input((None, None, 4))
+    upsampled = keras.layers.UpSampling2D(2)(inputs)
+    model = keras.Model(inputs, [upsampled, keras.layers.Conv2D(4, 3, padding="same")(upsampled)])
+    assert inference_net(model) is model

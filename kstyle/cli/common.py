@@ -65,10 +65,11 @@ def use_fastest_onednn(task: str, argv) -> None:
     TensorFlow reads ``TF_ENABLE_ONEDNN_OPTS`` once, when it is imported, and importing kstyle
     imports it, so a command whose setting is the slower one starts again with the variable
     set (one more import, a few seconds). Nothing happens when the user set the variable,
-    when ``argv`` was passed in (a call from Python, not a command line), or where
+    when ``argv`` was passed in (a call from Python, not a command line), when the command
+    cannot be started again as it was (stdin, an interactive session), or where
     :func:`preferred_onednn` has no opinion.
     """
-    if argv is not None or ONEDNN_VARIABLE in os.environ:
+    if argv is not None or ONEDNN_VARIABLE in os.environ or not _can_start_again():
         return
     wanted = preferred_onednn(task, cpu_flags())
     if wanted is None:
@@ -84,4 +85,16 @@ def use_fastest_onednn(task: str, argv) -> None:
     os.environ[ONEDNN_VARIABLE] = "1" if wanted else "0"
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+    try:
+        os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+    except OSError:  # no interpreter to start again: go on with TensorFlow's setting
+        del os.environ[ONEDNN_VARIABLE]
+
+
+def _can_start_again() -> bool:
+    """Whether running ``sys.orig_argv`` again repeats this command: a script or console
+    script, ``-m`` or ``-c``; not a program read from stdin, nor an interactive session."""
+    program = sys.argv[0] if sys.argv else ""
+    if sys.flags.interactive or not sys.executable:
+        return False
+    return program == "-c" or os.path.isfile(program)
