@@ -6,6 +6,8 @@ conv9x9/32 -> conv3x3/64 s2 -> conv3x3/128 s2 (each conv + instance norm + ReLU)
 and the output scaling 255 * (tanh(y) + 1) / 2. With the defaults: 1,679,235 parameters.
 """
 
+import collections
+
 import keras
 from keras import layers, ops
 
@@ -165,16 +167,16 @@ class UpsampleConv2D(layers.Layer):
 
 
 def _graph(model):
-    """(readers, uses) of ``model``'s own graph: {id(node): the nodes that read its output},
-    and {id(layer): how many times ``model`` calls it}. Built from ``model``'s nodes, not
-    ``layer.input``, which names a layer's first call, perhaps in another model."""
+    """(nodes, readers, uses) of ``model``'s own graph: its nodes, {id(node): the nodes that
+    read its output} and {id(layer): how many times ``model`` calls it}. Built from
+    ``model``'s nodes, not ``layer.input``, which names a layer's first call, perhaps in
+    another model."""
     nodes = [node for depth in model._nodes_by_depth.values() for node in depth]
-    readers = {id(node): [] for node in nodes}
-    uses = {}
+    readers = collections.defaultdict(list)
+    uses = collections.Counter(id(node.operation) for node in nodes)
     for node in nodes:
-        uses[id(node.operation)] = uses.get(id(node.operation), 0) + 1
         for parent in node.parent_nodes:
-            readers.setdefault(id(parent), []).append(node)
+            readers[id(parent)].append(node)
     return nodes, readers, uses
 
 
