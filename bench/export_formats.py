@@ -39,8 +39,11 @@ def main(argv=None):
 
     import numpy as np
 
-    from kstyle.export import Runner, export, held_out_image, psnr
-    from kstyle.stylize import load_transform_net, stylize_array
+    from kstyle.export import Runner, export
+    from kstyle.export.verify import held_out_image
+    from kstyle.images import psnr
+    from kstyle.inference import stylize_array
+    from kstyle.transform_net import load_transform_net
 
     net = load_transform_net(args.model)
     rows = []

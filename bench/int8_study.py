@@ -158,7 +158,7 @@ def train_model(directory, steps, image_size, seed=0):
 
 
 def convert(net, images, float_ops=None, **options):
-    from kstyle.export import INT8_FLOAT_OPS, int8_flatbuffer
+    from kstyle.export.int8 import INT8_FLOAT_OPS, int8_flatbuffer
 
     if float_ops is None:
         float_ops = INT8_FLOAT_OPS
@@ -168,7 +168,8 @@ def convert(net, images, float_ops=None, **options):
 
 
 def measure(net, flatbuffer, image, reference):
-    from kstyle.export import Runner, psnr
+    from kstyle.export import Runner
+    from kstyle.images import psnr
 
     with tempfile.NamedTemporaryFile(suffix=".tflite") as file:
         file.write(flatbuffer)
@@ -183,7 +184,7 @@ def latencies(flatbuffers, sizes, repeats=5, threads=2):
     import numpy as np
     from ai_edge_litert.interpreter import Interpreter
 
-    from kstyle.export import held_out_image
+    from kstyle.export.verify import held_out_image
 
     timings = {name: {} for name in flatbuffers}
     for size in sizes:
@@ -212,7 +213,8 @@ def debugger_report(net, images, equalize, rows):
     """Per-tensor statistics of TFLite's QuantizationDebugger (norm ops float)."""
     import tensorflow as tf
 
-    from kstyle.export import INT8_FLOAT_OPS, equalized_export_model, serving_archive
+    from kstyle.export import serving_archive
+    from kstyle.export.int8 import INT8_FLOAT_OPS, equalized_export_model
 
     model = equalized_export_model(net, images, None, 1) if equalize else None
     with tempfile.TemporaryDirectory() as directory:
@@ -250,7 +252,8 @@ def level_report(net, images):
     import keras
     import numpy as np
 
-    from kstyle.export import PadToMultiple, _export_layer, _norm_inputs
+    from kstyle.export.int8 import _norm_inputs
+    from kstyle.export.serving import PadToMultiple, _export_layer
 
     clone = keras.models.clone_model(net, clone_function=_export_layer)
     clone.set_weights(net.get_weights())
@@ -302,8 +305,9 @@ def main(argv=None):
 
     import keras
 
-    from kstyle.export import held_out_image
-    from kstyle.stylize import load_transform_net, stylize_array
+    from kstyle.export.verify import held_out_image
+    from kstyle.inference import stylize_array
+    from kstyle.transform_net import load_transform_net
 
     keras.utils.set_random_seed(args.seed)
     with tempfile.TemporaryDirectory() as directory:

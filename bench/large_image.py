@@ -17,7 +17,6 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 
 def _model():
@@ -31,9 +30,8 @@ def _model():
 
 def rss(width=4896, height=3264):
     """Stylizes a width x height image with the default memory budget; prints RSS and time."""
-    from test_stylize_extras import structured_image
-
-    from kstyle.stylize import stylize_array
+    from kstyle.demo import structured_image
+    from kstyle.inference import stylize_array
 
     image = structured_image(height, width)
     model = _model()
@@ -48,10 +46,11 @@ def rss(width=4896, height=3264):
 def quality(size=2048, tile=512):
     """Tiled vs untiled PSNR and the seam metric on a size x size image."""
     import numpy as np
-    from test_stylize_extras import psnr, seam_metric, structured_image
 
     from kstyle import tiling
-    from kstyle.stylize import stylize_array
+    from kstyle.demo import structured_image
+    from kstyle.images import psnr, seam_metric
+    from kstyle.inference import stylize_array
 
     image = structured_image(size, size)
     model = _model()

@@ -1,47 +1,56 @@
 """kstyle: fast neural style transfer (Johnson, Alahi & Fei-Fei, ECCV 2016) for Keras 3.
 
-Data flows one way through the package:
-``data`` -> ``transform_net`` -> ``loss_net`` and ``losses`` -> ``trainer`` -> ``stylize``.
+Imports go down these layers (``python ../shared/tools/layers.py`` prints them):
 
-Importing kstyle registers its custom layers, so ``keras.saving.load_model("model.keras")``
-works on a trained transform network afterwards.
+- base: ``errors``, ``files`` (listing, atomic writes), ``images`` (read, write, compare),
+  ``memory`` (the memory budget), ``progress``;
+- training: ``data`` -> ``transform_net``, ``loss_net`` -> ``losses`` -> ``trainer`` ->
+  ``callbacks`` -> ``run``;
+- inference: ``graph`` -> ``forward`` (fused, compiled pass) -> ``tiling`` -> ``inference``
+  (arrays) -> ``video``, ``stylize_files`` and ``export``;
+- ``cli`` on top.
+
+The names below are loaded on first use, so ``import kstyle`` is quick and a command's
+``--help`` never waits for TensorFlow. Loading a model registers kstyle's custom layers.
 """
 
+import importlib
 import os
 
 # kstyle's trainer uses tf.GradientTape and tf.data; pin the backend unless the user chose one.
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-from kstyle.errors import KstyleError  # noqa: E402
-from kstyle.loss_net import CONTENT_LAYER, STYLE_LAYERS, build_loss_net  # noqa: E402
-from kstyle.losses import (  # noqa: E402
-    content_loss,
-    gram_matrix,
-    perceptual_loss,
-    style_loss,
-    total_variation_loss,
-)
-from kstyle.stylize import load_image, load_transform_net, stylize, stylize_array  # noqa: E402
-from kstyle.trainer import StyleTransferTrainer  # noqa: E402
-from kstyle.transform_net import build_transform_net  # noqa: E402
-
 __version__ = "0.1.0"
 
-__all__ = [
-    "CONTENT_LAYER",
-    "KstyleError",
-    "STYLE_LAYERS",
-    "StyleTransferTrainer",
-    "__version__",
-    "build_loss_net",
-    "build_transform_net",
-    "content_loss",
-    "gram_matrix",
-    "load_image",
-    "load_transform_net",
-    "perceptual_loss",
-    "style_loss",
-    "stylize",
-    "stylize_array",
-    "total_variation_loss",
-]
+_EXPORTS = {
+    "KstyleError": "kstyle.errors",
+    "CONTENT_LAYER": "kstyle.loss_net",
+    "STYLE_LAYERS": "kstyle.loss_net",
+    "build_loss_net": "kstyle.loss_net",
+    "content_loss": "kstyle.losses",
+    "gram_matrix": "kstyle.losses",
+    "perceptual_loss": "kstyle.losses",
+    "style_loss": "kstyle.losses",
+    "total_variation_loss": "kstyle.losses",
+    "load_image": "kstyle.images",
+    "load_transform_net": "kstyle.transform_net",
+    "build_transform_net": "kstyle.transform_net",
+    "stylize": "kstyle.stylize_files",
+    "stylize_array": "kstyle.inference",
+    "StyleTransferTrainer": "kstyle.trainer",
+}
+
+__all__ = sorted([*_EXPORTS, "__version__"])
+
+
+def __getattr__(name):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'kstyle' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return __all__

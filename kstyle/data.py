@@ -9,13 +9,12 @@ partial batch dropped. Unreadable files are skipped and counted, never fatal.
 
 import dataclasses
 import math
-import os
 
 import tensorflow as tf
 
 from kstyle.errors import KstyleError
+from kstyle.files import list_image_files
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 DEFAULT_TFDS_NAME = "coco/2014"
 SHUFFLE_BLOCK = 2048  # tfds images are shuffled in blocks of encoded bytes (~160 kB each)
 
@@ -100,36 +99,6 @@ def resolve_seed(seed: int | None) -> int:
     import secrets
 
     return int(seed) if seed is not None else secrets.randbelow(2**31)
-
-
-def list_image_files(folder: str, fraction: float = 1.0) -> list[str]:
-    """Image files under ``folder`` (recursive, sorted), the first ``floor(N * fraction)``.
-
-    Raises:
-        KstyleError: the folder is missing, holds no images, or the fraction keeps none.
-    """
-    if not 0.0 < fraction <= 1.0:
-        raise KstyleError(f"--fraction must be in (0, 1], got {fraction}")
-    if not os.path.isdir(folder):
-        raise KstyleError(f"data folder not found: {folder}")
-    files = []
-    for root, dirs, names in os.walk(folder):
-        dirs.sort()
-        files.extend(
-            os.path.join(root, name)
-            for name in sorted(names)
-            if name.lower().endswith(IMAGE_EXTENSIONS)
-        )
-    if not files:
-        raise KstyleError(
-            f"no images in {folder} (looked for {', '.join(IMAGE_EXTENSIONS)}, recursively)"
-        )
-    kept = files[: math.floor(len(files) * fraction)]
-    if not kept:
-        raise KstyleError(
-            f"--fraction {fraction} keeps none of the {len(files)} images in {folder}"
-        )
-    return kept
 
 
 def decode_and_resize(encoded, image_size: int):

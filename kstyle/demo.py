@@ -96,3 +96,23 @@ def prepare_demo(folder: str) -> dict:
     if not os.path.isdir(data) or not os.listdir(data):
         make_content_images(data)
     return {"style": style, "data": data, "photo": sample_photo_paths()[0]}
+
+
+def structured_image(height, width, seed=0):
+    """Gradients, discs, rectangles and noise: an image with real edges and flat areas."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    image = np.stack(
+        [x / width * 255, y / height * 255, 128 + 60 * np.sin(x / 17.0) * np.cos(y / 23.0)], -1
+    )
+    for _ in range(12):
+        cy, cx = rng.uniform(0, height), rng.uniform(0, width)
+        radius = rng.uniform(height / 20, height / 5)
+        image[(y - cy) ** 2 + (x - cx) ** 2 < radius**2] = rng.uniform(0, 255, 3)
+    for _ in range(8):
+        top, left = rng.integers(0, height - 8), rng.integers(0, width - 8)
+        image[
+            top : top + rng.integers(4, height // 4), left : left + rng.integers(4, width // 4)
+        ] = rng.uniform(0, 255, 3)
+    image += rng.normal(0, 12, image.shape)
+    return np.clip(image, 0, 255).astype(np.uint8)

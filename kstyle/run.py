@@ -22,6 +22,7 @@ import threading
 import numpy as np
 
 from kstyle.errors import KstyleError
+from kstyle.files import write_json_atomically
 
 RUN_FILES = ("model.keras", "config.json", "history.csv", "losses.png", "preview.png")
 # Files and folders of a run that --restart removes (never anything else in the folder).
@@ -140,7 +141,7 @@ def load_style_image(path: str, size: int) -> np.ndarray:
     import tensorflow as tf
 
     from kstyle.data import decode_and_resize
-    from kstyle.stylize import load_image
+    from kstyle.images import load_image
 
     image = load_image(path)
     encoded = tf.io.encode_png(image)
@@ -160,15 +161,6 @@ def library_versions() -> dict:
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
     }
-
-
-def write_json_atomically(data: dict, path: str) -> None:
-    """Writes ``data`` as indented JSON through a temporary file and a rename."""
-    temporary = f"{path}.tmp"
-    with open(temporary, "w") as file:
-        json.dump(data, file, indent=2, sort_keys=True)
-        file.write("\n")
-    os.replace(temporary, path)
 
 
 def build_training_data(config: TrainConfig, seed: int | None):
@@ -277,7 +269,7 @@ def _previous_run(run_dir: str, config: TrainConfig) -> dict | None:
     Raises:
         KstyleError: the run there was started with other options.
     """
-    from kstyle.monitor import latest_checkpoint_step
+    from kstyle.callbacks import latest_checkpoint_step
 
     config_path = os.path.join(run_dir, "config.json")
     step = latest_checkpoint_step(os.path.join(run_dir, "checkpoints"))
@@ -368,7 +360,7 @@ def train(config: TrainConfig, printer=print) -> dict:
             f"--batch-size {config.batch_size} is the global batch and must be a multiple of "
             f"the {strategy.num_replicas_in_sync} replicas"
         )
-    from kstyle.stylize import load_image
+    from kstyle.images import load_image
 
     load_image(config.style)  # a missing or unreadable style file fails before anything else
     run_dir = _worker_dir(config.resolved_output())
@@ -405,7 +397,7 @@ def train(config: TrainConfig, printer=print) -> dict:
 
     import keras
 
-    from kstyle.monitor import (
+    from kstyle.callbacks import (
         NonFiniteLoss,
         NonFiniteLossGuard,
         SaveTransformNet,

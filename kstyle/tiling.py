@@ -25,32 +25,22 @@ accumulator and an (H, W) weight map; see :func:`forward_bytes` for the measured
 cost per pixel. Disk: up to about 192 bytes per pixel of temporary files (16 MP: 3 GB).
 """
 
-import logging
 import math
 import os
-import re
 import tempfile
 import warnings
-import weakref
 
 import keras
 import numpy as np
 from keras import layers, ops
 
 from kstyle.errors import KstyleError
+from kstyle.forward import quiet_retracing_warning, run_model
+from kstyle.memory import BYTES_PER_PIXEL, DEFAULT_MAX_MEMORY, pixels_within
+from kstyle.transform_net import SIZE_MULTIPLE
 
-SIZE_MULTIPLE = 4
 DEFAULT_MARGIN = 48  # px of context on each side of a tile (the net's receptive radius is ~54)
 DEFAULT_FEATHER = 32  # px over which neighbouring tiles cross-fade
-# Peak memory of one forward pass, measured as peak RSS on TensorFlow 2.21 CPU (compiled
-# tf.function, float32): about BASE_BYTES + BYTES_PER_PIXEL * H * W. TensorFlow's runtime alone
-# is ~650 MB; the pass adds ~600 bytes per pixel (1024^2: 1.21 GiB, 2048^2: 2.90 GiB; eager
-# execution needed ~2.7 kB per pixel: 3.3 and 10.6 GB). 700 leaves a margin.
-BYTES_PER_PIXEL = 700
-BASE_BYTES = 700 * 2**20
-# The budget for the network passes. A 16 MP image then runs as 1572 px tiles with exact staged
-# statistics, peaking at 3.06 GiB RSS (bench/large_image.py), under the 4 GB target.
-DEFAULT_MAX_MEMORY = 5 * 2**29  # 2.5 GiB
 
 
 @keras.saving.register_keras_serializable(package="kstyle")
@@ -150,106 +140,15 @@ def set_norm_statistics(tile_model, statistics):
         layer.variance.assign(np.asarray(statistics[2 * index + 1])[0])
 
 
-class _RetracingFilter(logging.Filter):
-    def filter(self, record):
-        return "triggered tf.function retracing" not in record.getMessage()
-
-
-def _quiet_retracing_warning():
-    """Drops TensorFlow's "retracing" warning: kstyle traces one graph per model or stage."""
-    import tensorflow as tf
-
-    logger = tf.get_logger()
-    if not any(isinstance(f, _RetracingFilter) for f in logger.filters):
-        logger.addFilter(_RetracingFilter())
-
-
-_FORWARDS = {}  # id(model) -> (weak reference to the model, its compiled forward pass)
-
-
-def compiled_forward(model):
-    """``model``'s inference pass as a ``tf.function``, traced once and kept while ``model`` lives.
-
-    Graph execution skips Keras's per-layer Python work: on a 2-core CPU it is 1.3-1.6x faster
-    than calling the model eagerly at 256² and 512² (``bench/bench.py --sections stylize``),
-    and it traces in about half a second. XLA was no faster here, so it is not used. The
-    pass runs :func:`kstyle.transform_net.inference_net` (upsampling fused into the next
-    convolution: the same function, about 8 % faster).
-    """
-    import tensorflow as tf
-
-    from kstyle.transform_net import inference_net
-
-    entry = _FORWARDS.get(id(model))
-    if entry is None or entry[0]() is not model:
-        reference = weakref.ref(model)
-        fused = inference_net(model)  # shares model's layers, but is not model (or a cycle)
-        net = (lambda: fused) if fused is not model else reference
-        forward = tf.function(
-            lambda batch: net()(batch, training=False),
-            input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)],
-        )
-        entry = _FORWARDS[id(model)] = (reference, forward)
-        weakref.finalize(model, _FORWARDS.pop, id(model), None)
-    return entry[1]
-
-
-def run_model(model, batch: np.ndarray) -> np.ndarray:
-    """Runs ``model`` on a (B, H, W, 3) float32 batch in inference mode (compiled, see
-    ``compiled_forward``).
-
-    Returns a NumPy array, or a list of them for a model with several outputs.
-    """
-    with warnings.catch_warnings():  # Keras warns about list-vs-tensor input structure
-        warnings.filterwarnings("ignore", message="The structure of `inputs`")
-        outputs = compiled_forward(model)(np.asarray(batch, np.float32))
-    if isinstance(outputs, list | tuple):
-        return [np.asarray(output) for output in outputs]
-    return np.asarray(outputs)
-
-
-def forward_bytes(height: int, width: int, batch: int = 1) -> int:
-    """Estimated peak memory in bytes of one plain forward pass on (batch, height, width, 3)."""
-    return BASE_BYTES + BYTES_PER_PIXEL * batch * height * width
-
-
-def pixels_within(max_memory: int) -> int:
-    """How many pixels one forward pass may take so that it fits ``max_memory`` bytes."""
-    return max(4096, (max_memory - BASE_BYTES) // BYTES_PER_PIXEL)
-
-
-def parse_memory(text) -> int:
-    """Parses a memory size such as ``4GB``, ``512MB``, ``1.5G`` or ``1000000`` into bytes.
-
-    Units are binary (1 GB = 2**30 bytes). Raises KstyleError on anything else.
-    """
-    if isinstance(text, int | float):
-        value, unit = float(text), ""
-    else:
-        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmgt]?)i?b?\s*", str(text), re.IGNORECASE)
-        if not match:
-            raise KstyleError(f"cannot read memory size {text!r}; use e.g. 4GB or 512MB")
-        value, unit = float(match.group(1)), match.group(2).lower()
-    size = int(value * 1024 ** " kmgt".index(unit or " "))
-    if size <= 0:
-        raise KstyleError(f"memory size must be positive, got {text!r}")
-    return size
-
-
 def auto_tile_size(max_memory: int, margin: int = DEFAULT_MARGIN) -> int:
     """The largest tile (multiple of 4, 64 to 2048 px) whose window's forward pass fits.
 
     The window is the tile plus ``margin`` px on each side; its estimated forward memory
-    (:func:`forward_bytes`) must stay within ``max_memory`` bytes.
+    (:func:`kstyle.memory.forward_bytes`) must stay within ``max_memory`` bytes.
     """
     side = int(math.sqrt(pixels_within(max_memory))) - 2 * margin
     side -= side % SIZE_MULTIPLE
     return int(min(2048, max(64, side)))
-
-
-def needs_tiling(height: int, width: int, max_memory) -> bool:
-    """Whether a whole-image forward pass on (height, width) would exceed ``max_memory`` bytes."""
-    return max_memory is not None and forward_bytes(height, width) > max_memory
 
 
 def _downscaled(image: np.ndarray, max_pixels: int) -> np.ndarray:
@@ -392,7 +291,7 @@ def exact_norm_statistics(tile_model, image, work_bytes, directory=None, context
         rows = max(SIZE_MULTIPLE, int(work_bytes // per_row) // SIZE_MULTIPLE * SIZE_MULTIPLE)
         moments = _Moments(channels)
 
-        _quiet_retracing_warning()  # one graph per stage is intended
+        quiet_retracing_warning()  # one graph per stage is intended
 
         @tf.function(reduce_retracing=True)
         def band(x, offset, length):  # one graph: TensorFlow fuses the elementwise ops

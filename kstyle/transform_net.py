@@ -6,12 +6,15 @@ conv9x9/32 -> conv3x3/64 s2 -> conv3x3/128 s2 (each conv + instance norm + ReLU)
 and the output scaling 255 * (tanh(y) + 1) / 2. With the defaults: 1,679,235 parameters.
 """
 
-import collections
+import os
 
 import keras
 from keras import layers, ops
 
+from kstyle.errors import KstyleError
+
 PADDINGS = ("zeros", "reflect")
+SIZE_MULTIPLE = 4  # two stride-2 convolutions, then two x2 upsamplings
 INSTANCE_NORM_EPSILON = 1e-5  # the reference (MATLAB) default; Keras's own default is 1e-3
 
 
@@ -108,148 +111,23 @@ def build_transform_net(padding: str = "zeros", num_residual_blocks: int = 5, na
     return keras.Model(inputs, outputs, name=name)
 
 
-# For output phase a (row or column parity), which of the 3 kernel taps land on the low-resolution
-# input at offsets 0 and 1 of a window that starts one pixel before the output's source pixel.
-_PHASE_TAPS = (((1, 0, 0), (0, 1, 1)), ((1, 1, 0), (0, 0, 1)))
+def load_transform_net(path: str):
+    """Loads a trained transform network from a ``.keras`` file or a training run directory.
 
-
-@keras.saving.register_keras_serializable(package="kstyle")
-class UpsampleConv2D(layers.Layer):
-    """Nearest x2 upsampling then a 3x3 convolution, computed at the low resolution.
-
-    Each output pixel of a 3x3 convolution over a nearest-upsampled image sees only 2x2 input
-    pixels, so the four output phases are four 2x2 convolutions (the 3x3 kernel's taps summed
-    per phase) interleaved by ``depth_to_space``: 4/9 of the multiply-adds, the same function.
-    Zero padding of the upsampled image is zero padding here; reflect padding of the upsampled
-    image by one pixel is symmetric padding here. (B, H, W, C) -> (B, 2H, 2W, filters).
-
-    ``source``, when given, is the ``Conv2D`` whose kernel and bias this layer reads (shared,
-    not copied); otherwise the layer owns a (3, 3, C, filters) kernel and a bias.
+    Raises:
+        KstyleError: nothing there, or the file is not a loadable Keras model.
     """
-
-    def __init__(self, filters, reflect=False, source=None, **kwargs):
-        super().__init__(**kwargs)
-        self.filters = int(filters)
-        self.reflect = bool(reflect)
-        self.source = source
-
-    def build(self, input_shape):
-        if self.source is None:
-            shape = (3, 3, input_shape[-1], self.filters)
-            self.kernel = self.add_weight(shape=shape, name="kernel")
-            self.bias = self.add_weight(shape=(self.filters,), initializer="zeros", name="bias")
-
-    def call(self, inputs):
-        kernel = self.kernel if self.source is None else self.source.kernel
-        bias = self.bias if self.source is None else self.source.bias
-        taps = ops.convert_to_tensor(_PHASE_TAPS, dtype=kernel.dtype)
-        phase_kernels = ops.einsum("apr,bqs,rsio->abpqio", taps, taps, kernel)
-        padded = ops.pad(
-            inputs,
-            [[0, 0], [1, 1], [1, 1], [0, 0]],
-            mode="symmetric" if self.reflect else "constant",
-        )
-        windows = (slice(None, -1), slice(1, None))  # offsets 0 and 1, static for converters
-        phases = [
-            ops.conv(padded[:, windows[a], windows[b], :], phase_kernels[a, b], padding="valid")
-            for a in (0, 1)
-            for b in (0, 1)
-        ]
-        return ops.depth_to_space(ops.concatenate(phases, axis=-1), 2) + bias
-
-    def compute_output_shape(self, input_shape):
-        batch, height, width, _ = input_shape
-        double = lambda size: None if size is None else 2 * size  # noqa: E731
-        return (batch, double(height), double(width), self.filters)
-
-    def get_config(self):
-        return {**super().get_config(), "filters": self.filters, "reflect": self.reflect}
-
-
-def _graph(model):
-    """(nodes, readers, uses) of ``model``'s own graph: its nodes, {id(node): the nodes that
-    read its output} and {id(layer): how many times ``model`` calls it}. Built from
-    ``model``'s nodes, not ``layer.input``, which names a layer's first call, perhaps in
-    another model."""
-    nodes = [node for depth in model._nodes_by_depth.values() for node in depth]
-    readers = collections.defaultdict(list)
-    uses = collections.Counter(id(node.operation) for node in nodes)
-    for node in nodes:
-        for parent in node.parent_nodes:
-            readers[id(parent)].append(node)
-    return nodes, readers, uses
-
-
-def _fusable_upsample_conv(upsample_node, readers, uses, outputs):
-    """(pad or None, conv) when ``upsample_node`` (a nearest x2 upsampling called once) feeds
-    only a 3x3 stride-1 conv, directly ('same' padding) or through a 1-pixel
-    ``ReflectionPadding2D`` ('valid'), each called once, and neither the upsampled nor the
-    padded tensor is among the model's ``outputs`` (ids)."""
-    upsample = upsample_node.operation
-    if tuple(upsample.size) != (2, 2) or upsample.interpolation != "nearest":
-        return None
-    if upsample.data_format != "channels_last":
-        return None
-
-    def only_reader(node):
-        if any(id(tensor) in outputs for tensor in node.output_tensors):
-            return None
-        following = readers.get(id(node), [])
-        if len(following) != 1 or uses.get(id(following[0].operation)) != 1:
-            return None
-        return following[0]
-
-    pad, node = None, only_reader(upsample_node)
-    if node is not None and isinstance(node.operation, ReflectionPadding2D):
-        if node.operation.padding != 1:
-            return None
-        pad, node = node.operation, only_reader(node)
-    conv = None if node is None else node.operation
-    if not isinstance(conv, layers.Conv2D) or conv.data_format != "channels_last":
-        return None
-    plain = (
-        tuple(conv.kernel_size) == (3, 3)
-        and tuple(conv.strides) == (1, 1)
-        and tuple(conv.dilation_rate) == (1, 1)
-        and conv.groups == 1
-        and conv.use_bias
-        and conv.activation is keras.activations.linear
-    )
-    if not plain or conv.padding != ("valid" if pad else "same"):
-        return None
-    return pad, conv
-
-
-def inference_net(model):
-    """``model`` with each nearest x2 upsampling and the 3x3 convolution after it fused into an
-    :class:`UpsampleConv2D` (the same function with 4/9 of those multiply-adds: about 8 % less
-    time per image on a CPU, ``bench/bench.py``). Every other layer, and the fused
-    convolutions' kernels, are ``model``'s own (shared, so the result follows training).
-    Returns ``model`` itself when there is nothing to fuse.
-    """
-    nodes, readers, uses = _graph(model)
-    outputs = {id(tensor) for tensor in model.outputs}
-    fused, skipped = {}, set()
-    for node in nodes:
-        layer = node.operation
-        if isinstance(layer, layers.UpSampling2D) and uses[id(layer)] == 1:
-            match = _fusable_upsample_conv(node, readers, uses, outputs)
-            if match:
-                pad, conv = match
-                skipped.update(other.name for other in (layer, pad) if other is not None)
-                fused[conv.name] = UpsampleConv2D(
-                    conv.filters,
-                    reflect=pad is not None,
-                    source=conv,
-                    name=conv.name,
-                    dtype=conv.dtype_policy,
-                )
-    if not fused:
-        return model
-
-    def substitute(layer):
-        if layer.name in skipped:
-            return layers.Identity(name=layer.name)
-        return fused.get(layer.name, layer)
-
-    return keras.models.clone_model(model, clone_function=substitute)
+    if os.path.isdir(path):
+        candidate = os.path.join(path, "model.keras")
+        if not os.path.isfile(candidate):
+            raise KstyleError(f"no model.keras in run directory {path}")
+        path = candidate
+    if not os.path.isfile(path):
+        raise KstyleError(f"model not found: {path}")
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except Exception as error:
+        raise KstyleError(
+            f"could not load model {path}: {type(error).__name__}: "
+            + (str(error).strip().splitlines() or [""])[0][:200]
+        ) from error

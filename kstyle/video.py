@@ -8,51 +8,24 @@ stream, if there is one, is copied into the output (re-encoded to the container'
 import os
 import re
 import subprocess
-import sys
-import time
 
 import numpy as np
 
 from kstyle.errors import KstyleError
+from kstyle.files import atomic_output
+from kstyle.images import check_pixels, side_by_side
+from kstyle.inference import Tilers, stylize_array, stylize_batch
+from kstyle.memory import AUTO, batch_within, resolve_max_memory
+from kstyle.progress import ProgressBar
 
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm")
 AUDIO_CODECS = {".mp4": "aac", ".mov": "aac", ".mkv": "aac", ".avi": "libmp3lame"}
 VIDEO_CODECS = {".webm": "libvpx-vp9", ".avi": "mpeg4"}
 
 
-class FrameProgress:
-    """A one-line progress bar on ``stream`` with frames done, frames per second and ETA."""
-
-    def __init__(self, total=None, stream=None, label="frames"):
-        self.total, self.done, self.label = total, 0, label
-        self.stream = stream if stream is not None else sys.stderr
-        self.start = time.monotonic()
-
-    @property
-    def rate(self) -> float:
-        """Frames per second so far."""
-        return self.done / max(time.monotonic() - self.start, 1e-9)
-
-    def update(self, count: int) -> None:
-        """Adds ``count`` finished frames and redraws the line."""
-        self.done += count
-        rate = self.rate
-        if self.total:
-            width = 24
-            filled = int(width * min(self.done, self.total) / self.total)
-            eta = (self.total - self.done) / rate if rate > 0 else 0.0
-            line = (
-                f"\r{self.label} {self.done}/{self.total} [{'=' * filled:<{width}}] "
-                f"{rate:.2f} frames/s, ETA {eta:.0f} s"
-            )
-        else:
-            line = f"\r{self.label} {self.done}  {rate:.2f} frames/s"
-        self.stream.write(line)
-        self.stream.flush()
-
-    def close(self) -> None:
-        """Ends the line."""
-        self.stream.write("\n")
-        self.stream.flush()
+def is_video(path: str) -> bool:
+    """Whether ``path`` has a video extension (:data:`VIDEO_EXTENSIONS`)."""
+    return path.lower().endswith(VIDEO_EXTENSIONS)
 
 
 def has_audio(path: str) -> bool:
@@ -84,7 +57,7 @@ def stylize_video(
     preserve_colors=False,
     strength=1.0,
     batch_size=None,
-    max_memory="auto",
+    max_memory=AUTO,
     max_pixels=None,
     show_input=False,
     progress=True,
@@ -111,9 +84,6 @@ def stylize_video(
     """
     import imageio.v2 as imageio
 
-    from kstyle import tiling
-    from kstyle.stylize import check_pixels, side_by_side, stylize_array, stylize_batch
-
     if not os.path.isfile(input_path):
         raise KstyleError(f"input not found: {input_path}")
     extension = os.path.splitext(output_path)[1].lower()
@@ -133,23 +103,11 @@ def stylize_video(
     except Exception:
         total = None
 
-    budget = tiling.DEFAULT_MAX_MEMORY if max_memory == "auto" else max_memory
-    budget = tiling.parse_memory(budget) if budget is not None else None
-    tiled = tile or (budget is not None and tiling.needs_tiling(out_height, out_width, budget))
+    budget = resolve_max_memory(max_memory)
+    tiler = Tilers(model, tile, budget).for_size(out_height, out_width)
     if batch_size is None:
-        batch_size = 8
-        while (
-            budget
-            and batch_size > 1
-            and (tiling.forward_bytes(out_height, out_width, batch_size) > budget)
-        ):
-            batch_size //= 2
+        batch_size = batch_within(out_height, out_width, budget)
     audio = has_audio(input_path)
-    os.makedirs(os.path.dirname(os.path.abspath(output_path)) or ".", exist_ok=True)
-    temporary = os.path.join(
-        os.path.dirname(os.path.abspath(output_path)), f".{os.path.basename(output_path)}.tmp"
-        f"{extension}"
-    )  # fmt: skip
     writer_options = {
         "fps": fps,
         "macro_block_size": 2,
@@ -162,16 +120,11 @@ def stylize_video(
         writer_options["audio_path"] = input_path
         if extension in AUDIO_CODECS:
             writer_options["audio_codec"] = AUDIO_CODECS[extension]
-    bar = FrameProgress(total) if progress else None
-    tiler = None
+    bar = ProgressBar(total) if progress else None
     written = 0
 
     def flush(batch):
-        nonlocal tiler
-        if tiled:
-            if tiler is None:
-                size = int(tile) if tile else tiling.auto_tile_size(budget)
-                tiler = tiling.TiledStylizer(model, size)
+        if tiler is not None:
             outputs = [
                 stylize_array(
                     model, f, preserve_colors=preserve_colors, strength=strength, tiler=tiler
@@ -189,33 +142,33 @@ def stylize_video(
         return len(batch)
 
     try:
-        writer = imageio.get_writer(temporary, format="FFMPEG", **writer_options)
-        try:
-            batch = []
-            for frame in reader:
-                frame = np.asarray(frame)[..., :3]
-                if frame.shape[:2] != (out_height, out_width):
-                    from PIL import Image
+        with atomic_output(output_path) as temporary:
+            writer = imageio.get_writer(temporary, format="FFMPEG", **writer_options)
+            try:
+                batch = []
+                for frame in reader:
+                    frame = np.asarray(frame)[..., :3]
+                    if frame.shape[:2] != (out_height, out_width):
+                        from PIL import Image
 
-                    frame = np.asarray(
-                        Image.fromarray(frame).resize(
-                            (out_width, out_height), Image.Resampling.LANCZOS
+                        frame = np.asarray(
+                            Image.fromarray(frame).resize(
+                                (out_width, out_height), Image.Resampling.LANCZOS
+                            )
                         )
-                    )
-                batch.append(frame)
-                if len(batch) == batch_size:
+                    batch.append(frame)
+                    if len(batch) == batch_size:
+                        written += flush(batch)
+                        batch = []
+                if batch:
                     written += flush(batch)
-                    batch = []
-            if batch:
-                written += flush(batch)
-        finally:
-            writer.close()
-            reader.close()
-            if bar is not None:
-                bar.close()
-        if not written:
-            raise KstyleError(f"no frames in {input_path}")
-        os.replace(temporary, output_path)
+            finally:
+                writer.close()
+                reader.close()
+                if bar is not None:
+                    bar.close()
+            if not written:
+                raise KstyleError(f"no frames in {input_path}")
     except KstyleError:
         raise
     except Exception as error:
@@ -223,7 +176,4 @@ def stylize_video(
             f"video stylization failed for {input_path}: {type(error).__name__}: "
             + (str(error).strip().splitlines() or [""])[0][:200]
         ) from error
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
     return written

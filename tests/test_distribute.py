@@ -116,7 +116,7 @@ def test_two_workers_train_to_identical_weights(tmp_path):
     for process, (_, stderr) in zip(processes, outputs, strict=True):
         assert process.returncode == 0, stderr[-3000:]
     assert "MultiWorkerMirroredStrategy (2 replica(s))" in outputs[0][0]
-    from kstyle.stylize import load_transform_net
+    from kstyle.transform_net import load_transform_net
 
     chief = load_transform_net(str(output / "model.keras")).get_weights()
     other = load_transform_net(str(output / "worker-1" / "model.keras")).get_weights()
@@ -162,7 +162,7 @@ def test_mixed_precision_trains_with_float32_variables(tmp_path, precision):
     compute = {layer.dtype_policy.compute_dtype for layer in net.layers[1:-1]}
     assert compute == {precision}  # the run really computed in reduced precision
     assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
-    from kstyle.stylize import load_transform_net
+    from kstyle.transform_net import load_transform_net
 
     saved = load_transform_net(str(tmp_path / "run" / "model.keras"))
     assert {layer.dtype_policy.name for layer in saved.layers[1:]} == {"float32"}

@@ -11,17 +11,11 @@ import tensorflow as tf
 from conftest import random_image, write_image_folder
 from PIL import Image
 
-from kstyle.export import (
-    PSNR_BARS,
-    Runner,
-    export,
-    held_out_image,
-    psnr,
-    serving_archive,
-    tflite_bytes,
-    verify,
-)
-from kstyle.stylize import load_transform_net, stylize_array
+from kstyle.export import Runner, export, serving_archive, tflite_bytes, verify
+from kstyle.export.verify import PSNR_BARS, held_out_image
+from kstyle.images import psnr
+from kstyle.inference import stylize_array
+from kstyle.transform_net import load_transform_net
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -137,7 +131,7 @@ def test_quantized_tflite_meets_its_bar(net, tmp_path, quantize):
 
 def test_int8_is_integer_and_meets_its_bar(net, tmp_path):
     from kstyle.demo import sample_photo_paths
-    from kstyle.export import load_calibration_images
+    from kstyle.export.int8 import load_calibration_images
 
     # representative photos: crops of matplotlib's second sample photo (the held-out portrait
     # is the first) and a few smooth random images
@@ -181,7 +175,8 @@ def test_int8_is_integer_and_meets_its_bar(net, tmp_path):
 
 def test_equalized_export_model_is_the_same_function(net):
     """Without clipping, rescaling the convolutions before the norms changes nothing."""
-    from kstyle.export import equalized_export_model, export_model
+    from kstyle.export import export_model
+    from kstyle.export.int8 import equalized_export_model
 
     images = [random_image(32, 32, seed=index) for index in range(3)]
     image = random_image(28, 36, seed=5)

@@ -57,7 +57,7 @@ def checkpoint_step(run_dir):
 
 
 def weights(model_path):
-    from kstyle.stylize import load_transform_net
+    from kstyle.transform_net import load_transform_net
 
     return load_transform_net(str(model_path)).get_weights()
 

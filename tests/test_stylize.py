@@ -6,13 +6,10 @@ from conftest import random_image
 from PIL import Image
 
 from kstyle.errors import KstyleError
-from kstyle.stylize import (
-    load_image,
-    load_transform_net,
-    side_by_side,
-    stylize,
-    stylize_array,
-)
+from kstyle.images import load_image, side_by_side
+from kstyle.inference import stylize_array
+from kstyle.stylize_files import stylize
+from kstyle.transform_net import load_transform_net
 
 
 @pytest.fixture(scope="module")

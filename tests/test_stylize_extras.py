@@ -8,60 +8,18 @@ from conftest import random_image
 from PIL import Image
 from test_cli import assert_one_line_error, run
 
-from kstyle import tiling
+from kstyle import memory, tiling
+from kstyle.demo import structured_image
 from kstyle.errors import KstyleError
-from kstyle.stylize import (
-    load_image,
-    load_transform_net,
-    rgb_to_ycbcr,
-    stylize,
-    stylize_array,
-    ycbcr_to_rgb,
-)
+from kstyle.images import load_image, psnr, seam_metric
+from kstyle.inference import rgb_to_ycbcr, stylize_array, ycbcr_to_rgb
+from kstyle.stylize_files import stylize
+from kstyle.transform_net import load_transform_net
 
 
 @pytest.fixture(scope="module")
 def model(saved_model_path):
     return load_transform_net(saved_model_path)
-
-
-def structured_image(height, width, seed=0):
-    """Gradients, discs, rectangles and noise: an image with real edges and flat areas."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
-    image = np.stack(
-        [x / width * 255, y / height * 255, 128 + 60 * np.sin(x / 17.0) * np.cos(y / 23.0)], -1
-    )
-    for _ in range(12):
-        cy, cx = rng.uniform(0, height), rng.uniform(0, width)
-        radius = rng.uniform(height / 20, height / 5)
-        image[(y - cy) ** 2 + (x - cx) ** 2 < radius**2] = rng.uniform(0, 255, 3)
-    for _ in range(8):
-        top, left = rng.integers(0, height - 8), rng.integers(0, width - 8)
-        image[
-            top : top + rng.integers(4, height // 4), left : left + rng.integers(4, width // 4)
-        ] = rng.uniform(0, 255, 3)
-    image += rng.normal(0, 12, image.shape)
-    return np.clip(image, 0, 255).astype(np.uint8)
-
-
-def psnr(a, b):
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
-
-
-def seam_metric(image, tile):
-    """Mean |step| between neighbouring pixels across tile borders, and everywhere else."""
-    image = image.astype(np.float64)
-    steps_x = np.abs(np.diff(image, axis=1)).mean(axis=(0, 2))  # between columns i and i+1
-    steps_y = np.abs(np.diff(image, axis=0)).mean(axis=(1, 2))
-    at_x = np.zeros(len(steps_x), bool)
-    at_x[tile - 1 :: tile] = True
-    at_y = np.zeros(len(steps_y), bool)
-    at_y[tile - 1 :: tile] = True
-    border = np.concatenate([steps_x[at_x], steps_y[at_y]]).mean()
-    inside = np.concatenate([steps_x[~at_x], steps_y[~at_y]]).mean()
-    return border, inside
 
 
 def test_ycbcr_round_trip_matches_pillow():
@@ -130,10 +88,10 @@ def test_tiled_statistics_are_exact_when_the_statistics_pass_does_not_fit(model,
 
 
 def test_auto_tiling_follows_the_memory_budget(model, monkeypatch):
-    assert tiling.parse_memory("4GB") == 4 * 2**30
-    assert tiling.parse_memory("512MB") == 512 * 2**20
+    assert memory.parse_memory("4GB") == 4 * 2**30
+    assert memory.parse_memory("512MB") == 512 * 2**20
     with pytest.raises(KstyleError, match="memory size"):
-        tiling.parse_memory("lots")
+        memory.parse_memory("lots")
     image = structured_image(128, 96, seed=5)
     calls = []
     original = tiling.TiledStylizer.__call__
@@ -141,7 +99,7 @@ def test_auto_tiling_follows_the_memory_budget(model, monkeypatch):
         tiling.TiledStylizer, "__call__", lambda self, *a, **k: calls.append(self.tile) or
         original(self, *a, **k)
     )  # fmt: skip
-    budget = tiling.forward_bytes(64, 64)  # too little for 128 x 96: tiles of 64 px
+    budget = memory.forward_bytes(64, 64)  # too little for 128 x 96: tiles of 64 px
     monkeypatch.setattr(tiling, "auto_tile_size", lambda memory, margin=48: 64)
     out = stylize_array(model, image, max_memory=budget)
     assert calls == [64] and out.shape == image.shape

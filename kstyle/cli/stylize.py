@@ -77,8 +77,10 @@ def main_with_args(argv=None) -> int:
     args = build_parser().parse_args(argv)
     use_fastest_onednn("stylize", argv)
     from kstyle.errors import KstyleError
-    from kstyle.stylize import check_strength, load_transform_net, stylize
-    from kstyle.tiling import parse_memory
+    from kstyle.inference import check_strength
+    from kstyle.memory import parse_memory
+    from kstyle.stylize_files import stylize
+    from kstyle.transform_net import load_transform_net
 
     if args.max_size is not None and args.max_size < 4:
         raise KstyleError(f"--max-size must be at least 4, got {args.max_size}")

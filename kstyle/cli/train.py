@@ -160,7 +160,7 @@ def main_with_args(argv=None) -> int:
         f"model: {summary['model_path']}"
     )
     if args.demo:
-        from kstyle.stylize import stylize
+        from kstyle.stylize_files import stylize
 
         target = os.path.join(summary["run_dir"], "stylized.png")
         stylize(summary["transform_net"], demo["photo"], target, show_input=True)

@@ -14,25 +14,19 @@ import sys
 import time
 
 import keras
-import numpy as np
 
 from kstyle.errors import KstyleError
+from kstyle.files import atomic_output
+from kstyle.images import save_image, side_by_side, to_uint8
 from kstyle.trainer import LOSS_NAMES
 
 HISTORY_FIELDS = ("step", "epoch", *LOSS_NAMES, "seconds")
 
 
-def atomic_path(path: str) -> str:
-    """A temporary path next to ``path`` with the same extension, for write-then-rename."""
-    directory, name = os.path.split(path)
-    return os.path.join(directory, f".{name}.tmp{os.path.splitext(name)[1]}")
-
-
 def save_model_atomically(model, path: str) -> None:
     """``model.save(path)`` through a temporary file, so ``path`` is always a whole model."""
-    temporary = atomic_path(path)
-    model.save(temporary)
-    os.replace(temporary, path)
+    with atomic_output(path) as temporary:
+        model.save(temporary)
 
 
 def plot_losses(rows, path: str, title: str = "") -> None:
@@ -54,10 +48,11 @@ def plot_losses(rows, path: str, title: str = "") -> None:
     axis.legend()
     axis.set_title(title, fontsize=9)
     figure.tight_layout()
-    temporary = atomic_path(path)
-    figure.savefig(temporary, format="png")
-    plt.close(figure)
-    os.replace(temporary, path)
+    try:
+        with atomic_output(path) as temporary:
+            figure.savefig(temporary, format="png")
+    finally:
+        plt.close(figure)
 
 
 def read_history(path: str, last_step: int) -> list[dict]:
@@ -77,13 +72,11 @@ def read_history(path: str, last_step: int) -> list[dict]:
 
 def write_history_atomically(rows, path: str) -> None:
     """Writes ``history.csv`` with ``rows`` through a temporary file and a rename."""
-    temporary = atomic_path(path)
-    with open(temporary, "w", newline="") as file:
+    with atomic_output(path) as temporary, open(temporary, "w", newline="") as file:
         writer = csv.writer(file)
         writer.writerow(HISTORY_FIELDS)
         for row in rows:
             writer.writerow([row[field] for field in HISTORY_FIELDS])
-    os.replace(temporary, path)
 
 
 def _format_seconds(seconds: float) -> str:
@@ -154,11 +147,9 @@ class TrainingMonitor(keras.callbacks.Callback):
 
     def write_figures(self) -> None:
         """Refreshes ``losses.png`` and ``preview.png`` from what was seen so far."""
-        from kstyle.stylize import save_image, side_by_side
-
         plot_losses(self.rows, self.losses_path, self.title())
-        content = np.clip(np.round(self.model.preview_input.numpy()), 0, 255).astype(np.uint8)
-        output = np.clip(np.round(self.model.preview_output.numpy()), 0, 255).astype(np.uint8)
+        content = to_uint8(self.model.preview_input.numpy())
+        output = to_uint8(self.model.preview_output.numpy())
         save_image(side_by_side(content, output), self.preview_path)
 
 

@@ -1,0 +1,194 @@
+"""The serving model every export writes: uint8 RGB ``[batch, H, W, 3]`` in, uint8 RGB of the
+same shape out, for any H and W of at least 4 pixels (the graph reflect-pads to a multiple of
+4 and crops back, exactly as ``kstyle.stylize_array`` does).
+
+:func:`export_model` builds it from a transform net with the same weights, with substitutions
+that converters need and that do not change the output: the fused inference graph
+(:func:`kstyle.forward.inference_net`), nearest upsampling by ``tf.image.resize`` (whose
+static channel count the TFLite converter keeps), and instance norms as 4-D moments
+(which XNNPACK runs; ``GroupNormalization``'s dynamic 5-D reshapes split its graph).
+"""
+
+import keras
+import tensorflow as tf
+
+from kstyle.forward import inference_net
+from kstyle.transform_net import SIZE_MULTIPLE
+
+FORMATS = ("saved_model", "tflite", "onnx")
+
+
+@keras.saving.register_keras_serializable(package="kstyle")
+class PadToMultiple(keras.layers.Layer):
+    """uint8 or float (B, H, W, 3) -> float32, reflect-padded at the bottom and right to
+    multiples of ``multiple``. H and W must be at least ``multiple`` pixels."""
+
+    def __init__(self, multiple=SIZE_MULTIPLE, **kwargs):
+        super().__init__(**kwargs)
+        self.multiple = int(multiple)
+
+    def call(self, images):
+        images = tf.cast(images, tf.float32)
+        shape = tf.shape(images)
+        # (m - h % m) % m, not (-h) % m: ONNX's Mod would take the sign of a negative operand
+        pad_h = (self.multiple - shape[1] % self.multiple) % self.multiple
+        pad_w = (self.multiple - shape[2] % self.multiple) % self.multiple
+        padded = tf.pad(images, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]], mode="REFLECT")
+        # an explicit channel count: dynamic padding would otherwise lose it in TFLite
+        return tf.reshape(padded, [shape[0], shape[1] + pad_h, shape[2] + pad_w, 3])
+
+    def compute_output_spec(self, images):
+        return keras.KerasTensor((images.shape[0], None, None, 3), dtype="float32")
+
+    def get_config(self):
+        return {**super().get_config(), "multiple": self.multiple}
+
+
+@keras.saving.register_keras_serializable(package="kstyle")
+class CropToPixels(keras.layers.Layer):
+    """Crops ``padded`` (B, H', W', 3) to the size of ``reference`` and rounds to uint8."""
+
+    def call(self, padded, reference):
+        shape = tf.shape(reference)
+        cropped = padded[:, : shape[1], : shape[2], :]
+        return tf.cast(tf.clip_by_value(tf.round(cropped), 0.0, 255.0), tf.uint8)
+
+    def compute_output_shape(self, padded_shape, reference_shape):
+        return reference_shape
+
+    def compute_output_spec(self, padded, reference):
+        return keras.KerasTensor(reference.shape, dtype="uint8")
+
+
+@keras.saving.register_keras_serializable(package="kstyle")
+class NearestUpsample2x(keras.layers.Layer):
+    """Nearest-neighbour x2 upsampling through ``tf.image.resize``: equal to UpSampling2D(2)."""
+
+    def call(self, inputs):
+        shape = tf.shape(inputs)
+        return tf.image.resize(inputs, (2 * shape[1], 2 * shape[2]), method="nearest")
+
+    def compute_output_shape(self, input_shape):
+        batch, height, width, channels = input_shape
+        double = lambda size: None if size is None else 2 * size  # noqa: E731
+        return (batch, double(height), double(width), channels)
+
+
+def _export_layer(layer):
+    if isinstance(layer, keras.layers.UpSampling2D):
+        return NearestUpsample2x(name=layer.name)
+    return layer.__class__.from_config(layer.get_config())
+
+
+def _is_instance_norm(layer):
+    """Whether ``layer`` is a ``GroupNormalization`` with one group per channel (last axis)."""
+    return (
+        isinstance(layer, keras.layers.GroupNormalization)
+        and layer.groups in (-1, layer.input.shape[-1])
+        and layer.axis in (-1, 3)
+        and layer.scale
+        and layer.center
+    )
+
+
+def _serving_layer(layer):
+    """``_export_layer``, and each instance norm as 4-D moments over (H, W).
+
+    ``GroupNormalization`` reshapes to 5-D through the input's dynamic shape; in TFLite those
+    SHAPE/RESHAPE ops and the 5-D MEAN fall outside XNNPACK and split its graph at every norm,
+    which made the fp32 TFLite file 1.4x slower than TensorFlow. The same arithmetic on 4-D
+    tensors runs in XNNPACK (about as fast as TensorFlow here).
+    """
+    if _is_instance_norm(layer):
+        channels = layer.input.shape[-1]
+        return ChannelEpsilonInstanceNorm([layer.epsilon] * channels, name=layer.name)
+    return _export_layer(layer)
+
+
+def export_model(transform_net, input_size=None, batch_size=None):
+    """The uint8-in, uint8-out serving model of ``transform_net`` (same weights).
+
+    Args:
+        transform_net: a trained transform net (float RGB [0, 255] in and out).
+        input_size: None for any H, W; an int N for a fixed N x N input.
+        batch_size: None for any batch; an int for a fixed batch (TFLite uses 1).
+
+    Returns:
+        A ``keras.Model`` from uint8 (B, H, W, 3) to uint8 (B, H, W, 3).
+    """
+    fused = inference_net(transform_net)
+    clone = keras.models.clone_model(fused, clone_function=_serving_layer)
+    clone.set_weights(fused.get_weights())
+    images = keras.Input(
+        shape=(input_size, input_size, 3), batch_size=batch_size, dtype="uint8", name="image"
+    )
+    padded = PadToMultiple(name="pad_to_multiple")(images)
+    stylized = clone(padded)
+    outputs = CropToPixels(name="stylized")(stylized, images)
+    return keras.Model(images, outputs, name=f"{transform_net.name}_uint8")
+
+
+def serving_archive(transform_net, directory, input_size=None, batch_size=None, model=None):
+    """Writes the uint8 serving model as a SavedModel with a ``serving_default`` signature.
+
+    The signature takes ``image``: uint8 [batch, H, W, 3] and returns ``{"stylized": uint8
+    [batch, H, W, 3]}``. Keras's ExportArchive tracks the weights, so converters freeze them.
+    ``model``, when given, is a prebuilt serving model to write instead of ``export_model``'s.
+    """
+    if model is None:
+        model = export_model(transform_net, input_size=input_size, batch_size=batch_size)
+    spec = tf.TensorSpec([batch_size, input_size, input_size, 3], tf.uint8, name="image")
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(
+        "serving_default", lambda image: {"stylized": model(image)}, input_signature=[spec]
+    )
+    archive.write_out(directory, verbose=False)
+    return directory
+
+
+@keras.saving.register_keras_serializable(package="kstyle")
+class ChannelEpsilonInstanceNorm(keras.layers.Layer):
+    """Instance normalization over (H, W) with one epsilon per channel (export graphs).
+
+    ``GroupNormalization(groups=-1)`` of ``x`` equals this layer of ``s * (x - o)`` with
+    epsilon ``eps * s**2`` for any per-channel ``s > 0`` and ``o``: that is what lets
+    :func:`equalized_export_model` rescale the convolution before each norm exactly.
+    """
+
+    def __init__(self, epsilons, clip=None, **kwargs):
+        super().__init__(**kwargs)
+        self.epsilons = [float(e) for e in epsilons]
+        self.clip = clip
+
+    def build(self, input_shape):
+        channels = len(self.epsilons)
+        self.gamma = self.add_weight(shape=(channels,), initializer="ones", name="gamma")
+        self.beta = self.add_weight(shape=(channels,), initializer="zeros", name="beta")
+
+    def call(self, inputs):
+        if self.clip:
+            inputs = tf.clip_by_value(inputs, -self.clip, self.clip)
+        mean, variance = tf.nn.moments(inputs, axes=[1, 2], keepdims=True)
+        epsilons = tf.constant(self.epsilons, tf.float32)
+        inv = tf.math.rsqrt(variance + epsilons) * self.gamma
+        return inputs * inv + (self.beta - mean * inv)
+
+    def get_config(self):
+        return {**super().get_config(), "epsilons": self.epsilons, "clip": self.clip}
+
+
+def plain_tflite_bytes(transform_net, quantize="none", input_size=None):
+    """The serving model as a TFLite flatbuffer (batch 1): ``none`` (fp32), ``float16`` (fp16
+    weights) or ``dynamic`` (int8 weights, dynamic-range activations)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as directory:
+        serving_archive(transform_net, directory, input_size=input_size, batch_size=1)
+        converter = tf.lite.TFLiteConverter.from_saved_model(directory)
+        if quantize == "float16":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.target_spec.supported_types = [tf.float16]
+        elif quantize == "dynamic":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        return converter.convert()

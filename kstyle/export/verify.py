@@ -1,0 +1,151 @@
+"""Checking an exported artifact against the Keras model: run it (SavedModel, LiteRT, ONNX
+Runtime), compare with ``stylize_array`` on a held-out photo, and time it."""
+
+import dataclasses
+import os
+import statistics
+import time
+
+import numpy as np
+
+from kstyle.errors import KstyleError
+from kstyle.export.serving import FORMATS
+from kstyle.images import psnr
+
+# Minimum PSNR (dB) of each TFLite quantization against the Keras model; fp32 formats instead
+# must stay within 1 uint8 level everywhere.
+PSNR_BARS = {"float16": 40.0, "dynamic": 30.0, "int8": 30.0}
+MAX_ABS_DIFF_BAR = 1
+
+
+def held_out_image(height=256, width=256) -> np.ndarray:
+    """A real photo for verification, never used for calibration: matplotlib's sample portrait,
+    resized to (height, width, 3) uint8."""
+    from PIL import Image
+
+    from kstyle.demo import sample_photo_paths
+
+    with Image.open(sample_photo_paths()[0]) as photo:
+        resized = photo.convert("RGB").resize((width, height), Image.Resampling.LANCZOS)
+    return np.asarray(resized, dtype=np.uint8)
+
+
+class Runner:
+    """Runs one exported artifact on a (H, W, 3) uint8 image and returns the uint8 result."""
+
+    def __init__(self, fmt, path):
+        self.format = fmt
+        if fmt == "saved_model":
+            import tensorflow as tf
+
+            self.function = tf.saved_model.load(path).signatures["serving_default"]
+        elif fmt == "tflite":
+            from ai_edge_litert.interpreter import Interpreter
+
+            self.interpreter = Interpreter(model_path=path, num_threads=os.cpu_count())
+            self.input = self.interpreter.get_input_details()[0]
+            self.output = self.interpreter.get_output_details()[0]
+            self.shape = None
+        elif fmt == "onnx":
+            import onnxruntime
+
+            onnxruntime.set_default_logger_severity(3)
+            self.session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+            self.input_name = self.session.get_inputs()[0].name
+        else:
+            raise KstyleError(f"unknown format {fmt!r}; use one of {FORMATS}")
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        batch = np.ascontiguousarray(image[None], dtype=np.uint8)
+        if self.format == "saved_model":
+            return self.function(image=batch)["stylized"].numpy()[0]
+        if self.format == "onnx":
+            return self.session.run(None, {self.input_name: batch})[0][0]
+        if self.shape != batch.shape:
+            if -1 in self.input["shape_signature"]:
+                self.interpreter.resize_tensor_input(self.input["index"], batch.shape)
+            self.interpreter.allocate_tensors()
+            self.shape = batch.shape
+        self.interpreter.set_tensor(self.input["index"], batch)
+        self.interpreter.invoke()
+        return self.interpreter.get_tensor(self.output["index"])[0]
+
+
+@dataclasses.dataclass
+class Verification:
+    """How one artifact compares with the Keras model on a held-out image."""
+
+    format: str
+    quantize: str | None
+    path: str
+    size_bytes: int
+    max_abs_diff: int
+    psnr_db: float
+    latency_ms: float
+    bar: str
+    shortfall: str | None  # None when the bar is met
+
+    @property
+    def passed(self) -> bool:
+        return self.shortfall is None
+
+    def line(self) -> str:
+        """One human-readable line for the export log."""
+        name = self.format + (f" ({self.quantize})" if self.quantize else "")
+        status = "ok" if self.passed else f"FAILED: {self.shortfall}"
+        return (
+            f"{name:<20} {self.size_bytes / 1e6:7.2f} MB  max|diff| {self.max_abs_diff:3d}  "
+            f"PSNR {self.psnr_db:6.1f} dB  {self.latency_ms:8.1f} ms  [{self.bar}] {status}"
+        )
+
+
+def directory_size(path: str) -> int:
+    """Bytes in a file, or in all files under a directory."""
+    if os.path.isfile(path):
+        return os.path.getsize(path)
+    return sum(
+        os.path.getsize(os.path.join(root, name))
+        for root, _, names in os.walk(path)
+        for name in names
+    )
+
+
+def verify(fmt, path, transform_net, image, quantize=None, repeats=5) -> Verification:
+    """Runs the artifact on ``image`` and checks it against ``stylize_array`` of the Keras net.
+
+    Bars: fp32 formats within 1 uint8 level everywhere; TFLite float16 PSNR >= 40 dB,
+    dynamic-range and int8 PSNR >= 30 dB.
+    """
+    from kstyle.inference import stylize_array
+
+    reference = stylize_array(transform_net, image)
+    runner = Runner(fmt, path)
+    output = runner(image)
+    if output.shape != reference.shape:
+        raise KstyleError(f"{path} returned shape {output.shape}, expected {reference.shape}")
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        runner(image)
+        times.append(time.perf_counter() - start)
+    max_abs = int(np.abs(output.astype(np.int16) - reference.astype(np.int16)).max())
+    quality = psnr(output, reference)
+    if quantize in PSNR_BARS:
+        bar = f"PSNR >= {PSNR_BARS[quantize]:g} dB"
+        missing = PSNR_BARS[quantize] - quality
+        shortfall = None if missing <= 0 else f"PSNR {quality:.1f} dB is {missing:.1f} dB short"
+    else:
+        bar = f"max|diff| <= {MAX_ABS_DIFF_BAR}"
+        over = max_abs - MAX_ABS_DIFF_BAR
+        shortfall = None if over <= 0 else f"max|diff| {max_abs} is {over} level(s) over"
+    return Verification(
+        fmt,
+        quantize,
+        path,
+        directory_size(path),
+        max_abs,
+        quality,
+        1000 * statistics.median(times),
+        bar,
+        shortfall,
+    )

@@ -1,0 +1,149 @@
+"""The export command's library: write each requested artifact, verify it, and record its
+contract in a JSON sidecar."""
+
+import json
+import os
+
+from kstyle.errors import KstyleError
+from kstyle.export.int8 import int8_flatbuffer, load_calibration_images
+from kstyle.export.serving import FORMATS, export_model, plain_tflite_bytes, serving_archive
+from kstyle.export.verify import held_out_image, verify
+from kstyle.files import atomic_directory, atomic_output, write_json_atomically
+from kstyle.transform_net import SIZE_MULTIPLE, load_transform_net
+
+QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
+
+
+def tflite_bytes(transform_net, quantize="none", input_size=None, calibration_images=None):
+    """Converts the serving model to a TFLite flatbuffer (batch 1, uint8 in and out).
+
+    Args:
+        quantize: ``none`` (fp32), ``float16`` (fp16 weights), ``dynamic`` (int8 weights,
+            dynamic-range activations) or ``int8`` (integer convolutions and activations
+            calibrated on ``calibration_images``; the instance-norm arithmetic stays float; see
+            :func:`int8_flatbuffer`).
+        input_size: None for a dynamic H, W (resize the input tensor before use), or N.
+        calibration_images: uint8 (H, W, 3) arrays, required for ``int8``.
+    """
+    if quantize not in QUANTIZATIONS:
+        raise KstyleError(f"unknown quantization {quantize!r}; use one of {QUANTIZATIONS}")
+    if quantize == "int8" and not calibration_images:
+        raise KstyleError("--quantize int8 needs --calibration-data DIR (representative photos)")
+    if quantize == "int8":
+        return int8_flatbuffer(transform_net, calibration_images, input_size)
+    return plain_tflite_bytes(transform_net, quantize, input_size)
+
+
+def describe_model(model_path: str) -> dict:
+    """Name and style of a trained model, from its run directory's config.json if present."""
+    run_dir = model_path if os.path.isdir(model_path) else os.path.dirname(model_path)
+    name = os.path.basename(os.path.normpath(run_dir)) or "kstyle"
+    style = None
+    config_path = os.path.join(run_dir, "config.json")
+    if os.path.isfile(config_path):
+        try:
+            with open(config_path) as file:
+                style = os.path.basename(json.load(file).get("style") or "") or None
+        except (OSError, ValueError):
+            style = None
+    return {"name": name, "style": style}
+
+
+def write_metadata(path: str, fmt: str, quantize, input_size, description: dict) -> str:
+    """Writes the JSON sidecar ``<path>.json`` (inside the directory for a SavedModel)."""
+    import kstyle
+
+    side = None if input_size is None else int(input_size)
+    metadata = {
+        **description,
+        "format": fmt,
+        "quantization": quantize,
+        "kstyle_version": kstyle.__version__,
+        "input": {
+            "name": "image",
+            "dtype": "uint8",
+            "shape": [1 if fmt == "tflite" else None, side, side, 3],
+            "layout": "NHWC",
+            "channels": "RGB",
+            "range": [0, 255],
+            "min_size": SIZE_MULTIPLE,
+        },
+        "output": {
+            "name": "stylized",
+            "dtype": "uint8",
+            "shape": "same as input",
+            "channels": "RGB",
+            "range": [0, 255],
+        },
+    }
+    target = os.path.join(path, "kstyle.json") if os.path.isdir(path) else f"{path}.json"
+    write_json_atomically(metadata, target, sort_keys=False)
+    return target
+
+
+def artifact_name(fmt: str, quantize=None) -> str:
+    """The file (or folder) name of an artifact: ``saved_model``, ``model.tflite`` (fp32),
+    ``model_<quantization>.tflite`` or ``model.onnx``."""
+    if fmt == "saved_model":
+        return "saved_model"
+    if fmt == "tflite":
+        return f"model{'' if quantize in (None, 'none') else '_' + quantize}.tflite"
+    return "model.onnx"
+
+
+def export(
+    model_path,
+    output_dir,
+    formats=FORMATS,
+    quantizations=("none",),
+    input_size=None,
+    calibration_data=None,
+    calibration_count=100,
+    verify_size=256,
+    printer=print,
+):
+    """Writes and verifies the requested artifacts; returns their ``Verification`` records.
+
+    Files in ``output_dir``: ``saved_model/``, ``model.tflite`` (fp32) or
+    ``model_<quantization>.tflite``, ``model.onnx``, each with a JSON sidecar. Every file is
+    written under a temporary name and renamed once complete.
+    """
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise KstyleError(f"unknown format {unknown[0]!r}; use one of {', '.join(FORMATS)}, all")
+    for quantize in quantizations:
+        if quantize not in QUANTIZATIONS:
+            raise KstyleError(f"unknown quantization {quantize!r}; use one of {QUANTIZATIONS}")
+    if input_size is not None and (input_size < SIZE_MULTIPLE):
+        raise KstyleError(f"--input-size must be at least {SIZE_MULTIPLE}, got {input_size}")
+    calibration = None
+    if "tflite" in formats and "int8" in quantizations:
+        calibration = load_calibration_images(
+            calibration_data, calibration_count, input_size or verify_size
+        )
+    transform_net = load_transform_net(model_path)
+    description = {**describe_model(model_path), "source": os.path.abspath(model_path)}
+    os.makedirs(output_dir, exist_ok=True)
+    side = input_size or verify_size
+    image = held_out_image(side, side if input_size else side + side // 4 + 1)
+    results = []
+    for fmt in formats:
+        for quantize in quantizations if fmt == "tflite" else (None,):
+            target = os.path.join(output_dir, artifact_name(fmt, quantize))
+            if fmt == "saved_model":
+                with atomic_directory(target) as temporary:
+                    serving_archive(transform_net, temporary, input_size=input_size)
+            elif fmt == "tflite":
+                flatbuffer = tflite_bytes(transform_net, quantize, input_size, calibration)
+                with atomic_output(target) as temporary, open(temporary, "wb") as file:
+                    file.write(flatbuffer)
+            else:
+                onnx_model = export_model(transform_net, input_size=input_size)
+                onnx_model(image[None])  # Keras's ONNX export needs a model that has been called
+                with atomic_output(target) as temporary:
+                    onnx_model.export(temporary, format="onnx", verbose=False)
+            write_metadata(target, fmt, quantize, input_size, description)
+            result = verify(fmt, target, transform_net, image, quantize=quantize)
+            printer(result.line())
+            results.append(result)
+    return results

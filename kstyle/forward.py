@@ -1,0 +1,212 @@
+"""The forward pass every stylize call and export uses: the fused inference graph of a
+transform net, and its compiled ``tf.function``.
+
+:func:`inference_net` finds each nearest x2 upsampling followed by a 3x3 convolution by walking
+the model's graph (:mod:`kstyle.graph`: layer types and connections, not names) and fuses the
+pair into an :class:`UpsampleConv2D`.
+"""
+
+import logging
+import warnings
+import weakref
+
+import keras
+import numpy as np
+from keras import layers, ops
+
+from kstyle.graph import Graph
+from kstyle.transform_net import ReflectionPadding2D
+
+# For output phase a (row or column parity), which of the 3 kernel taps land on the low-resolution
+# input at offsets 0 and 1 of a window that starts one pixel before the output's source pixel.
+_PHASE_TAPS = (((1, 0, 0), (0, 1, 1)), ((1, 1, 0), (0, 0, 1)))
+
+
+@keras.saving.register_keras_serializable(package="kstyle")
+class UpsampleConv2D(layers.Layer):
+    """Nearest x2 upsampling then a 3x3 convolution, computed at the low resolution.
+
+    Each output pixel of a 3x3 convolution over a nearest-upsampled image sees only 2x2 input
+    pixels, so the four output phases are four 2x2 convolutions (the 3x3 kernel's taps summed
+    per phase) interleaved by ``depth_to_space``: 4/9 of the multiply-adds, the same function.
+    Zero padding of the upsampled image is zero padding here; reflect padding of the upsampled
+    image by one pixel is symmetric padding here. (B, H, W, C) -> (B, 2H, 2W, filters).
+
+    ``source``, when given, is the ``Conv2D`` whose kernel and bias this layer reads (shared,
+    not copied); otherwise the layer owns a (3, 3, C, filters) kernel and a bias.
+    """
+
+    spatial_scale = 2  # read by kstyle.graph
+
+    def __init__(self, filters, reflect=False, source=None, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = int(filters)
+        self.reflect = bool(reflect)
+        self.source = source
+
+    def build(self, input_shape):
+        if self.source is None:
+            shape = (3, 3, input_shape[-1], self.filters)
+            self.kernel = self.add_weight(shape=shape, name="kernel")
+            self.bias = self.add_weight(shape=(self.filters,), initializer="zeros", name="bias")
+
+    def call(self, inputs):
+        kernel = self.kernel if self.source is None else self.source.kernel
+        bias = self.bias if self.source is None else self.source.bias
+        taps = ops.convert_to_tensor(_PHASE_TAPS, dtype=kernel.dtype)
+        phase_kernels = ops.einsum("apr,bqs,rsio->abpqio", taps, taps, kernel)
+        padded = ops.pad(
+            inputs,
+            [[0, 0], [1, 1], [1, 1], [0, 0]],
+            mode="symmetric" if self.reflect else "constant",
+        )
+        windows = (slice(None, -1), slice(1, None))  # offsets 0 and 1, static for converters
+        phases = [
+            ops.conv(padded[:, windows[a], windows[b], :], phase_kernels[a, b], padding="valid")
+            for a in (0, 1)
+            for b in (0, 1)
+        ]
+        return ops.depth_to_space(ops.concatenate(phases, axis=-1), 2) + bias
+
+    def compute_output_shape(self, input_shape):
+        batch, height, width, _ = input_shape
+        double = lambda size: None if size is None else 2 * size  # noqa: E731
+        return (batch, double(height), double(width), self.filters)
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters, "reflect": self.reflect}
+
+
+def _only_reader(graph, node):
+    """The single call that reads ``node``'s output, where that output is not a model output
+    and its layer is called once; else None."""
+    if graph.is_output(node.output):
+        return None
+    readers = graph.consumers(node.output)
+    if len(readers) != 1 or _calls(graph, readers[0].layer) != 1:
+        return None
+    return readers[0]
+
+
+def _calls(graph, layer) -> int:
+    """How many times ``graph``'s model calls ``layer``."""
+    return sum(node.layer is layer for node in graph.nodes)
+
+
+def _fusable_upsample_conv(graph, upsample_node):
+    """(pad or None, conv) when ``upsample_node`` (a nearest x2 upsampling called once) feeds
+    only a 3x3 stride-1 conv, directly ('same' padding) or through a 1-pixel
+    ``ReflectionPadding2D`` ('valid'), each called once, and neither the upsampled nor the
+    padded tensor is a model output."""
+    upsample = upsample_node.layer
+    if tuple(upsample.size) != (2, 2) or upsample.interpolation != "nearest":
+        return None
+    if upsample.data_format != "channels_last":
+        return None
+    pad, node = None, _only_reader(graph, upsample_node)
+    if node is not None and isinstance(node.layer, ReflectionPadding2D):
+        if node.layer.padding != 1:
+            return None
+        pad, node = node.layer, _only_reader(graph, node)
+    conv = None if node is None else node.layer
+    if type(conv) is not layers.Conv2D or conv.data_format != "channels_last":
+        return None
+    plain = (
+        tuple(conv.kernel_size) == (3, 3)
+        and tuple(conv.strides) == (1, 1)
+        and tuple(conv.dilation_rate) == (1, 1)
+        and conv.groups == 1
+        and conv.use_bias
+        and conv.activation is keras.activations.linear
+    )
+    if not plain or conv.padding != ("valid" if pad else "same"):
+        return None
+    return pad, conv
+
+
+def inference_net(model):
+    """``model`` with each nearest x2 upsampling and the 3x3 convolution after it fused into an
+    :class:`UpsampleConv2D` (the same function with 4/9 of those multiply-adds). Every other
+    layer, and the fused convolutions' kernels, are ``model``'s own (shared, so the result
+    follows training). Returns ``model`` itself when there is nothing to fuse.
+    """
+    graph = Graph(model)
+    fused, skipped = {}, set()
+    for node in graph.nodes_of(layers.UpSampling2D):
+        if _calls(graph, node.layer) != 1:
+            continue
+        match = _fusable_upsample_conv(graph, node)
+        if match:
+            pad, conv = match
+            skipped.update(other.name for other in (node.layer, pad) if other is not None)
+            fused[conv.name] = UpsampleConv2D(
+                conv.filters,
+                reflect=pad is not None,
+                source=conv,
+                name=conv.name,
+                dtype=conv.dtype_policy,
+            )
+    if not fused:
+        return model
+
+    def substitute(layer):
+        if layer.name in skipped:
+            return layers.Identity(name=layer.name)
+        return fused.get(layer.name, layer)
+
+    return keras.models.clone_model(model, clone_function=substitute)
+
+
+class _RetracingFilter(logging.Filter):
+    def filter(self, record):
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+def quiet_retracing_warning():
+    """Drops TensorFlow's "retracing" warning: kstyle traces one graph per model or stage."""
+    import tensorflow as tf
+
+    logger = tf.get_logger()
+    if not any(isinstance(f, _RetracingFilter) for f in logger.filters):
+        logger.addFilter(_RetracingFilter())
+
+
+_FORWARDS = {}  # id(model) -> (weak reference to the model, its compiled forward pass)
+
+
+def compiled_forward(model):
+    """``model``'s inference pass as a ``tf.function``, traced once and kept while ``model`` lives.
+
+    Graph execution skips Keras's per-layer Python work, and the pass runs
+    :func:`inference_net` (upsampling fused into the next convolution: the same function,
+    fewer multiply-adds); ``docs/performance.md`` compares it with the other paths. XLA is
+    not used: it was slower on CPUs.
+    """
+    import tensorflow as tf
+
+    entry = _FORWARDS.get(id(model))
+    if entry is None or entry[0]() is not model:
+        reference = weakref.ref(model)
+        fused = inference_net(model)  # shares model's layers, but is not model (or a cycle)
+        net = (lambda: fused) if fused is not model else reference
+        forward = tf.function(
+            lambda batch: net()(batch, training=False),
+            input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)],
+        )
+        entry = _FORWARDS[id(model)] = (reference, forward)
+        weakref.finalize(model, _FORWARDS.pop, id(model), None)
+    return entry[1]
+
+
+def run_model(model, batch: np.ndarray) -> np.ndarray:
+    """Runs ``model`` on a (B, H, W, 3) float32 batch in inference mode (compiled, see
+    ``compiled_forward``).
+
+    Returns a NumPy array, or a list of them for a model with several outputs.
+    """
+    with warnings.catch_warnings():  # Keras warns about list-vs-tensor input structure
+        warnings.filterwarnings("ignore", message="The structure of `inputs`")
+        outputs = compiled_forward(model)(np.asarray(batch, np.float32))
+    if isinstance(outputs, list | tuple):
+        return [np.asarray(output) for output in outputs]
+    return np.asarray(outputs)
