@@ -74,20 +74,24 @@ def _conv_norm_relu(x, filters, kernel_size, strides, padding, name):
     return layers.ReLU(name=f"{name}_relu")(x)
 
 
-def _residual_block(x, padding, name):
-    y = _conv_norm_relu(x, 128, 3, 1, padding, f"{name}_a")
-    y = _conv(y, 128, 3, 1, padding, f"{name}_b_conv")
+def _residual_block(x, filters, padding, name):
+    y = _conv_norm_relu(x, filters, 3, 1, padding, f"{name}_a")
+    y = _conv(y, filters, 3, 1, padding, f"{name}_b_conv")
     y = _instance_norm(y, f"{name}_b_norm")
     return layers.Add(name=f"{name}_add")([x, y])
 
 
-def build_transform_net(padding: str = "zeros", num_residual_blocks: int = 5, name="transform_net"):
+def build_transform_net(
+    padding: str = "zeros", num_residual_blocks: int = 5, width: float = 1.0, name="transform_net"
+):
     """Builds the transform network as a Keras functional model.
 
     Args:
         padding: ``"zeros"`` (the reference's zero "same" padding) or ``"reflect"``
             (mirror padding, fewer border artefacts; same parameter count).
         num_residual_blocks: 5 in the reference.
+        width: multiplies every hidden layer's channel count (32, 64, 128 in the reference;
+            rounded, at least 1).
 
     Returns:
         A ``keras.Model`` from RGB floats in [0, 255] of shape (B, H, W, 3) to RGB floats in
@@ -96,16 +100,19 @@ def build_transform_net(padding: str = "zeros", num_residual_blocks: int = 5, na
     """
     if padding not in PADDINGS:
         raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
+    if width <= 0:
+        raise ValueError(f"width must be positive, got {width}")
+    c1, c2, c3 = (max(1, round(channels * width)) for channels in (32, 64, 128))
     inputs = keras.Input(shape=(None, None, 3), name="content")
-    x = _conv_norm_relu(inputs, 32, 9, 1, padding, "down1")
-    x = _conv_norm_relu(x, 64, 3, 2, padding, "down2")
-    x = _conv_norm_relu(x, 128, 3, 2, padding, "down3")
+    x = _conv_norm_relu(inputs, c1, 9, 1, padding, "down1")
+    x = _conv_norm_relu(x, c2, 3, 2, padding, "down2")
+    x = _conv_norm_relu(x, c3, 3, 2, padding, "down3")
     for i in range(num_residual_blocks):
-        x = _residual_block(x, padding, f"res{i + 1}")
+        x = _residual_block(x, c3, padding, f"res{i + 1}")
     x = layers.UpSampling2D(2, interpolation="nearest", name="up1_upsample")(x)
-    x = _conv_norm_relu(x, 64, 3, 1, padding, "up1")
+    x = _conv_norm_relu(x, c2, 3, 1, padding, "up1")
     x = layers.UpSampling2D(2, interpolation="nearest", name="up2_upsample")(x)
-    x = _conv_norm_relu(x, 32, 3, 1, padding, "up2")
+    x = _conv_norm_relu(x, c1, 3, 1, padding, "up2")
     x = _conv(x, 3, 9, 1, padding, "out_conv")
     outputs = TanhToPixels(name="to_pixels", dtype="float32")(x)
     return keras.Model(inputs, outputs, name=name)

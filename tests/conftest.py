@@ -5,9 +5,36 @@ import os
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run(script, *args, env=None, cwd=None):
+    full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
+    return subprocess.run(
+        [sys.executable, os.path.join(ROOT, script), *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=cwd or ROOT,
+        timeout=600,
+    )
+
+
+def assert_one_line_error(result, *fragments, code=2):
+    assert result.returncode == code, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, result.stderr[-2000:]
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+    return errors[0]
 
 
 def random_image(height, width, channels=3, seed=0):
@@ -73,3 +100,64 @@ def style_file(tmp_path):
     path = tmp_path / "style.png"
     Image.fromarray(random_image(50, 40, seed=99)).save(path)
     return str(path)
+
+
+@pytest.fixture(scope="session")
+def model(saved_model_path):
+    """The transform net of ``saved_model_path``, loaded once."""
+    from kstyle.transform_net import load_transform_net
+
+    return load_transform_net(saved_model_path)
+
+
+def randomize_norms(net, seed=0):
+    """``net`` with random instance-norm scales and offsets, so every layer matters (returns
+    ``net``, changed in place)."""
+    import keras
+
+    rng = np.random.default_rng(seed)
+    for layer in net.layers:
+        if isinstance(layer, keras.layers.GroupNormalization):
+            gamma, beta = layer.get_weights()
+            layer.set_weights(
+                [gamma + rng.uniform(0, 1, gamma.shape), rng.normal(0, 0.3, beta.shape)]
+            )
+    return net
+
+
+def renamed(net):
+    """A copy of ``net`` (same weights) in which every layer has a new, meaningless name."""
+    import keras
+
+    names = {layer.name: f"layer_{index:03d}" for index, layer in enumerate(net.layers)}
+
+    def clone(layer):
+        config = {**layer.get_config(), "name": names[layer.name]}
+        return layer.__class__.from_config(config)
+
+    copy = keras.models.clone_model(net, clone_function=clone)
+    copy.set_weights(net.get_weights())
+    return copy
+
+
+VARIANTS = ("seed", "renamed", "slim3", "reflect")
+
+
+def build_variant(kind, seed=0):
+    """One of the nets every graph pass is tested on: ``seed`` (the reference net),
+    ``renamed`` (the same with every layer renamed), ``slim3`` (3 residual blocks, half the
+    channels) and ``reflect`` (reflect padding); random norm parameters."""
+    import keras
+
+    from kstyle.transform_net import build_transform_net
+
+    keras.utils.set_random_seed(seed)
+    options = {"slim3": dict(num_residual_blocks=3, width=0.5), "reflect": dict(padding="reflect")}
+    net = randomize_norms(build_transform_net(**options.get(kind, {})), seed)
+    return renamed(net) if kind == "renamed" else net
+
+
+@pytest.fixture(scope="session", params=VARIANTS)
+def variant_net(request):
+    """Each of :data:`VARIANTS` in turn (built once per session)."""
+    return build_variant(request.param)

@@ -10,32 +10,8 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import random_image
+from conftest import assert_one_line_error, random_image, run
 from PIL import Image
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def run(script, *args, env=None, cwd=None):
-    full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
-    return subprocess.run(
-        [sys.executable, os.path.join(ROOT, script), *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=full_env,
-        cwd=cwd or ROOT,
-        timeout=600,
-    )
-
-
-def assert_one_line_error(result, *fragments, code=2):
-    assert result.returncode == code, result.stderr[-2000:]
-    assert "Traceback" not in result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1, result.stderr[-2000:]
-    for fragment in fragments:
-        assert fragment in errors[0], errors[0]
-    return errors[0]
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,17 @@
+import os
+
 import keras
 import numpy as np
 import pytest
 
+from kstyle.errors import KstyleError
 from kstyle.graph import Graph
-from kstyle.transform_net import ReflectionPadding2D, TanhToPixels, build_transform_net
+from kstyle.transform_net import (
+    ReflectionPadding2D,
+    TanhToPixels,
+    build_transform_net,
+    load_transform_net,
+)
 
 
 @pytest.fixture(scope="module")
@@ -88,3 +96,19 @@ def test_layer_config_round_trip(layer):
 def test_unknown_padding_is_rejected():
     with pytest.raises(ValueError, match="padding"):
         build_transform_net(padding="circular")
+
+
+def test_load_from_file_and_run_dir(saved_model_path):
+    assert load_transform_net(saved_model_path).count_params() == 1_679_235
+    assert load_transform_net(os.path.dirname(saved_model_path)).count_params() == 1_679_235
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(KstyleError, match="not found"):
+        load_transform_net(str(tmp_path / "missing.keras"))
+    with pytest.raises(KstyleError, match="no model.keras"):
+        load_transform_net(str(tmp_path))
+    corrupt = tmp_path / "corrupt.keras"
+    corrupt.write_bytes(b"PK\x03\x04 definitely not a zip")
+    with pytest.raises(KstyleError, match="could not load model"):
+        load_transform_net(str(corrupt))

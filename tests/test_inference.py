@@ -1,0 +1,83 @@
+"""Stylizing arrays: any size, colour preservation, strength, the memory budget."""
+
+import numpy as np
+import pytest
+from conftest import random_image
+from PIL import Image
+
+from kstyle import memory, tiling
+from kstyle.demo import structured_image
+from kstyle.errors import KstyleError
+from kstyle.inference import rgb_to_ycbcr, stylize_array, ycbcr_to_rgb
+
+
+@pytest.mark.parametrize("shape", [(33, 47), (32, 32), (5, 7), (2, 3)])
+def test_stylize_array_keeps_any_size(model, shape):
+    image = random_image(*shape, seed=5)
+    original = image.copy()
+    out = stylize_array(model, image)
+    assert out.shape == (*shape, 3) and out.dtype == np.uint8
+    np.testing.assert_array_equal(image, original)  # the caller's array is untouched
+
+
+def test_stylize_array_equals_predict_on_multiples_of_four(model):
+    image = random_image(36, 44, seed=6)
+    expected = model.predict(image[None].astype("float32"), verbose=0)[0]
+    out = stylize_array(model, image)
+    assert np.abs(out.astype(float) - expected).max() <= 0.5 + 1e-3
+
+
+def test_ycbcr_round_trip_matches_pillow():
+    rgb = random_image(16, 16, seed=1)
+    ours = rgb_to_ycbcr(rgb)
+    pillow = np.asarray(Image.fromarray(rgb).convert("YCbCr"), np.float64)
+    assert np.abs(ours - pillow).max() <= 1.0
+    np.testing.assert_allclose(ycbcr_to_rgb(ours), rgb, atol=1e-6)
+
+
+def test_preserve_color_keeps_chroma_and_takes_stylized_luminance(model):
+    content = structured_image(64, 64, seed=2)
+    stylized = stylize_array(model, content)
+    kept = stylize_array(model, content, preserve_colors=True)
+    content_ycc, kept_ycc, styled_ycc = map(rgb_to_ycbcr, (content, kept, stylized))
+    assert np.abs(kept_ycc[..., 1:] - content_ycc[..., 1:]).max() <= 1.0  # Cb, Cr within 1
+    assert np.abs(kept_ycc[..., 0] - content_ycc[..., 0]).mean() > 5.0  # luminance changed
+    # ... to the stylized luminance wherever that colour fits in the RGB cube
+    # (elsewhere the luminance is clamped, so the colour ends on a face of the RGB cube)
+    close = np.abs(kept_ycc[..., 0] - styled_ycc[..., 0]) <= 1.0
+    on_face = (kept <= 1).any(axis=-1) | (kept >= 254).any(axis=-1)
+    assert close.mean() > 0.5 and (close | on_face).all()
+    assert np.abs(stylized.astype(int) - kept).max() > 10  # not just the stylized output
+
+
+def test_strength_blends_and_zero_returns_the_input(model):
+    content = structured_image(40, 52, seed=3)
+    np.testing.assert_array_equal(stylize_array(model, content, strength=0.0), content)
+    full = stylize_array(model, content).astype(np.float64)
+    half = stylize_array(model, content, strength=0.5).astype(np.float64)
+    assert np.abs(half - (full + content) / 2).max() <= 1.0
+    assert np.abs(half - content).mean() > 5.0
+    np.testing.assert_array_equal(stylize_array(model, content, strength=1.0), full)
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(KstyleError, match="--strength"):
+            stylize_array(model, content, strength=bad)
+
+
+def test_auto_tiling_follows_the_memory_budget(model, monkeypatch):
+    assert memory.parse_memory("4GB") == 4 * 2**30
+    assert memory.parse_memory("512MB") == 512 * 2**20
+    with pytest.raises(KstyleError, match="memory size"):
+        memory.parse_memory("lots")
+    image = structured_image(128, 96, seed=5)
+    calls = []
+    original = tiling.TiledStylizer.__call__
+    monkeypatch.setattr(
+        tiling.TiledStylizer, "__call__", lambda self, *a, **k: calls.append(self.tile) or
+        original(self, *a, **k)
+    )  # fmt: skip
+    budget = memory.forward_bytes(64, 64)  # too little for 128 x 96: tiles of 64 px
+    monkeypatch.setattr(tiling, "auto_tile_size", lambda memory, margin=48: 64)
+    out = stylize_array(model, image, max_memory=budget)
+    assert calls == [64] and out.shape == image.shape
+    stylize_array(model, image, max_memory="64GB")
+    assert calls == [64]  # fits: no tiling
