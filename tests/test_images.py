@@ -1,12 +1,14 @@
 """Reading, writing and comparing images."""
 
+import os
+
 import numpy as np
 import pytest
 from conftest import random_image
 from PIL import Image
 
 from kstyle.errors import KstyleError
-from kstyle.images import load_image
+from kstyle.images import load_image, psnr, save_image, seam_metric, side_by_side
 
 
 def test_image_modes_become_8bit_rgb(tmp_path):
@@ -53,3 +55,36 @@ def test_unreadable_image_is_a_clear_error(tmp_path):
     path.write_text("no image here")
     with pytest.raises(KstyleError, match="cannot read image"):
         load_image(str(path))
+
+
+def test_psnr_and_seam_metric_against_hand_computed_values():
+    a = np.zeros((4, 4, 3), np.uint8)
+    b = a.copy()
+    assert psnr(a, b) == float("inf")
+    b[0, 0, 0] = 255  # one error of 255 over 48 values: MSE = 255² / 48
+    assert psnr(a, b) == pytest.approx(10 * np.log10(48), abs=1e-9)
+    image = np.zeros((4, 4, 1))
+    image[:, 2:] = 8.0  # one vertical step of 8 exactly at the tile border (tile = 2)
+    border, inside = seam_metric(image, 2)
+    # border columns: step between columns 1|2 is 8 (x direction); rows give 0
+    assert border == pytest.approx(8 / 2) and inside == pytest.approx(0.0)
+
+
+def test_save_image_writes_atomically_in_the_extension_format(tmp_path):
+    pixels = random_image(12, 10, seed=5)
+    save_image(pixels, str(tmp_path / "a.png"))
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "a.png")), pixels)
+    save_image(pixels, str(tmp_path / "sub" / "b.jpg"))
+    assert Image.open(tmp_path / "sub" / "b.jpg").format == "JPEG"
+    with pytest.raises(KstyleError, match="unknown output image type"):
+        save_image(pixels, str(tmp_path / "c.xyz"))
+    assert sorted(os.listdir(tmp_path)) == ["a.png", "sub"]
+
+
+def test_side_by_side_puts_both_on_white():
+    left = np.zeros((3, 2, 3), np.uint8)
+    right = np.full((5, 4, 3), 7, np.uint8)
+    canvas = side_by_side(left, right, gap=8)
+    assert canvas.shape == (5, 14, 3)
+    assert (canvas[:3, :2] == 0).all() and (canvas[:, 10:] == 7).all()
+    assert (canvas[3:, :2] == 255).all() and (canvas[:, 2:10] == 255).all()
