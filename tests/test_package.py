@@ -1,0 +1,89 @@
+"""The package as a whole: a quick, lazy namespace, and imports that only go down the layers."""
+
+import ast
+import os
+import subprocess
+import sys
+
+from conftest import ROOT
+
+PACKAGE = os.path.join(ROOT, "kstyle")
+BASE = {"errors", "files", "images", "memory", "progress", "demo"}
+TRAINING = {"data", "transform_net", "loss_net", "losses", "trainer", "callbacks", "distribute"}
+TRAINING |= {"run"}
+INFERENCE = {"graph", "forward", "tiling", "inference", "video", "stylize_files", "export"}
+
+
+def _imports():
+    """{module: kstyle modules it imports (top level or inside functions)}, names relative
+    to the package, submodules of ``export`` and ``cli`` folded into ``export`` and ``cli``."""
+
+    def short(name):
+        parts = name.split(".")[1:]
+        return parts[0] if parts else ""
+
+    found = {}
+    for folder, _, names in os.walk(PACKAGE):
+        for name in names:
+            if not name.endswith(".py"):
+                continue
+            path = os.path.join(folder, name)
+            relative = os.path.relpath(path, PACKAGE)[:-3].replace(os.sep, ".")
+            module = relative.split(".")[0] if relative != "__init__" else "__init__"
+            targets = found.setdefault(module, set())
+            with open(path) as file:
+                tree = ast.parse(file.read())
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Import):
+                    names_ = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.module:
+                    names_ = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+                else:
+                    continue
+                for imported in names_:
+                    if imported.startswith("kstyle.") and short(imported) not in ("", module):
+                        targets.add(short(imported))
+    return found
+
+
+def test_import_kstyle_is_quick_and_names_load_on_use():
+    script = (
+        "import sys, kstyle\n"
+        "assert 'tensorflow' not in sys.modules, 'import kstyle imported TensorFlow'\n"
+        "assert callable(kstyle.stylize) and kstyle.stylize.__module__ == 'kstyle.stylize_files'\n"
+        "import kstyle.stylize_files as module\n"
+        "assert module.stylize is kstyle.stylize and kstyle.stylize is not module\n"
+        "missing = [name for name in kstyle.__all__ if not hasattr(kstyle, name)]\n"
+        "assert not missing, missing\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=300
+    )
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
+
+
+def test_imports_only_go_down_the_layers():
+    imports = _imports()
+    assert TRAINING | BASE | INFERENCE <= set(imports), set(imports)
+    for module in BASE:
+        assert imports[module] <= BASE, (module, imports[module] - BASE)
+    for module in TRAINING:
+        upward = imports[module] & INFERENCE
+        assert not upward, f"training module {module} imports inference modules {upward}"
+    for module in INFERENCE | TRAINING | BASE:
+        assert "cli" not in imports[module], f"{module} imports the CLI"
+
+
+def test_no_import_circles():
+    imports = _imports()
+    imports.pop("__init__", None)
+
+    def reaches(start, goal, seen):
+        for nxt in imports.get(start, ()):
+            if nxt == goal or (nxt not in seen and reaches(nxt, goal, seen | {nxt})):
+                return True
+        return False
+
+    circles = [module for module in imports if reaches(module, module, {module})]
+    assert not circles, f"modules on an import circle: {sorted(circles)}"
