@@ -4,7 +4,9 @@ Behind ``kstyle.stylize`` and the stylize command. Images go through
 :func:`kstyle.inference.stylize_array`, videos through :func:`kstyle.video.stylize_video`.
 """
 
+import collections
 import functools
+import logging
 import os
 
 from kstyle.errors import KstyleError
@@ -15,6 +17,47 @@ from kstyle.memory import AUTO
 from kstyle.progress import ProgressBar
 from kstyle.transform_net import SIZE_MULTIPLE, load_transform_net
 from kstyle.video import VIDEO_EXTENSIONS, is_video, stylize_video
+
+logger = logging.getLogger(__name__)
+
+
+def _same_file(a: str, b: str) -> bool:
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _inside(path: str, folder: str) -> bool:
+    """Whether ``path`` is ``folder`` or lies under it (after resolving links)."""
+    path, folder = os.path.realpath(path), os.path.realpath(folder)
+    return os.path.commonpath([path, folder]) == folder
+
+
+def folder_jobs(input_folder: str, output_folder: str) -> list[tuple[str, str]]:
+    """``(source, target)`` for every image under ``input_folder``: the tree mirrored under
+    ``output_folder`` as PNG files named after their sources (``a.jpg`` -> ``a.png``).
+
+    Sources that would share a target (``a.jpg`` and ``a.png`` in one folder) keep their
+    extension instead (``a.jpg.png``, ``a.png.png``), and a warning names them, so no output
+    overwrites another.
+
+    Raises:
+        KstyleError: the output folder is the input folder, lies inside it, or holds it.
+    """
+    if _inside(output_folder, input_folder) or _inside(input_folder, output_folder):
+        raise KstyleError(
+            f"--output {output_folder} and the input folder {input_folder} overlap; "
+            "the outputs would mix with (and be read as) the inputs. Choose a folder outside it"
+        )
+    sources = list_image_files(input_folder)
+    relative = [os.path.relpath(source, input_folder) for source in sources]
+    stems = collections.Counter(os.path.splitext(name)[0].lower() for name in relative)
+    jobs = []
+    for source, name in zip(sources, relative, strict=True):
+        stem = os.path.splitext(name)[0]
+        if stems[stem.lower()] > 1:
+            logger.warning("%s shares its name with another image: written as %s.png", name, name)
+            stem = name
+        jobs.append((source, os.path.join(output_folder, stem + ".png")))
+    return jobs
 
 
 def stylize(
@@ -37,8 +80,9 @@ def stylize(
         model: a transform network, or a path to a ``.keras`` file or run directory.
         input_path: an image file, a video (:data:`VIDEO_EXTENSIONS`), or a folder (searched
             recursively for images).
-        output_path: a file when the input is a file (an existing folder is also accepted);
-            a folder when the input is a folder (the tree is mirrored, names kept, PNG output).
+        output_path: a file when the input is a file (an existing folder is also accepted;
+            an existing file is replaced, atomically, but never the input itself); a folder
+            when the input is a folder, outside it (see :func:`folder_jobs` for the names).
             A video input needs a video output path.
         max_size: shrink inputs so their longer side is at most this (None: keep the size).
         show_input: write input | output side by side, like the reference's final figure.
@@ -60,6 +104,8 @@ def stylize(
                 f"a video input needs a video output ({', '.join(VIDEO_EXTENSIONS)}), "
                 f"got {output_path}"
             )
+        if _same_file(input_path, output_path):
+            raise KstyleError(f"--output {output_path} is the input itself; choose another output")
         stylize_video(
             model,
             input_path,
@@ -75,15 +121,14 @@ def stylize(
         )
         return [output_path], []
     if os.path.isdir(input_path):
-        jobs = []
-        for source in list_image_files(input_path):
-            relative = os.path.splitext(os.path.relpath(source, input_path))[0] + ".png"
-            jobs.append((source, os.path.join(output_path, relative)))
+        jobs = folder_jobs(input_path, output_path)
     elif os.path.isfile(input_path):
         target = output_path
         if os.path.isdir(output_path):
             name = os.path.splitext(os.path.basename(input_path))[0] + ".png"
             target = os.path.join(output_path, name)
+        if _same_file(input_path, target):
+            raise KstyleError(f"--output {target} is the input itself; choose another output")
         jobs = [(input_path, target)]
     else:
         raise KstyleError(f"input not found: {input_path}")

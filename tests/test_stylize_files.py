@@ -81,3 +81,33 @@ def test_cli_bomb_guard_message_and_exit_code(saved_model_path, tmp_path):
             "--strength", 2),
         "--strength",
     )  # fmt: skip
+
+
+def test_nothing_the_user_did_not_name_is_overwritten(model, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(random_image(16, 20, seed=1)).save(folder / "a.jpg")
+    Image.fromarray(random_image(16, 20, seed=2)).save(folder / "a.png")
+    Image.fromarray(random_image(16, 20, seed=3)).save(folder / "b.png")
+    before = {name: (folder / name).read_bytes() for name in os.listdir(folder)}
+    written, failed = stylize(model, str(folder), str(tmp_path / "out"))
+    names = sorted(os.path.relpath(path, tmp_path / "out") for path in written)
+    assert names == ["a.jpg.png", "a.png.png", "b.png"] and failed == []
+    # two distinct outputs for the two "a" images, each from its own source
+    first, second = (np.asarray(Image.open(tmp_path / "out" / n)) for n in names[:2])
+    assert np.abs(first.astype(int) - second).max() > 0
+    assert {name: (folder / name).read_bytes() for name in os.listdir(folder)} == before
+    for output in (folder, folder / "styled", tmp_path):  # into itself, inside it, around it
+        with pytest.raises(KstyleError, match="overlap"):
+            stylize(model, str(folder), str(output))
+    assert {name: (folder / name).read_bytes() for name in os.listdir(folder)} == before
+    with pytest.raises(KstyleError, match="is the input itself"):
+        stylize(model, str(folder / "b.png"), str(folder / "b.png"))
+    with pytest.raises(KstyleError, match="is the input itself"):
+        stylize(model, str(folder / "b.png"), str(folder))  # folder/b.png again
+    assert (folder / "b.png").read_bytes() == before["b.png"]
+    # an output file named explicitly is replaced
+    target = tmp_path / "named.png"
+    target.write_bytes(b"old")
+    stylize(model, str(folder / "b.png"), str(target))
+    assert np.asarray(Image.open(target)).shape == (16, 20, 3)
