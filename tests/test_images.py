@@ -34,13 +34,16 @@ def test_image_modes_become_8bit_rgb(tmp_path):
     assert (load_image(str(tmp_path / "clear.png")) == 255).all()
 
 
-def test_exif_orientation_is_applied(tmp_path):
-    image = Image.fromarray(random_image(20, 40, seed=3))
+@pytest.mark.parametrize("orientation", [3, 6, 8])
+def test_exif_orientation_is_applied(tmp_path, orientation):
+    pixels = random_image(20, 40, seed=3)
     exif = Image.Exif()
-    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
-    path = str(tmp_path / "rotated.jpg")
-    image.save(path, exif=exif)
-    assert load_image(path).shape == (40, 20, 3)
+    exif[0x0112] = orientation  # 3: rotate 180, 6: 90 clockwise, 8: 90 counter-clockwise
+    path = str(tmp_path / "rotated.png")  # lossless, so pixels compare exactly
+    Image.fromarray(pixels).save(path, exif=exif)
+    # what a viewer shows: the stored pixels turned as the tag says (np.rot90 is counter-clockwise)
+    expected = {3: np.rot90(pixels, 2), 6: np.rot90(pixels, -1), 8: np.rot90(pixels, 1)}
+    np.testing.assert_array_equal(load_image(path), expected[orientation])
 
 
 def test_max_size_keeps_aspect_ratio(tmp_path):

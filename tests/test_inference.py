@@ -18,6 +18,14 @@ def test_stylize_array_keeps_any_size(model, shape):
     out = stylize_array(model, image)
     assert out.shape == (*shape, 3) and out.dtype == np.uint8
     np.testing.assert_array_equal(image, original)  # the caller's array is untouched
+    # the same as padding to multiples of 4 by hand (mirror at the bottom and right, or
+    # repeat the edge where the image is too small to mirror), running the net, cropping back
+    height, width = shape
+    pad = ((0, -height % 4), (0, -width % 4), (0, 0))
+    mode = "reflect" if height > -height % 4 and width > -width % 4 else "edge"
+    padded = np.pad(image.astype(np.float32), pad, mode=mode)
+    expected = model.predict(padded[None], verbose=0)[0, :height, :width]
+    assert np.abs(out - expected).max() <= 0.5 + 1e-3
 
 
 def test_stylize_array_equals_predict_on_multiples_of_four(model):
