@@ -32,9 +32,15 @@ class StyleTransferTrainer(keras.Model):
         image_size: the training image size, for the preview variables.
 
     After every step, ``last_losses`` holds that step's (not the running mean's) weighted
-    losses over the global batch, and ``preview_input`` / ``preview_output`` the first image of
-    the (first replica's) batch and its stylization; callbacks read them to write curves and
-    previews. Every replica holds the same values, so reading them needs no communication.
+    losses over the global batch, ``last_gradient_norm`` the global norm of its gradients (0
+    under float16 loss scaling, which handles overflow itself), and ``preview_input`` /
+    ``preview_output`` the first image of the (first replica's) batch and its stylization;
+    callbacks read them to write curves and previews. Every replica holds the same values, so
+    reading them needs no communication.
+
+    A step whose loss or gradient norm is not finite (on any replica) is not applied, so the
+    weights stay finite; ``NonFiniteLossGuard`` then stops the run. The check is part of the
+    compiled step, before any fused kernel can turn a NaN into a finite-looking loss.
     """
 
     def __init__(
@@ -62,6 +68,7 @@ class StyleTransferTrainer(keras.Model):
         self.style_grams = self.compute_style_grams(style_image)
         self.trackers = {name: keras.metrics.Mean(name=name) for name in LOSS_NAMES}
         self.last_losses = {name: _replica_copy((), f"last_{name}") for name in LOSS_NAMES}
+        self.last_gradient_norm = _replica_copy((), "last_gradient_norm")
         shape = (image_size, image_size, 3)
         self.preview_input = _replica_copy(shape, "preview_input")
         self.preview_output = _replica_copy(shape, "preview_output")
@@ -109,10 +116,23 @@ class StyleTransferTrainer(keras.Model):
             scaled = self.optimizer.scale_loss(total / replicas)
         variables = self.transform_net.trainable_variables
         gradients = tape.gradient(scaled, variables)
-        if replicas > 1 and isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
-            gradients = _overflow_everywhere_or_nowhere(gradients)
-        self.optimizer.apply_gradients(zip(gradients, variables, strict=True))
+        if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+            # float16: the optimizer skips overflowing steps and lowers its scale itself
+            if replicas > 1:
+                gradients = _overflow_everywhere_or_nowhere(gradients)
+            self.optimizer.apply_gradients(zip(gradients, variables, strict=True))
+            self.last_gradient_norm.assign(0.0)
+        else:
+            norm = tf.linalg.global_norm(gradients)
+            finite = _finite_everywhere(tf.math.is_finite(total) & tf.math.is_finite(norm))
+            # a non-finite step is not applied: the weights stay those of the last good step
+            tf.cond(finite, lambda: self._apply(gradients, variables), lambda: tf.no_op())
+            self.last_gradient_norm.assign(norm)
         return self._record(total, parts, content_batch, stylized)
+
+    def _apply(self, gradients, variables):
+        self.optimizer.apply_gradients(zip(gradients, variables, strict=True))
+        return tf.no_op()
 
     def test_step(self, data):
         content_batch = data[0] if isinstance(data, tuple) else data
@@ -157,6 +177,15 @@ def _overflow_everywhere_or_nowhere(gradients):
     finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in gradients])
     overflows = context.all_reduce("sum", 1.0 - tf.cast(finite, tf.float32))
     return [tf.where(overflows > 0, tf.constant(float("nan"), g.dtype), g) for g in gradients]
+
+
+def _finite_everywhere(finite):
+    """``finite`` (a boolean scalar) and-ed over every replica, so they all skip or all apply."""
+    context = tf.distribute.get_replica_context()
+    if context.num_replicas_in_sync == 1:
+        return finite
+    failures = context.all_reduce("sum", 1.0 - tf.cast(finite, tf.float32))
+    return failures == 0.0
 
 
 def _replica_copy(shape, name):

@@ -74,3 +74,48 @@ def test_gradients_do_not_reach_the_loss_net(loss_net):
     grads = tape.gradient(total, trainer.transform_net.trainable_variables)
     assert all(g is not None for g in grads)
     assert loss_net.trainable_variables == []
+
+
+class GradientBomb(keras.layers.Layer):
+    """The identity, whose gradient becomes infinite on training call number ``at``."""
+
+    def __init__(self, at, **kwargs):
+        super().__init__(**kwargs)
+        self.at = at
+        self.calls = tf.Variable(0, trainable=False)
+
+    def call(self, inputs, training=False):
+        count = self.calls.assign_add(1) if training else self.calls
+
+        @tf.custom_gradient
+        def identity(x):
+            def gradient(upstream):
+                return tf.where(count == self.at, upstream + float("inf"), upstream)
+
+            return tf.identity(x), gradient
+
+        return identity(inputs)
+
+
+def test_a_step_with_an_infinite_gradient_is_not_applied(loss_net):
+    keras.utils.set_random_seed(0)
+    net = build_transform_net(num_residual_blocks=1, width=0.25)
+    inputs = keras.Input((None, None, 3))
+    bombed = keras.Model(inputs, GradientBomb(at=2)(net(inputs)))
+    style = random_image(40, 40, seed=11).astype("float32")
+    trainer = StyleTransferTrainer(bombed, loss_net, style, image_size=32)
+    trainer.compile(optimizer=keras.optimizers.Adam(1e-3))
+    batch = content_batch(2)
+    trainer.train_on_batch(batch)
+    after_first = [w.numpy().copy() for w in net.weights]
+    trainer.train_on_batch(batch)  # the bomb: loss finite, gradients infinite
+    assert np.isfinite(float(trainer.last_losses["loss"].numpy()))
+    assert not np.isfinite(float(trainer.last_gradient_norm.numpy()))
+    for before, weight in zip(after_first, net.weights, strict=True):
+        np.testing.assert_array_equal(before, weight.numpy())  # not applied, still finite
+    trainer.train_on_batch(batch)  # a good step is applied again
+    assert np.isfinite(float(trainer.last_gradient_norm.numpy()))
+    moved = [
+        not np.array_equal(b, w.numpy()) for b, w in zip(after_first, net.weights, strict=True)
+    ]
+    assert all(moved) and all(np.isfinite(w.numpy()).all() for w in net.weights)
