@@ -161,6 +161,8 @@ def test_a_group_norm_that_is_not_instance_norm_is_refused():
     images = [random_image(16, 16, seed=0)]
     with pytest.raises(KstyleError, match="'the_norm' is a GroupNormalization with 2 groups"):
         equalized_export_model(_small_net("group_norm"), images)
+    with pytest.raises(KstyleError, match="unknown equalization 'median'"):
+        equalized_export_model(_small_net("no_tanh"), images, by="median")
 
 
 def test_float_convs_stay_float():

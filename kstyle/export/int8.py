@@ -252,8 +252,11 @@ def equalized_export_model(
         A ``keras.Model`` from uint8 (B, H, W, 3) to uint8 (B, H, W, 3), as ``export_model``.
 
     Raises:
-        KstyleError: a ``GroupNormalization`` that is not an instance norm (with ``by``).
+        KstyleError: an unknown ``by``, or a ``GroupNormalization`` that is not an instance
+            norm (with ``by``).
     """
+    if by not in (None, "clip", "range", "std", "mixed"):
+        raise KstyleError(f"unknown equalization {by!r}; use clip, range, std, mixed or None")
     clone = keras.models.clone_model(transform_net, clone_function=export_layer)
     clone.set_weights(transform_net.get_weights())
     graph = Graph(clone)
@@ -303,8 +306,8 @@ def equalized_export_model(
             clip = 1.0 if by == "clip" else None
             return ChannelEpsilonInstanceNorm(epsilons[layer.name], clip=clip, name=layer.name)
         if layer.name in plain_norms:
-            epsilons_ = [layer.epsilon] * plain_norms[layer.name]
-            return ChannelEpsilonInstanceNorm(epsilons_, name=layer.name)
+            uniform = [layer.epsilon] * plain_norms[layer.name]
+            return ChannelEpsilonInstanceNorm(uniform, name=layer.name)
         if tanh_clip and isinstance(layer, TanhToPixels):
             return ClippedTanhToPixels(tanh_clip, name=layer.name, dtype=layer.dtype_policy)
         return layer.__class__.from_config(layer.get_config())
