@@ -4,9 +4,9 @@
         [--approaches baseline,equalized,...] [--debug-layers 12] [--seed 0] [--latency 256,512]
 
 Without ``--model`` it first trains a net for a few steps offline (random-weight VGG, 64 px
-images made from matplotlib's second sample photo), as ``tests/test_export.py`` does. The
+images made from matplotlib's second sample photo), as the export tests do. The
 calibration set is procedurally drawn images (gradients, shapes, stripes, noise) plus crops of
-that second photo; the held-out portrait of ``kstyle.export.held_out_image`` is never in it.
+that second photo; the held-out portrait of ``kstyle.export.verify.held_out_image`` is never in it.
 For each approach it prints the PSNR (uint8 output against the Keras model) on the held-out
 portrait at ``--size``, and the conversion time. ``--debug-layers N`` also runs TFLite's
 QuantizationDebugger on the baseline and the equalized model and prints the N tensors with the
@@ -252,20 +252,21 @@ def level_report(net, images):
     import keras
     import numpy as np
 
-    from kstyle.export.int8 import _norm_inputs
-    from kstyle.export.serving import PadToMultiple, _export_layer
+    from kstyle.export.int8 import norm_convs
+    from kstyle.export.serving import PadToMultiple, export_layer
+    from kstyle.graph import Graph
 
-    clone = keras.models.clone_model(net, clone_function=_export_layer)
+    clone = keras.models.clone_model(net, clone_function=export_layer)
     clone.set_weights(net.get_weights())
-    pairs = _norm_inputs(clone)
-    convs = list(pairs.values())
-    probe = keras.Model(clone.inputs, [conv.output for conv in convs])
+    graph = Graph(clone)
+    convs = list(norm_convs(graph).values())
     pad = PadToMultiple()
     lows = [np.inf] * len(convs)
     highs = [-np.inf] * len(convs)
     stds = [[] for _ in convs]
     for image in images:
-        for index, output in enumerate(probe(pad(image[None]))):
+        outputs = graph.evaluate({graph.inputs[0]: pad(image[None])}, [c.output for c in convs])
+        for index, output in enumerate(outputs):
             output = np.asarray(output)[0]
             lows[index] = min(lows[index], output.min())
             highs[index] = max(highs[index], output.max())

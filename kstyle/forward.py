@@ -179,8 +179,8 @@ def compiled_forward(model):
 
     Graph execution skips Keras's per-layer Python work, and the pass runs
     :func:`inference_net` (upsampling fused into the next convolution: the same function,
-    fewer multiply-adds); ``docs/performance.md`` compares it with the other paths. XLA is
-    not used: it was slower on CPUs.
+    fewer multiply-adds); ``docs/performance.md`` compares it with the other paths, XLA
+    (not used here) included.
     """
     import tensorflow as tf
 

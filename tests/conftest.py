@@ -161,3 +161,47 @@ def build_variant(kind, seed=0):
 def variant_net(request):
     """Each of :data:`VARIANTS` in turn (built once per session)."""
     return build_variant(request.param)
+
+
+@pytest.fixture(scope="session")
+def export_run(tmp_path_factory):
+    """A run directory (``export_run / "run"``) whose seed net trained a few steps offline, so
+    that its activations are realistic enough for the export bars."""
+    from kstyle.run import TrainConfig, train
+
+    base = tmp_path_factory.mktemp("export")
+    data = base / "data"
+    write_image_folder(str(data), count=8, size=(48, 48))
+    style = base / "style.png"
+    Image.fromarray(random_image(48, 48, seed=77)).save(style)
+    train(
+        TrainConfig(
+            style=str(style),
+            data=str(data),
+            output=str(base / "run"),
+            image_size=32,
+            batch_size=2,
+            steps=6,
+            vgg_weights="random",
+            plot_every=0,
+            seed=0,
+            verbose=0,
+        ),
+        printer=lambda *_: None,
+    )
+    return base
+
+
+@pytest.fixture(scope="session")
+def export_net(export_run):
+    """The transform net of ``export_run``."""
+    from kstyle.transform_net import load_transform_net
+
+    return load_transform_net(str(export_run / "run"))
+
+
+def max_level_diff(a, b) -> int:
+    """The largest absolute difference of two uint8 images of one shape, in levels."""
+    a, b = np.asarray(a), np.asarray(b)
+    assert a.dtype == b.dtype == np.uint8 and a.shape == b.shape, (a.dtype, a.shape, b.shape)
+    return int(np.abs(a.astype(np.int64) - b.astype(np.int64)).max())

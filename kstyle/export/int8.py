@@ -1,24 +1,35 @@
 """Full-integer (int8) TFLite export: every convolution int8, the instance-norm arithmetic
 float, with the convolutions before each norm equalized so that every channel gets a similar
 share of its tensor's 256 levels, and a pre-tanh clip (``docs/int8.md`` has the study).
+
+The rewrites find what they change in the model's graph (:class:`kstyle.graph.Graph`): layer
+types and connections, never layer names.
 """
 
+import dataclasses
 import itertools
+import logging
 
 import keras
 import numpy as np
 import tensorflow as tf
+from keras import layers
 
+from kstyle import internals
 from kstyle.errors import KstyleError
 from kstyle.export.serving import (
     ChannelEpsilonInstanceNorm,
     CropToPixels,
     NearestUpsample2x,
     PadToMultiple,
-    _export_layer,
-    _is_instance_norm,
+    export_layer,
+    moment_norms,
     serving_archive,
 )
+from kstyle.graph import Graph, instance_norms
+from kstyle.transform_net import ReflectionPadding2D, TanhToPixels
+
+logger = logging.getLogger(__name__)
 
 # Pre-tanh clip of the int8 export graphs: 127.5 * (1 - tanh(4)) = 0.085, so clipping moves no
 # output pixel by more than a tenth of a uint8 level.
@@ -30,10 +41,10 @@ class ClippedTanhToPixels(keras.layers.Layer):
     """``127.5 * (tanh(clip(x, -c, c)) + 1)`` (export graphs of int8 models only).
 
     The last convolution's int8 output has one scale per tensor, set by its calibrated range,
-    and a net's pre-tanh activations can reach -50 where tanh saturated long before: one int8
-    step is then 0.2, about 29 output levels where tanh is steep. Clipping to [-c, c] first
-    gives the range 2c (c = 4: 4 levels per step) and changes the output by at most
-    ``127.5 * (1 - tanh(c))`` levels.
+    and a net's pre-tanh activations can reach far beyond the few units where tanh is steep
+    (``docs/int8.md`` has measured ranges): one int8 step then spans many output levels.
+    Clipping to [-c, c] first gives the range 2c (c = 4: 4 levels per step) and changes the
+    output by at most ``127.5 * (1 - tanh(c))`` levels.
     """
 
     def __init__(self, clip=TANH_CLIP, **kwargs):
@@ -48,29 +59,62 @@ class ClippedTanhToPixels(keras.layers.Layer):
         return {**super().get_config(), "clip": self.clip}
 
 
-def _norm_inputs(model):
-    """{norm layer name: the Conv2D layer feeding it} for the instance norms of ``model``."""
+def _calls(graph, layer) -> int:
+    """How many times ``graph``'s model calls ``layer``."""
+    return sum(node.layer is layer for node in graph.nodes)
+
+
+def _why_not_equalizable(graph, norm) -> str | None:
+    """Why the convolution before the instance norm ``norm`` (a Node) cannot absorb a
+    per-channel scale and shift; None when it can."""
+    tensor = norm.inputs[0]
+    conv = graph.producer(tensor)
+    if _calls(graph, norm.layer) != 1:
+        return "the norm is called more than once"
+    if not (norm.layer.scale and norm.layer.center):
+        return "the norm has no learned scale or offset"
+    if type(conv.layer) is not layers.Conv2D:
+        return f"its input comes from {conv.name!r} ({type(conv.layer).__name__}), not a Conv2D"
+    if not conv.layer.use_bias or conv.layer.activation is not keras.activations.linear:
+        return f"convolution {conv.name!r} has no bias or has an activation"
+    readers = [node.position for node in graph.consumers(tensor)]
+    if _calls(graph, conv.layer) != 1 or graph.is_output(tensor) or readers != [norm.position]:
+        return f"the output of convolution {conv.name!r} is read by more than this norm"
+    return None
+
+
+def norm_convs(graph) -> dict:
+    """``{instance-norm layer name: the Conv2D node before it}`` in ``graph`` (a
+    :class:`kstyle.graph.Graph`), for the norms whose input channels an equalization can
+    rescale: the output of a plain, once-called ``Conv2D`` with a bias, read by that norm alone.
+
+    Any other instance norm is left out with a logged warning naming it (its channels then
+    share one int8 range, as without equalization).
+
+    Raises:
+        KstyleError: a ``GroupNormalization`` that is not an instance norm, naming it.
+    """
     pairs = {}
-    for layer in model.layers:
-        if _is_instance_norm(layer):
-            source = layer.input._keras_history.operation
-            if isinstance(source, keras.layers.Conv2D):
-                pairs[layer.name] = source
+    for norm in instance_norms(graph):
+        reason = _why_not_equalizable(graph, norm)
+        if reason:
+            logger.warning("int8 export: instance norm %r is not equalized: %s", norm.name, reason)
+        else:
+            pairs[norm.name] = graph.producer(norm.inputs[0])
     return pairs
 
 
-def _output_ranges(model, layers, images):
-    """Per-channel statistics of each layer's output over ``images`` (uint8 (H, W, 3)): lists
-    of the min, the max, the RMS per-image standard deviation, and the 10th percentile of the
-    per-image minima and 90th of the per-image maxima."""
-    probe = keras.Model(model.inputs, [layer.output for layer in layers])
+def _output_ranges(graph, tensors, images):
+    """Per-channel statistics of ``tensors`` of ``graph`` over ``images`` (uint8 (H, W, 3)):
+    lists of the min, the max, the RMS per-image standard deviation, and the 10th percentile of
+    the per-image minima and 90th of the per-image maxima."""
     pad = PadToMultiple()
-    lows = [np.inf] * len(layers)
-    highs = [-np.inf] * len(layers)
-    variances = [0.0] * len(layers)
-    extremes = [[] for _ in layers]
+    lows = [np.inf] * len(tensors)
+    highs = [-np.inf] * len(tensors)
+    variances = [0.0] * len(tensors)
+    extremes = [[] for _ in tensors]
     for image in images:
-        outputs = probe(pad(image[None]), training=False)
+        outputs = graph.evaluate({graph.inputs[0]: pad(image[None])}, tensors)
         for index, output in enumerate(outputs):
             output = np.asarray(output)
             lows[index] = np.minimum(lows[index], output.min(axis=(0, 1, 2)))
@@ -84,50 +128,86 @@ def _output_ranges(model, layers, images):
     return lows, highs, [np.sqrt(v) for v in variances], typical
 
 
-def _producer(layer):
-    return layer.input._keras_history.operation
+@dataclasses.dataclass
+class ResidualStream:
+    """The residual stream of a transform net: the tensors that carry it (the adds' outputs
+    and the ReLU outputs among their inputs), the norms that write it (their output reaches an
+    add, directly or through a ReLU) and the convolutions that read it (directly or through
+    padding and upsampling), as layer names."""
+
+    tensors: list
+    writers: list
+    readers: list
 
 
-def _residual_stream(model):
-    """The residual stream of ``model``: (its layers, the norms that write it through a ReLU
-    or an add, the convolutions that read it), or None where the graph is not that shape."""
-    adds = [layer for layer in model.layers if isinstance(layer, keras.layers.Add)]
+class _NotAStream(Exception):
+    pass
+
+
+# Layers that commute with a positive per-channel scale: y(s * x) = s * y(x).
+_PASSTHROUGH = (ReflectionPadding2D, NearestUpsample2x, layers.UpSampling2D)
+
+
+def _commutes_with_scale(layer) -> bool:
+    if isinstance(layer, layers.ReLU):
+        return layer.max_value is None and not layer.threshold
+    return isinstance(layer, _PASSTHROUGH)
+
+
+def _find_stream(graph) -> ResidualStream:
+    adds = graph.nodes_of(layers.Add)
     if not adds:
-        return None
-    stream, writers = set(), set()
+        raise _NotAStream("the model has no residual adds")
+    scaled, writers = set(), []
     for add in adds:
-        stream.add(add.name)
-        for tensor in add.input:
-            source = tensor._keras_history.operation
-            if isinstance(source, keras.layers.GroupNormalization):
-                writers.add(source.name)
-            elif isinstance(source, keras.layers.ReLU) and isinstance(
-                _producer(source), keras.layers.GroupNormalization
-            ):
-                stream.add(source.name)
-                writers.add(_producer(source).name)
-            elif not isinstance(source, keras.layers.Add):
-                return None
-    from kstyle.transform_net import ReflectionPadding2D
-
-    passthrough = (ReflectionPadding2D, NearestUpsample2x, keras.layers.UpSampling2D)
+        scaled.add(add.output)
+        for tensor in add.inputs:
+            node = graph.producer(tensor)
+            if isinstance(node.layer, layers.Add):
+                continue
+            norm = node
+            if isinstance(node.layer, layers.ReLU) and _commutes_with_scale(node.layer):
+                norm = graph.producer(node.inputs[0])
+            layer = norm.layer
+            if not (isinstance(layer, layers.GroupNormalization) and layer.scale and layer.center):
+                raise _NotAStream(f"add {add.name!r} reads {node.name!r}, not a norm (or its ReLU)")
+            if _calls(graph, layer) != 1:
+                raise _NotAStream(f"norm {norm.name!r} is called more than once")
+            if norm.name not in writers:
+                writers.append(norm.name)
+            scaled.add(norm.output)
     readers = []
-    for layer in model.layers:
-        if layer.name in stream or isinstance(layer, keras.layers.InputLayer):
+    for node in graph.nodes:
+        if isinstance(node.layer, layers.Add) or not scaled.intersection(node.inputs):
             continue
-        inputs = layer.input if isinstance(layer.input, list) else [layer.input]
-        sources = [tensor._keras_history.operation.name for tensor in inputs]
-        if not any(source in stream for source in sources):
-            continue
-        if isinstance(layer, keras.layers.Add):
-            continue
-        if isinstance(layer, passthrough):
-            stream.add(layer.name)  # padding and upsampling commute with a channel scale
-        elif isinstance(layer, keras.layers.Conv2D):
-            readers.append(layer.name)
+        if _commutes_with_scale(node.layer):
+            scaled.add(node.output)
+        elif type(node.layer) is layers.Conv2D and node.layer.groups == 1:
+            if _calls(graph, node.layer) != 1:
+                raise _NotAStream(f"convolution {node.name!r} is called more than once")
+            readers.append(node.name)
         else:
-            return None
-    return stream, writers, readers
+            raise _NotAStream(f"{node.name!r} ({type(node.layer).__name__}) reads the stream")
+    if any(graph.is_output(tensor) for tensor in scaled):
+        raise _NotAStream("the stream is a model output")
+    carriers = [
+        tensor
+        for tensor in sorted(scaled, key=lambda t: graph.producer(t).position)
+        if isinstance(graph.producer(tensor).layer, layers.Add | layers.ReLU)
+    ]
+    if len({graph.channels(tensor) for tensor in carriers}) != 1:
+        raise _NotAStream("its tensors differ in channel count")
+    return ResidualStream(carriers, writers, readers)
+
+
+def residual_stream(graph) -> ResidualStream | None:
+    """The :class:`ResidualStream` of ``graph`` (a :class:`kstyle.graph.Graph`), or None, with
+    a logged warning saying why, where the graph does not have that shape."""
+    try:
+        return _find_stream(graph)
+    except _NotAStream as reason:
+        logger.warning("int8 export: the residual stream is not rescaled: %s", reason)
+        return None
 
 
 def equalized_export_model(
@@ -148,7 +228,8 @@ def equalized_export_model(
     and positive scale of its input, so each such convolution's kernel and bias are rescaled
     and shifted here so that every channel spans about the same range, and the norm's epsilon
     is rescaled to match: the float function is unchanged (within float rounding), and every
-    channel gets a similar share of the 256 int8 levels.
+    channel gets a similar share of the 256 int8 levels. The convolutions are found by
+    :func:`norm_convs` (a norm it cannot handle is logged and left as it is).
 
     ``by`` is the per-channel extent mapped to 1: ``range`` (half the calibrated min-max
     range), ``std`` (the calibrated standard deviation), ``mixed`` (the larger of the half
@@ -162,39 +243,39 @@ def equalized_export_model(
     With ``stream_exponent`` a > 0 the residual stream's channels are also rescaled, by
     ``range**-a``: the norms that write it scale their gamma and beta, and the convolutions that
     read it divide their input channels by the same factor (exact, as ReLU, padding and
-    upsampling commute with a positive channel scale).
+    upsampling commute with a positive channel scale; see :func:`residual_stream`).
 
-    With ``tanh_clip`` c the output layer clips its input to [-c, c] before the tanh
-    (:class:`ClippedTanhToPixels`); None keeps the plain output layer.
+    With ``tanh_clip`` c the output layer (a ``TanhToPixels``) clips its input to [-c, c]
+    before the tanh (:class:`ClippedTanhToPixels`); None keeps the plain output layer.
+
+    Returns:
+        A ``keras.Model`` from uint8 (B, H, W, 3) to uint8 (B, H, W, 3), as ``export_model``.
+
+    Raises:
+        KstyleError: an unknown ``by``, or a ``GroupNormalization`` that is not an instance
+            norm (with ``by``).
     """
-    from kstyle.transform_net import TanhToPixels
-
-    clone = keras.models.clone_model(transform_net, clone_function=_export_layer)
+    if by not in (None, "clip", "range", "std", "mixed"):
+        raise KstyleError(f"unknown equalization {by!r}; use clip, range, std, mixed or None")
+    clone = keras.models.clone_model(transform_net, clone_function=export_layer)
     clone.set_weights(transform_net.get_weights())
-    pairs = _norm_inputs(clone) if by else {}
+    graph = Graph(clone)
+    pairs = norm_convs(graph) if by else {}
     names = list(pairs)
-    stream = _residual_stream(clone) if stream_exponent else None
-    probes = [pairs[n] for n in names]
-    if stream:
-        stream_layers = [clone.get_layer(n) for n in sorted(stream[0])]
-        probes += [
-            layer
-            for layer in stream_layers
-            if isinstance(layer, (keras.layers.Add, keras.layers.ReLU))
-        ]
+    stream = residual_stream(graph) if stream_exponent else None
+    probes = [pairs[name].output for name in names] + (stream.tensors if stream else [])
     lows, highs, spreads, typical = (
-        _output_ranges(clone, probes, calibration_images) if probes else ([], [], [], [])
+        _output_ranges(graph, probes, calibration_images) if probes else ([], [], [], [])
     )
     weights = {layer.name: layer.get_weights() for layer in clone.layers}
     if stream:
-        _, writers, readers = stream
         ends = zip(lows[len(names) :], highs[len(names) :], strict=True)
         extent = np.max([np.maximum(np.abs(low), np.abs(high)) for low, high in ends], axis=0)
         factor = np.where(extent > 1e-12, np.maximum(extent, 1e-12) ** -stream_exponent, 1.0)
-        for name in writers:
+        for name in stream.writers:
             gamma, beta = weights[name]
             weights[name] = [gamma * factor, beta * factor]
-        for name in readers:
+        for name in stream.readers:
             kernel, *rest = weights[name]
             weights[name] = [kernel / factor[None, None, :, None], *rest]
     epsilons = {}
@@ -209,16 +290,24 @@ def equalized_export_model(
         }[by]
         scale = np.where(half > 1e-12, 1.0 / np.maximum(half, 1e-12), 1.0)
         offset = (high + low) / 2
-        conv = pairs[name]
-        kernel, *rest = weights[conv.name]
-        weights[conv.name] = [kernel * scale] + ([(rest[0] - offset) * scale] if rest else [])
+        conv = pairs[name].name
+        kernel, bias = weights[conv]
+        weights[conv] = [kernel * scale, (bias - offset) * scale]
         epsilons[name] = clone.get_layer(name).epsilon * scale**2
+    plain_norms = moment_norms(graph)
+    if tanh_clip and not graph.nodes_of(TanhToPixels):
+        logger.warning(
+            "int8 export: %r has no TanhToPixels output layer, so no pre-tanh clip",
+            transform_net.name,
+        )
 
     def substitute(layer):
         if layer.name in epsilons:
-            return ChannelEpsilonInstanceNorm(
-                epsilons[layer.name], clip=1.0 if by == "clip" else None, name=layer.name
-            )
+            clip = 1.0 if by == "clip" else None
+            return ChannelEpsilonInstanceNorm(epsilons[layer.name], clip=clip, name=layer.name)
+        if layer.name in plain_norms:
+            uniform = [layer.epsilon] * plain_norms[layer.name]
+            return ChannelEpsilonInstanceNorm(uniform, name=layer.name)
         if tanh_clip and isinstance(layer, TanhToPixels):
             return ClippedTanhToPixels(tanh_clip, name=layer.name, dtype=layer.dtype_policy)
         return layer.__class__.from_config(layer.get_config())
@@ -239,9 +328,10 @@ def equalized_export_model(
 INT8_FLOAT_OPS = ("MEAN", "SQUARED_DIFFERENCE", "RSQRT", "SUB", "MUL", "ADD")
 
 
-def _conv_output_names(calibrated_model, layers):
+def _conv_output_names(calibrated_model, convs):
     """{Keras conv layer name: its CONV_2D op's output tensor name} in a calibrated TFLite
-    model (the names ``QuantizationDebugOptions(denylisted_nodes=...)`` takes)."""
+    model (the names ``QuantizationDebugOptions(denylisted_nodes=...)`` takes), for the layer
+    names ``convs``."""
     import re
 
     from ai_edge_litert.interpreter import Interpreter
@@ -249,14 +339,14 @@ def _conv_output_names(calibrated_model, layers):
     interpreter = Interpreter(model_content=calibrated_model)
     names = {d["index"]: d["name"] for d in interpreter.get_tensor_details()}
     found = {}
-    for op in interpreter._get_ops_details():
+    for op in internals.tflite_ops(interpreter):
         if op["op_name"] != "CONV_2D":
             continue
         kernel = names[op["inputs"][1]]
-        for layer in layers:
-            if re.search(rf"(^|/){re.escape(layer)}(_\d+)?/", kernel):
-                found[layer] = names[op["outputs"][0]]
-    missing = sorted(set(layers) - set(found))
+        for conv in convs:
+            if re.search(rf"(^|/){re.escape(conv)}(_\d+)?/", kernel):
+                found[conv] = names[op["outputs"][0]]
+    missing = sorted(set(convs) - set(found))
     if missing:
         raise KstyleError(f"no TFLite convolution for layer(s) {missing}")
     return found
@@ -282,14 +372,16 @@ def int8_flatbuffer(
       adds stay float (the debugger's ``denylisted_ops``); int8 cannot hold the variance.
     - ``equalize`` (``by="clip"``): each convolution before a norm is rescaled per channel so
       every channel gets a similar share of its tensor's 256 levels (see
-      :func:`equalized_export_model`): 24-26 dB without, about 30-32 dB with.
+      :func:`equalized_export_model`); without it the narrowest channels keep a few levels.
     - ``tanh_clip`` (4.0): the pre-tanh activations are clipped to [-4, 4] before the int8
       output convolution's range is calibrated (:class:`ClippedTanhToPixels`). Calibrated
-      ranges there reached [-50, 8]: one int8 step was then ~29 output levels where tanh is
-      steep, the largest single loss of the model. The clip moves the float output by at most
-      0.085 levels, costs no float op, and gave +3 to +5.5 dB (34.5-35.5 dB on three nets).
-      Keeping the output convolution and the tanh float instead (``float_convs=("out_conv",)``
-      and ``TANH`` in ``float_ops``) gained only 0.3-0.7 dB more, for 25-45 % more latency.
+      ranges there can be far wider than the few units where tanh is steep, so one int8 step
+      spans many output levels: the largest single loss of the model. The clip moves the
+      float output by at most 0.085 levels and costs no float op. Keeping the output
+      convolution and the tanh float instead (``float_convs=("out_conv",)`` and ``TANH`` in
+      ``float_ops``) gains little more, for a clear latency cost.
+
+    ``docs/int8.md`` has the measured PSNR and latency of each choice.
 
     Args:
         equalize: rescale the convolutions before the norms (``equalized_export_model``).
@@ -341,33 +433,7 @@ def int8_flatbuffer(
         if float_convs:
             # node names exist only once calibrated: quantize the calibrated model again
             nodes = _conv_output_names(debugger.calibrated_model, list(float_convs))
-            debugger._debug_options = tf.lite.experimental.QuantizationDebugOptions(
+            debugger.options = tf.lite.experimental.QuantizationDebugOptions(
                 denylisted_ops=list(float_ops), denylisted_nodes=list(nodes.values())
             )
         return debugger.get_nondebug_quantized_model()
-
-
-def load_calibration_images(folder, count=100, size=256):
-    """The first ``count`` images under ``folder`` as (size, size, 3) uint8 arrays.
-
-    Raises:
-        KstyleError: the folder is missing or holds no readable image.
-    """
-    from kstyle.files import list_image_files
-    from kstyle.images import load_image
-
-    if folder is None:
-        raise KstyleError("--quantize int8 needs --calibration-data DIR (representative photos)")
-    images = []
-    for path in list_image_files(folder):
-        try:
-            image = load_image(path)
-        except KstyleError:
-            continue
-        resized = tf.image.resize(image, (size, size), antialias=True)
-        images.append(np.clip(np.round(resized.numpy()), 0, 255).astype(np.uint8))
-        if len(images) == count:
-            break
-    if not images:
-        raise KstyleError(f"no readable calibration images in {folder}")
-    return images

@@ -13,6 +13,7 @@ import keras
 import tensorflow as tf
 
 from kstyle.forward import inference_net
+from kstyle.graph import Graph, is_instance_norm
 from kstyle.transform_net import SIZE_MULTIPLE
 
 FORMATS = ("saved_model", "tflite", "onnx")
@@ -74,35 +75,36 @@ class NearestUpsample2x(keras.layers.Layer):
         return (batch, double(height), double(width), channels)
 
 
-def _export_layer(layer):
-    if isinstance(layer, keras.layers.UpSampling2D):
+def export_layer(layer):
+    """A fresh copy of ``layer`` for an export graph (same config; the caller sets the weights),
+    with a nearest x2 ``UpSampling2D`` as :class:`NearestUpsample2x` (the same function, whose
+    static channel count the TFLite converter keeps)."""
+    if (
+        isinstance(layer, keras.layers.UpSampling2D)
+        and tuple(layer.size) == (2, 2)
+        and layer.interpolation == "nearest"
+        and layer.data_format == "channels_last"
+    ):
         return NearestUpsample2x(name=layer.name)
     return layer.__class__.from_config(layer.get_config())
 
 
-def _is_instance_norm(layer):
-    """Whether ``layer`` is a ``GroupNormalization`` with one group per channel (last axis)."""
-    return (
-        isinstance(layer, keras.layers.GroupNormalization)
-        and layer.groups in (-1, layer.input.shape[-1])
-        and layer.axis in (-1, 3)
-        and layer.scale
-        and layer.center
-    )
-
-
-def _serving_layer(layer):
-    """``_export_layer``, and each instance norm as 4-D moments over (H, W).
+def moment_norms(graph) -> dict:
+    """``{layer name: channels}`` of the instance norms of ``graph`` (a
+    :class:`kstyle.graph.Graph`) that export graphs compute as 4-D moments
+    (:class:`ChannelEpsilonInstanceNorm`): one group per channel, a learned scale and offset.
 
     ``GroupNormalization`` reshapes to 5-D through the input's dynamic shape; in TFLite those
-    SHAPE/RESHAPE ops and the 5-D MEAN fall outside XNNPACK and split its graph at every norm,
-    which made the fp32 TFLite file 1.4x slower than TensorFlow. The same arithmetic on 4-D
-    tensors runs in XNNPACK (about as fast as TensorFlow here).
+    SHAPE/RESHAPE ops and the 5-D MEAN fall outside XNNPACK and split its graph at every norm.
+    The same arithmetic on 4-D tensors runs in XNNPACK (``docs/performance.md`` has timings).
     """
-    if _is_instance_norm(layer):
-        channels = layer.input.shape[-1]
-        return ChannelEpsilonInstanceNorm([layer.epsilon] * channels, name=layer.name)
-    return _export_layer(layer)
+    norms = {}
+    for node in graph.nodes_of(keras.layers.GroupNormalization):
+        channels = graph.channels(node.inputs[0])
+        layer = node.layer
+        if channels and is_instance_norm(layer, channels) and layer.scale and layer.center:
+            norms[node.name] = channels
+    return norms
 
 
 def export_model(transform_net, input_size=None, batch_size=None):
@@ -117,7 +119,15 @@ def export_model(transform_net, input_size=None, batch_size=None):
         A ``keras.Model`` from uint8 (B, H, W, 3) to uint8 (B, H, W, 3).
     """
     fused = inference_net(transform_net)
-    clone = keras.models.clone_model(fused, clone_function=_serving_layer)
+    norms = moment_norms(Graph(fused))
+
+    def substitute(layer):
+        if layer.name in norms:
+            epsilons = [layer.epsilon] * norms[layer.name]
+            return ChannelEpsilonInstanceNorm(epsilons, name=layer.name)
+        return export_layer(layer)
+
+    clone = keras.models.clone_model(fused, clone_function=substitute)
     clone.set_weights(fused.get_weights())
     images = keras.Input(
         shape=(input_size, input_size, 3), batch_size=batch_size, dtype="uint8", name="image"

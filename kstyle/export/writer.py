@@ -4,14 +4,42 @@ contract in a JSON sidecar."""
 import json
 import os
 
+import numpy as np
+import tensorflow as tf
+
 from kstyle.errors import KstyleError
-from kstyle.export.int8 import int8_flatbuffer, load_calibration_images
+from kstyle.export.int8 import int8_flatbuffer
 from kstyle.export.serving import FORMATS, export_model, plain_tflite_bytes, serving_archive
 from kstyle.export.verify import held_out_image, verify
-from kstyle.files import atomic_directory, atomic_output, write_json_atomically
+from kstyle.files import atomic_directory, atomic_output, list_image_files, write_json_atomically
+from kstyle.images import load_image
 from kstyle.transform_net import SIZE_MULTIPLE, load_transform_net
 
 QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
+NEEDS_CALIBRATION = "--quantize int8 needs --calibration-data DIR (representative photos)"
+
+
+def load_calibration_images(folder, count=100, size=256):
+    """The first ``count`` images under ``folder`` as (size, size, 3) uint8 arrays.
+
+    Raises:
+        KstyleError: the folder is missing or holds no readable image.
+    """
+    if folder is None:
+        raise KstyleError(NEEDS_CALIBRATION)
+    images = []
+    for path in list_image_files(folder):
+        try:
+            image = load_image(path)
+        except KstyleError:
+            continue
+        resized = tf.image.resize(image, (size, size), antialias=True)
+        images.append(np.clip(np.round(resized.numpy()), 0, 255).astype(np.uint8))
+        if len(images) == count:
+            break
+    if not images:
+        raise KstyleError(f"no readable calibration images in {folder}")
+    return images
 
 
 def tflite_bytes(transform_net, quantize="none", input_size=None, calibration_images=None):
@@ -28,7 +56,7 @@ def tflite_bytes(transform_net, quantize="none", input_size=None, calibration_im
     if quantize not in QUANTIZATIONS:
         raise KstyleError(f"unknown quantization {quantize!r}; use one of {QUANTIZATIONS}")
     if quantize == "int8" and not calibration_images:
-        raise KstyleError("--quantize int8 needs --calibration-data DIR (representative photos)")
+        raise KstyleError(NEEDS_CALIBRATION)
     if quantize == "int8":
         return int8_flatbuffer(transform_net, calibration_images, input_size)
     return plain_tflite_bytes(transform_net, quantize, input_size)

@@ -1,0 +1,181 @@
+"""Full-integer TFLite: the graph rewrites find what they change by structure (on every variant
+net), keep the float function, and the int8 file meets its bar."""
+
+import logging
+
+import keras
+import numpy as np
+import pytest
+from ai_edge_litert.interpreter import Interpreter
+from conftest import build_variant, max_level_diff, random_image, renamed
+from PIL import Image
+
+from kstyle import internals
+from kstyle.errors import KstyleError
+from kstyle.export import Runner, export_model, tflite_bytes, verify
+from kstyle.export.int8 import (
+    ClippedTanhToPixels,
+    equalized_export_model,
+    int8_flatbuffer,
+    residual_stream,
+)
+from kstyle.export.serving import ChannelEpsilonInstanceNorm
+from kstyle.export.verify import held_out_image
+from kstyle.export.writer import load_calibration_images
+from kstyle.graph import Graph
+from kstyle.images import psnr
+from kstyle.inference import stylize_array
+from kstyle.transform_net import TanhToPixels
+
+NORMS = {"seed": 15, "renamed": 15, "slim3": 11, "reflect": 15}
+RESIDUAL_BLOCKS = {"seed": 5, "renamed": 5, "slim3": 3, "reflect": 5}
+
+
+def _inner(serving):
+    (inner,) = [layer for layer in serving.layers if isinstance(layer, keras.Model)]
+    return inner
+
+
+@pytest.fixture(scope="module")
+def calibration(tmp_path_factory):
+    """Representative photos: crops of matplotlib's second sample photo (the held-out portrait
+    is the first) and a few smooth random images, loaded at 32 x 32."""
+    from kstyle.demo import sample_photo_paths
+
+    folder = tmp_path_factory.mktemp("calibration")
+    with Image.open(sample_photo_paths()[1]) as photo:
+        photo = photo.convert("RGB")
+    width, height = photo.size
+    rng = np.random.default_rng(0)
+    for index in range(12):
+        side = int(min(width, height) * rng.uniform(0.3, 1.0))
+        left, top = rng.integers(0, width - side + 1), rng.integers(0, height - side + 1)
+        photo.crop((left, top, left + side, top + side)).save(folder / f"photo{index:02d}.png")
+    for index in range(4):
+        Image.fromarray(random_image(40, 40, seed=index)).save(folder / f"random{index}.png")
+    return load_calibration_images(str(folder), count=16, size=32)
+
+
+@pytest.mark.parametrize("names", ["trained", "renamed"])
+def test_int8_is_integer_and_meets_its_bar(export_net, calibration, tmp_path, names):
+    """The trained seed net, and the same net with every layer renamed: the rewrites find the
+    norms' convolutions and the output layer by structure."""
+    net = export_net if names == "trained" else renamed(export_net)
+    path = tmp_path / "model_int8.tflite"
+    path.write_bytes(tflite_bytes(net, "int8", calibration_images=calibration))
+    interpreter = Interpreter(model_path=str(path))
+    tensors = {d["index"]: d for d in interpreter.get_tensor_details()}
+    convs = [op for op in internals.tflite_ops(interpreter) if op["op_name"] == "CONV_2D"]
+    # all 16 convolutions (3 down, 10 residual, 2 up, 1 out) take int8 kernels and inputs
+    assert len(convs) == 16
+    for op in convs:
+        image_in, kernel = (tensors[index] for index in op["inputs"][:2])
+        assert kernel["dtype"] == np.int8 and image_in["dtype"] == np.int8, kernel["name"]
+    # the output convolution (3 channels) is calibrated on pre-tanh activations clipped to
+    # [-4, 4]: its int8 range spans at most 8
+    (out,) = [op for op in convs if tensors[op["inputs"][1]]["shape"][0] == 3]
+    scale, _ = tensors[out["outputs"][0]]["quantization"]
+    assert 0 < scale * 255 <= 8.0 + 1e-3
+    image = random_image(32, 36, seed=9)
+    output = Runner("tflite", str(path))(image)
+    assert output.shape == image.shape
+    assert psnr(output, stylize_array(net, image)) >= 30.0
+    result = verify("tflite", str(path), net, held_out_image(32, 32), quantize="int8")
+    assert result.passed and result.psnr_db >= 30.0, result.line()
+
+
+def test_equalized_export_model_is_the_same_function(variant_net, request):
+    """Without clipping the norms' inputs, rescaling the convolutions before the norms (and the
+    residual stream) changes nothing but float rounding: within 1 level before quantization."""
+    kind = request.node.callspec.params["variant_net"]
+    stream = residual_stream(Graph(variant_net))
+    blocks = RESIDUAL_BLOCKS[kind]
+    # the adds and down3's ReLU carry the stream; down3's norm and each block's second norm
+    # write it; each block's first convolution and up1's read it
+    assert [len(stream.tensors), len(stream.writers), len(stream.readers)] == [blocks + 1] * 3
+    images = [random_image(32, 32, seed=index) for index in range(3)]
+    image = random_image(28, 36, seed=5)
+    reference = stylize_array(variant_net, image)
+    gammas = {
+        layer.name: layer.get_weights()[0]
+        for layer in variant_net.layers
+        if isinstance(layer, keras.layers.GroupNormalization)
+    }
+    for exponent in (0.0, 1.0):
+        model = equalized_export_model(
+            variant_net, images, batch_size=None, stream_exponent=exponent, by="mixed"
+        )
+        inner = _inner(model)
+        norms = [layer for layer in inner.layers if isinstance(layer, ChannelEpsilonInstanceNorm)]
+        assert len(norms) == NORMS[kind]
+        assert all(len(set(norm.epsilons)) > 1 for norm in norms)  # every norm equalized
+        kinds = [type(layer) for layer in inner.layers]
+        assert kinds.count(ClippedTanhToPixels) == 1 and TanhToPixels not in kinds
+        rescaled = [
+            norm.name for norm in norms if not np.allclose(norm.get_weights()[0], gammas[norm.name])
+        ]
+        assert len(rescaled) == (blocks + 1 if exponent else 0)
+        assert max_level_diff(model(image[None]).numpy()[0], reference) <= 1, exponent
+
+
+def _small_net(kind):
+    """conv -> norm -> ReLU -> conv -> output, with one thing the int8 rewrites cannot use."""
+    keras.utils.set_random_seed(5)
+    inputs = keras.Input((None, None, 3))
+    x = keras.layers.Conv2D(6, 3, padding="same", name="first_conv")(inputs)
+    if kind == "relu_before_norm":
+        x = keras.layers.ReLU()(x)
+    groups = 2 if kind == "group_norm" else -1
+    y = keras.layers.GroupNormalization(groups=groups, epsilon=1e-5, name="the_norm")(x)
+    if kind == "conv_read_twice":
+        y = keras.layers.Add(name="the_add")([x, y])  # the conv's output also reaches the add
+    x = keras.layers.Conv2D(3, 3, padding="same")(keras.layers.ReLU()(y))
+    if kind == "no_tanh":
+        outputs = keras.layers.Rescaling(255.0)(keras.layers.Activation("sigmoid")(x))
+    else:
+        outputs = TanhToPixels()(x)
+    return keras.Model(inputs, outputs)
+
+
+@pytest.mark.parametrize(
+    "kind, message",
+    [
+        ("relu_before_norm", "instance norm 'the_norm' is not equalized: its input comes from"),
+        ("conv_read_twice", "instance norm 'the_norm' is not equalized: the output of"),
+        ("conv_read_twice", "residual stream is not rescaled: add 'the_add' reads 'first_conv'"),
+        ("no_tanh", "has no TanhToPixels output layer, so no pre-tanh clip"),
+    ],
+)
+def test_what_the_rewrites_cannot_use_is_logged_and_left_alone(kind, message, caplog):
+    net = _small_net(kind)
+    images = [random_image(16, 16, seed=index) for index in range(2)]
+    with caplog.at_level(logging.WARNING, logger="kstyle.export.int8"):
+        model = equalized_export_model(net, images, batch_size=None, stream_exponent=1.0)
+    assert any(message in record.getMessage() for record in caplog.records), caplog.text
+    image = random_image(20, 24, seed=1)
+    reference = export_model(net)(image[None]).numpy()[0]
+    assert max_level_diff(model(image[None]).numpy()[0], reference) <= 1
+
+
+def test_a_group_norm_that_is_not_instance_norm_is_refused():
+    images = [random_image(16, 16, seed=0)]
+    with pytest.raises(KstyleError, match="'the_norm' is a GroupNormalization with 2 groups"):
+        equalized_export_model(_small_net("group_norm"), images)
+    with pytest.raises(KstyleError, match="unknown equalization 'median'"):
+        equalized_export_model(_small_net("no_tanh"), images, by="median")
+
+
+def test_float_convs_stay_float():
+    """``float_convs`` (a study option) re-quantizes through the debugger's public ``options``:
+    the named convolution keeps float weights, every other one is int8."""
+    net = build_variant("slim3")
+    images = [random_image(16, 16, seed=index) for index in range(2)]
+    interpreter = Interpreter(model_content=int8_flatbuffer(net, images, float_convs=["out_conv"]))
+    tensors = {d["index"]: d for d in interpreter.get_tensor_details()}
+    kernels = [
+        tensors[op["inputs"][1]]
+        for op in internals.tflite_ops(interpreter)
+        if op["op_name"] == "CONV_2D"
+    ]
+    floats = [kernel["shape"][0] for kernel in kernels if kernel["dtype"] == np.float32]
+    assert len(kernels) == 12 and floats == [3]  # out_conv: 3 output channels

@@ -1,0 +1,94 @@
+"""The export command's library: every fp32 format written, verified and described, at any
+size; bad input fails with one clear line."""
+
+import json
+
+import numpy as np
+import pytest
+from conftest import assert_one_line_error, max_level_diff, random_image, run, write_image_folder
+
+from kstyle.errors import KstyleError
+from kstyle.export import Runner, export, tflite_bytes
+from kstyle.export.writer import artifact_name, load_calibration_images
+from kstyle.inference import stylize_array
+
+
+def test_all_fp32_formats_match_keras_and_write_metadata(export_run, export_net, tmp_path):
+    results = export(
+        str(export_run / "run"), str(tmp_path), verify_size=32, printer=lambda *_: None
+    )
+    assert [(r.format, r.quantize) for r in results] == [
+        ("saved_model", None),
+        ("tflite", "none"),
+        ("onnx", None),
+    ]
+    for result in results:
+        assert result.passed and result.max_abs_diff <= 1, result.line()
+        assert result.size_bytes > 4 * 1_679_235 * 0.9  # the weights are in the file
+    for name in ("saved_model/kstyle.json", "model.tflite.json", "model.onnx.json"):
+        assert (tmp_path / name).is_file()
+    metadata = json.loads((tmp_path / "model.tflite.json").read_text())
+    assert metadata["style"] == "style.png" and metadata["quantization"] == "none"
+    assert metadata["input"]["shape"] == [1, None, None, 3]
+    assert metadata["input"]["dtype"] == metadata["output"]["dtype"] == "uint8"
+    # odd sizes come back at their own size through every format
+    image = random_image(33, 47, seed=4)
+    reference = stylize_array(export_net, image)
+    for fmt, path in (
+        ("saved_model", "saved_model"),
+        ("tflite", "model.tflite"),
+        ("onnx", "model.onnx"),
+    ):
+        output = Runner(fmt, str(tmp_path / path))(image)
+        assert output.shape == (33, 47, 3) and output.dtype == np.uint8
+        assert max_level_diff(output, reference) <= 1, fmt
+
+
+def test_artifact_names():
+    assert [
+        artifact_name("saved_model"),
+        artifact_name("tflite", "none"),
+        artifact_name("tflite", "int8"),
+        artifact_name("onnx"),
+    ] == ["saved_model", "model.tflite", "model_int8.tflite", "model.onnx"]
+
+
+def test_calibration_images_are_loaded_at_the_asked_size(tmp_path):
+    write_image_folder(str(tmp_path / "photos"), count=3, size=(40, 48))
+    (tmp_path / "photos" / "broken.jpg").write_bytes(b"not an image")
+    images = load_calibration_images(str(tmp_path / "photos"), count=5, size=16)
+    assert len(images) == 3
+    assert all(image.shape == (16, 16, 3) and image.dtype == np.uint8 for image in images)
+    assert all(image.std() > 10 for image in images)  # resized content, not a fill
+    (tmp_path / "unreadable").mkdir()
+    (tmp_path / "unreadable" / "broken.png").write_bytes(b"not an image")
+    with pytest.raises(KstyleError, match="no readable calibration images"):
+        load_calibration_images(str(tmp_path / "unreadable"))
+    with pytest.raises(KstyleError, match="--calibration-data"):
+        load_calibration_images(None)
+
+
+def test_tflite_bytes_refuses_bad_options(export_net):
+    with pytest.raises(KstyleError, match="unknown quantization 'int4'"):
+        tflite_bytes(export_net, "int4")
+    with pytest.raises(KstyleError, match="--calibration-data"):
+        tflite_bytes(export_net, "int8")
+
+
+def test_bad_input_gives_one_line_errors(export_run, tmp_path):
+    corrupt = tmp_path / "corrupt.keras"
+    corrupt.write_bytes(b"not a keras file")
+    model = export_run / "run"
+    cases = [
+        ((tmp_path / "missing.keras",), "model not found"),
+        ((model, "--format", "pdf"), "invalid choice"),
+        ((model, "--format", "tflite", "--quantize", "int8"), "--calibration-data"),
+        (
+            (model, "--format", "tflite", "--quantize", "int8", "--calibration-data", "nowhere"),
+            "not found",
+        ),
+        ((corrupt,), "could not load model"),
+    ]
+    for args, fragment in cases:
+        result = run("export.py", *args, "--output", tmp_path / "out")
+        assert_one_line_error(result, fragment)
