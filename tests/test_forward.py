@@ -16,7 +16,7 @@ def test_fused_net_is_the_same_function_on_every_variant(variant_net):
     assert fused.count_params() == variant_net.count_params()
     images = np.random.default_rng(1).uniform(0, 255, (2, 36, 44, 3)).astype("float32")
     difference = np.abs(np.asarray(fused(images)) - np.asarray(variant_net(images)))
-    assert difference.max() <= 1e-3
+    assert difference.max() <= 0.01  # float rounding; a wrong fusion is off by whole levels
 
 
 def test_an_upsampled_tensor_read_twice_is_not_fused():
@@ -40,7 +40,7 @@ def test_fused_layers_share_the_nets_kernels(padding):
     conv.kernel.assign(conv.kernel * -2.0)
     after = np.asarray(fused(images))
     assert np.abs(after - before).max() > 1.0  # the change shows
-    assert np.abs(after - np.asarray(net(images))).max() <= 1e-3
+    assert np.abs(after - np.asarray(net(images))).max() <= 0.01
 
 
 @pytest.mark.parametrize("reflect", [False, True])
