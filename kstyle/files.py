@@ -74,49 +74,70 @@ def _fsync_tree(path: str) -> None:
             os.fsync(file.fileno())
 
 
+class StagedOutput:
+    """A temporary file (or folder) next to ``path`` that becomes ``path`` only when told.
+
+    Write the whole artifact to :attr:`temporary` (with any library: ``model.save``,
+    ``Image.save``, ``open``), check it if you like, then :meth:`commit` (flushed to disk and
+    renamed over ``path``) or :meth:`keep_as` another name. Leaving the ``with`` block without
+    either removes the temporary, so ``path`` is untouched by a failed write. The temporary
+    name is short (well within any file-name limit) and keeps ``path``'s extension, which some
+    writers read to pick a format.
+    """
+
+    def __init__(self, path: str, folder: bool = False):
+        self.path = path
+        self.directory = os.path.dirname(os.path.abspath(path))
+        os.makedirs(self.directory, exist_ok=True)
+        if folder:
+            self.temporary = tempfile.mkdtemp(prefix=".kstyle-", suffix=".tmp", dir=self.directory)
+        else:
+            extension = os.path.splitext(path)[1][:16]
+            descriptor, self.temporary = tempfile.mkstemp(
+                prefix=".kstyle-", suffix=f".tmp{extension}", dir=self.directory
+            )
+            os.close(descriptor)
+
+    def commit(self) -> None:
+        """Flushes the temporary to disk and renames it over ``path``."""
+        self.keep_as(self.path)
+
+    def keep_as(self, path: str) -> None:
+        """Flushes the temporary to disk and renames it over ``path`` (in the same folder)."""
+        _fsync_tree(self.temporary)
+        replace_path(self.temporary, path)
+
+    def discard(self) -> None:
+        """Removes the temporary if it is still there."""
+        if os.path.isdir(self.temporary):
+            shutil.rmtree(self.temporary, ignore_errors=True)
+        elif os.path.lexists(self.temporary):
+            os.remove(self.temporary)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.discard()
+
+
 @contextlib.contextmanager
 def atomic_output(path: str):
-    """Yields a temporary file path next to ``path``; on success it becomes ``path``.
-
-    Write the whole file to the yielded path (with any library: ``model.save``,
-    ``Image.save``, ``open``). When the block ends without an error the file is flushed to
-    disk and renamed over ``path``; on an error it is removed and ``path`` is untouched. The
-    temporary name is short (well within any file-name limit) and keeps ``path``'s
-    extension, which some writers read to pick a format.
-    """
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    extension = os.path.splitext(path)[1][:16]
-    descriptor, temporary = tempfile.mkstemp(prefix=".kstyle-", suffix=f".tmp{extension}",
-                                             dir=directory)  # fmt: skip
-    os.close(descriptor)
-    try:
-        yield temporary
-        _fsync_tree(temporary)
-        os.replace(temporary, path)
-        _fsync_directory(directory)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+    """Yields a temporary file path next to ``path``; when the block ends without an error the
+    file is flushed and renamed over ``path``; on an error it is removed and ``path`` is
+    untouched (see :class:`StagedOutput`)."""
+    with StagedOutput(path) as staged:
+        yield staged.temporary
+        staged.commit()
 
 
 @contextlib.contextmanager
 def atomic_directory(path: str):
-    """Yields a temporary folder next to ``path``; on success it replaces ``path``.
-
-    Like :func:`atomic_output` for a folder (a SavedModel): on success every file in it is
-    flushed, an existing ``path`` is moved aside, the new folder renamed into place, and the
-    old one deleted; on an error the temporary folder is removed and ``path`` is untouched.
-    """
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    temporary = tempfile.mkdtemp(prefix=".kstyle-", suffix=".tmp", dir=directory)
-    try:
-        yield temporary
-        _fsync_tree(temporary)
-        replace_path(temporary, path)
-    finally:
-        shutil.rmtree(temporary, ignore_errors=True)
+    """Like :func:`atomic_output` for a folder (a SavedModel): on success an existing ``path``
+    is moved aside, the new folder renamed into place, and the old one deleted."""
+    with StagedOutput(path, folder=True) as staged:
+        yield staged.temporary
+        staged.commit()
 
 
 def replace_path(source: str, target: str) -> None:

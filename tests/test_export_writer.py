@@ -92,3 +92,28 @@ def test_bad_input_gives_one_line_errors(export_run, tmp_path):
     for args, fragment in cases:
         result = run("export.py", *args, "--output", tmp_path / "out")
         assert_one_line_error(result, fragment)
+
+
+def test_a_missed_bar_keeps_the_previous_file_and_the_failure_beside_it(
+    export_run, export_net, tmp_path, monkeypatch
+):
+    from kstyle.export import writer
+    from kstyle.transform_net import build_transform_net
+
+    run_dir, quiet = str(export_run / "run"), dict(verify_size=32, printer=lambda *_: None)
+    (good,) = export(run_dir, str(tmp_path), formats=("tflite",), **quiet)
+    assert good.passed and good.path == str(tmp_path / "model.tflite")
+    before = {
+        name: (tmp_path / name).read_bytes() for name in ("model.tflite", "model.tflite.json")
+    }
+    other = build_transform_net()  # another net's file cannot meet the bar
+    monkeypatch.setattr(writer, "tflite_bytes", lambda *args: tflite_bytes(other))
+    (bad,) = export(run_dir, str(tmp_path), formats=("tflite",), **quiet)
+    assert not bad.passed and bad.path == str(tmp_path / "model.tflite.failed")
+    assert {name: (tmp_path / name).read_bytes() for name in before} == before
+    assert (tmp_path / "model.tflite.failed").stat().st_size > 1_000_000
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "model.tflite",
+        "model.tflite.failed",
+        "model.tflite.json",
+    ]  # no temporary file left

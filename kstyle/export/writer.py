@@ -11,7 +11,7 @@ from kstyle.errors import KstyleError
 from kstyle.export.int8 import int8_flatbuffer
 from kstyle.export.serving import FORMATS, export_model, plain_tflite_bytes, serving_archive
 from kstyle.export.verify import held_out_image, verify
-from kstyle.files import atomic_directory, atomic_output, list_image_files, write_json_atomically
+from kstyle.files import StagedOutput, list_image_files, write_json_atomically
 from kstyle.images import load_image
 from kstyle.transform_net import SIZE_MULTIPLE, load_transform_net
 
@@ -119,6 +119,20 @@ def artifact_name(fmt: str, quantize=None) -> str:
     return "model.onnx"
 
 
+def _write_artifact(fmt, path, transform_net, quantize, input_size, calibration, image):
+    """Writes one artifact of ``transform_net`` to ``path`` (a folder for a SavedModel)."""
+    if fmt == "saved_model":
+        serving_archive(transform_net, path, input_size=input_size)
+    elif fmt == "tflite":
+        flatbuffer = tflite_bytes(transform_net, quantize, input_size, calibration)
+        with open(path, "wb") as file:
+            file.write(flatbuffer)
+    else:
+        onnx_model = export_model(transform_net, input_size=input_size)
+        onnx_model(image[None])  # Keras's ONNX export needs a model that has been called
+        onnx_model.export(path, format="onnx", verbose=False)
+
+
 def export(
     model_path,
     output_dir,
@@ -133,8 +147,10 @@ def export(
     """Writes and verifies the requested artifacts; returns their ``Verification`` records.
 
     Files in ``output_dir``: ``saved_model/``, ``model.tflite`` (fp32) or
-    ``model_<quantization>.tflite``, ``model.onnx``, each with a JSON sidecar. Every file is
-    written under a temporary name and renamed once complete.
+    ``model_<quantization>.tflite``, ``model.onnx``, each with a JSON sidecar. Each artifact
+    is written under a temporary name and verified there; only one that meets its bar is moved
+    into place (with its sidecar). One that misses it leaves any previous file untouched and
+    is kept beside it as ``NAME.failed`` (the record's ``path``).
     """
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
@@ -158,20 +174,17 @@ def export(
     for fmt in formats:
         for quantize in quantizations if fmt == "tflite" else (None,):
             target = os.path.join(output_dir, artifact_name(fmt, quantize))
-            if fmt == "saved_model":
-                with atomic_directory(target) as temporary:
-                    serving_archive(transform_net, temporary, input_size=input_size)
-            elif fmt == "tflite":
-                flatbuffer = tflite_bytes(transform_net, quantize, input_size, calibration)
-                with atomic_output(target) as temporary, open(temporary, "wb") as file:
-                    file.write(flatbuffer)
-            else:
-                onnx_model = export_model(transform_net, input_size=input_size)
-                onnx_model(image[None])  # Keras's ONNX export needs a model that has been called
-                with atomic_output(target) as temporary:
-                    onnx_model.export(temporary, format="onnx", verbose=False)
-            write_metadata(target, fmt, quantize, input_size, description)
-            result = verify(fmt, target, transform_net, image, quantize=quantize)
+            with StagedOutput(target, folder=fmt == "saved_model") as staged:
+                _write_artifact(fmt, staged.temporary, transform_net, quantize, input_size,
+                                calibration, image)  # fmt: skip
+                result = verify(fmt, staged.temporary, transform_net, image, quantize=quantize)
+                if result.passed:
+                    staged.commit()
+                    write_metadata(target, fmt, quantize, input_size, description)
+                    result.path = target
+                else:  # the previous file stays; the failing one is kept beside it
+                    result.path = f"{target}.failed"
+                    staged.keep_as(result.path)
             printer(result.line())
             results.append(result)
     return results
