@@ -14,3 +14,15 @@ def tflite_ops(interpreter) -> list[dict]:
     # tf.lite.experimental.Analyzer only prints text; _get_ops_details is the listing
     # TensorFlow's own QuantizationDebugger reads.
     return interpreter._get_ops_details()
+
+
+def strategy_supports_no_merge_call() -> bool:
+    """Whether the current ``tf.distribute`` strategy updates variables without a
+    ``merge_call`` (collective strategies), so a ``tf.cond`` around ``apply_gradients`` may
+    run in the replica context; otherwise the cond has to run in the cross-replica context.
+    """
+    import tensorflow as tf
+
+    # No public API tells the two apart; Keras's own LossScaleOptimizer picks its update path
+    # with this same call for the same reason (a cond that skips a non-finite step).
+    return bool(tf.__internal__.distribute.strategy_supports_no_merge_call())

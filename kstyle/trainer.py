@@ -14,6 +14,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from kstyle.internals import strategy_supports_no_merge_call
 from kstyle.loss_net import CONTENT_LAYER, STYLE_LAYERS
 from kstyle.losses import gram_matrix, perceptual_loss
 
@@ -125,14 +126,32 @@ class StyleTransferTrainer(keras.Model):
         else:
             norm = tf.linalg.global_norm(gradients)
             finite = _finite_everywhere(tf.math.is_finite(total) & tf.math.is_finite(norm))
-            # a non-finite step is not applied: the weights stay those of the last good step
-            tf.cond(finite, lambda: self._apply(gradients, variables), lambda: tf.no_op())
+            self._apply_if(finite, gradients, variables)
             self.last_gradient_norm.assign(norm)
         return self._record(total, parts, content_batch, stylized)
 
     def _apply(self, gradients, variables):
         self.optimizer.apply_gradients(zip(gradients, variables, strict=True))
-        return tf.no_op()
+        return tf.constant(True)
+
+    def _apply_if(self, finite, gradients, variables):
+        """Applies the step only when ``finite`` (the same on every replica): a non-finite step
+        leaves the weights and the optimizer state as the last good step left them."""
+        context = tf.distribute.get_replica_context()
+        if context.num_replicas_in_sync == 1 or strategy_supports_no_merge_call():
+            tf.cond(finite, lambda: self._apply(gradients, variables), lambda: tf.constant(False))
+            return
+
+        def across_replicas(distribution, finite, gradients, variables):
+            # apply_gradients makes a merge_call, which a cond may not hold in replica context
+            def apply():
+                distribution.extended.call_for_each_replica(self._apply, (gradients, variables))
+                return tf.constant(True)
+
+            finite = distribution.experimental_local_results(finite)[0]
+            tf.cond(finite, apply, lambda: tf.constant(False))
+
+        context.merge_call(across_replicas, args=(finite, gradients, variables))
 
     def test_step(self, data):
         content_batch = data[0] if isinstance(data, tuple) else data

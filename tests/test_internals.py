@@ -28,3 +28,13 @@ def test_tflite_ops_lists_every_op_with_its_tensors():
     assert list(image["shape"]) == [1, 8, 8, 3] and list(kernel["shape"]) == [5, 3, 3, 3], message
     (output,) = conv["outputs"]
     assert tensors[output]["dtype"] == np.float32, message
+
+
+def test_strategy_supports_no_merge_call_tells_the_strategies_apart():
+    assert hasattr(tf.__internal__.distribute, "strategy_supports_no_merge_call"), (
+        "tf.__internal__.distribute.strategy_supports_no_merge_call is gone; "
+        "kstyle.internals.strategy_supports_no_merge_call must change (see kstyle.trainer)"
+    )
+    assert internals.strategy_supports_no_merge_call() in (True, False)
+    with tf.distribute.MirroredStrategy(["/cpu:0"]).scope():
+        assert internals.strategy_supports_no_merge_call() is False

@@ -8,7 +8,7 @@ import sys
 from conftest import ROOT
 
 PACKAGE = os.path.join(ROOT, "kstyle")
-BASE = {"errors", "files", "images", "memory", "progress", "demo"}
+BASE = {"errors", "files", "images", "memory", "progress", "demo", "internals"}
 TRAINING = {"data", "transform_net", "loss_net", "losses", "trainer", "callbacks", "distribute"}
 TRAINING |= {"run"}
 INFERENCE = {"graph", "forward", "tiling", "inference", "video", "stylize_files", "export"}
