@@ -161,3 +161,19 @@ def build_variant(kind, seed=0):
 def variant_net(request):
     """Each of :data:`VARIANTS` in turn (built once per session)."""
     return build_variant(request.param)
+
+
+def tensorboard_scalars(log_dir):
+    """``{tag: [(step, value), ...]}`` of every scalar in the event files under ``log_dir``,
+    read back through TensorFlow's public event reader, sorted by step."""
+    import glob
+
+    import tensorflow as tf
+
+    scalars = {}
+    for path in sorted(glob.glob(os.path.join(str(log_dir), "**", "*tfevents*"), recursive=True)):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                number = float(tf.make_ndarray(value.tensor))
+                scalars.setdefault(value.tag, []).append((event.step, number))
+    return {tag: sorted(points) for tag, points in scalars.items()}
