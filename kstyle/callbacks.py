@@ -4,6 +4,7 @@ Every file is written atomically (temporary file, then rename), so a crash or ki
 leaves a half-written CSV, PNG or model behind.
 """
 
+import contextlib
 import csv
 import glob
 import math
@@ -11,6 +12,7 @@ import os
 import shutil
 import signal
 import sys
+import threading
 import time
 
 import keras
@@ -21,6 +23,7 @@ from kstyle.images import save_image, side_by_side, to_uint8
 from kstyle.trainer import LOSS_NAMES
 
 HISTORY_FIELDS = ("step", "epoch", *LOSS_NAMES, "seconds")
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C, and a preemptible VM's notice
 
 
 def save_model_atomically(model, path: str) -> None:
@@ -332,6 +335,7 @@ class StopRequest(keras.callbacks.Callback):
         self.agree = agree or (lambda flag: flag)
 
     def request(self, number, frame=None):
+        """The signal handler: remembers the first stop signal, raises on the second."""
         if self.signal_name is not None:
             raise KeyboardInterrupt
         self.signal_name = signal.Signals(number).name
@@ -341,26 +345,66 @@ class StopRequest(keras.callbacks.Callback):
             file=sys.stderr,
         )
 
+    @contextlib.contextmanager
+    def handling_signals(self):
+        """While in this block, SIGINT and SIGTERM call :meth:`request`.
+
+        Only in the main thread (Python delivers signals there); elsewhere nothing changes.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {number: signal.signal(number, self.request) for number in STOP_SIGNALS}
+        try:
+            yield
+        finally:
+            for number, handler in previous.items():
+                signal.signal(number, handler)
+
     def on_train_batch_end(self, batch, logs=None):
         if self.agree(int(self.signal_name is not None)):
             raise TrainingStopped(self.signal_name or "a stop on another worker")
 
 
-class StepTensorBoard(keras.callbacks.TensorBoard):
-    """Keras's TensorBoard callback with batch scalars on the run's global step.
+class LossTensorBoard(keras.callbacks.Callback):
+    """Writes each step's losses (the trainer's ``last_losses``: loss, content, style, tv) as
+    TensorBoard scalars at the run's global step, every ``update_freq`` steps.
 
-    Keras restarts its batch counter at 0 in every ``fit`` call; a resumed run (and a run made
-    of several ``fit`` calls) would write its curves over the earlier steps.
+    Steps count on from ``initial_step`` (the checkpoint's step when resuming), so a resumed
+    run, and a run made of several ``fit`` calls, continues the curves instead of writing over
+    them. Each write is flushed at once: a run that is killed keeps its curves.
+
+    Args:
+        log_dir: the event files' folder (``<run>/logs/train``).
+        initial_step: steps done before this run (0 for a new run).
+        update_freq: write the steps that are multiples of this.
     """
 
-    def __init__(self, initial_step=0, **kwargs):
-        super().__init__(**kwargs)
-        self.next_step = int(initial_step)
+    def __init__(self, log_dir, initial_step=0, update_freq=1):
+        super().__init__()
+        self.log_dir = log_dir
+        self.step = int(initial_step)
+        self.update_freq = max(1, int(update_freq))
+        self.writer = None
 
     def on_train_begin(self, logs=None):
-        super().on_train_begin(logs)
-        self._global_train_batch = self.next_step
+        import tensorflow as tf
+
+        if self.writer is None:
+            self.writer = tf.summary.create_file_writer(self.log_dir)
 
     def on_train_batch_end(self, batch, logs=None):
-        super().on_train_batch_end(batch, logs)
-        self.next_step = self._global_train_batch
+        import tensorflow as tf
+
+        self.step += 1
+        if self.step % self.update_freq:
+            return
+        with self.writer.as_default():
+            for name in LOSS_NAMES:
+                value = float(self.model.last_losses[name].numpy())
+                tf.summary.scalar(name, value, step=self.step)
+        self.writer.flush()
+
+    def on_train_end(self, logs=None):
+        self.writer.close()
+        self.writer = None

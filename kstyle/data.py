@@ -12,10 +12,10 @@ import math
 
 import tensorflow as tf
 
+from kstyle.constants import DEFAULT_TFDS_NAME
 from kstyle.errors import KstyleError
 from kstyle.files import list_image_files
 
-DEFAULT_TFDS_NAME = "coco/2014"
 SHUFFLE_BLOCK = 2048  # tfds images are shuffled in blocks of encoded bytes (~160 kB each)
 
 

@@ -101,9 +101,14 @@ def make_strategy(name: str = "auto"):
 
 
 def in_multi_worker_mode(strategy) -> bool:
-    """Whether ``strategy`` spans several worker processes (collectives between them)."""
-    extended = getattr(strategy, "extended", None)
-    return bool(getattr(extended, "_in_multi_worker_mode", lambda: False)())
+    """Whether ``strategy`` spans several worker processes (collectives between them): a
+    ``MultiWorkerMirroredStrategy`` whose cluster has more than one chief or worker task."""
+    import tensorflow as tf
+
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return False
+    spec = strategy.cluster_resolver.cluster_spec()
+    return sum(spec.num_tasks(job) for job in ("chief", "worker") if job in spec.jobs) > 1
 
 
 def agree_across_workers(strategy, value: int, how: str) -> int:

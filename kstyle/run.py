@@ -7,133 +7,23 @@ checkpoints under ``checkpoints/`` while it runs, and ``summary.json`` once it h
 
 Running the same command again continues a killed run from its last checkpoint (same step,
 optimizer state and data order); a finished run is left alone unless ``restart`` is set.
+
+``train`` goes through four phases, each a function of its own that hands a :class:`Run` on:
+:func:`open_run` (checks, the run directory, a previous run, the data seed), :func:`build_run`
+(data, models, callbacks), :func:`fit_run` (the ``fit`` calls, stops and NaNs) and
+:func:`finish_run` (model, summary).
 """
 
-import contextlib
 import dataclasses
-import json
 import os
-import platform
 import shutil
-import signal
-import sys
-import threading
 
 import numpy as np
 
+from kstyle.config import TrainConfig
 from kstyle.errors import KstyleError
 from kstyle.files import write_json_atomically
-
-RUN_FILES = ("model.keras", "config.json", "history.csv", "losses.png", "preview.png")
-# Files and folders of a run that --restart removes (never anything else in the folder).
-RESTART_REMOVES = (*RUN_FILES, "summary.json", "stylized.png", "checkpoints", "logs")
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C, and a preemptible VM's notice
-# Options that define what a run computes: a resumed run must have the same ones.
-RESUME_KEYS = (
-    "style",
-    "data",
-    "tfds_name",
-    "tfds_split",
-    "epochs",
-    "batch_size",
-    "image_size",
-    "style_size",
-    "beta1",
-    "beta2",
-    "content_weight",
-    "style_weight",
-    "tv_weight",
-    "fraction",
-    "steps",
-    "vgg_weights",
-    "padding",
-    "seed",
-    "mixed_precision",
-    "cache",
-)  # fmt: skip  (--learning-rate may change: a run resumed after a NaN needs a lower one)
-
-
-@dataclasses.dataclass
-class TrainConfig:
-    """Every option of a training run; the defaults are the reference example's."""
-
-    style: str
-    data: str | None = None  # a folder of images; None: the tfds dataset below
-    tfds_name: str = "coco/2014"
-    tfds_split: str = "train"
-    tfds_data_dir: str | None = None
-    output: str | None = None  # None: runs/<style file name>
-    epochs: int = 2
-    batch_size: int = 4
-    image_size: int = 256
-    style_size: int | None = None  # None: image_size
-    learning_rate: float = 1e-3
-    beta1: float = 0.9
-    beta2: float = 0.999
-    content_weight: float = 1e-4
-    style_weight: float = 3e-8
-    tv_weight: float = 0.0
-    fraction: float = 1.0
-    steps: int | None = None
-    vgg_weights: str = "imagenet"
-    padding: str = "zeros"
-    plot_every: int = 10
-    seed: int | None = None
-    verbose: int | str = "auto"
-    checkpoint_every: int = 500
-    restart: bool = False
-    mixed_precision: str = "off"
-    jit_compile: str = "auto"
-    strategy: str = "auto"
-    cache: bool = False  # decode the images once and keep them in memory
-
-    def resolved_output(self) -> str:
-        """The run directory: ``output``, or ``runs/<style file name without extension>``."""
-        if self.output:
-            return self.output
-        return os.path.join("runs", os.path.splitext(os.path.basename(self.style))[0])
-
-    def validate(self) -> None:
-        """Raises KstyleError for option values that cannot work."""
-        positive = {
-            "--epochs": self.epochs,
-            "--batch-size": self.batch_size,
-            "--image-size": self.image_size,
-            "--learning-rate": self.learning_rate,
-        }
-        if self.style_size is not None:
-            positive["--style-size"] = self.style_size
-        if self.steps is not None:
-            positive["--steps"] = self.steps
-        for flag, value in positive.items():
-            if value <= 0:
-                raise KstyleError(f"{flag} must be positive, got {value}")
-        for flag, value in (
-            ("--content-weight", self.content_weight),
-            ("--style-weight", self.style_weight),
-            ("--tv-weight", self.tv_weight),
-        ):
-            if value < 0:
-                raise KstyleError(f"{flag} must not be negative, got {value}")
-        if not 0.0 < self.fraction <= 1.0:
-            raise KstyleError(f"--fraction must be in (0, 1], got {self.fraction}")
-        if not (0.0 <= self.beta1 < 1.0 and 0.0 <= self.beta2 < 1.0):
-            raise KstyleError("--beta1 and --beta2 must be in [0, 1)")
-        if self.image_size % 4:
-            raise KstyleError(f"--image-size must be a multiple of 4, got {self.image_size}")
-        if self.padding not in ("zeros", "reflect"):
-            raise KstyleError(f"--padding must be zeros or reflect, got {self.padding}")
-        if self.checkpoint_every < 0:
-            raise KstyleError(f"--checkpoint-every must not be negative: {self.checkpoint_every}")
-        from kstyle.distribute import JIT_COMPILE, MIXED_PRECISION, STRATEGIES
-
-        for flag, value, choices in (
-            ("--mixed-precision", self.mixed_precision, MIXED_PRECISION),
-            ("--jit-compile", self.jit_compile, JIT_COMPILE),
-            ("--strategy", self.strategy, STRATEGIES),
-        ):
-            if value not in choices:
-                raise KstyleError(f"{flag} must be one of {', '.join(choices)}, got {value!r}")
+from kstyle.run_dir import clear_run, previous_run, read_json, worker_dir, write_run_config
 
 
 def load_style_image(path: str, size: int) -> np.ndarray:
@@ -146,21 +36,6 @@ def load_style_image(path: str, size: int) -> np.ndarray:
     image = load_image(path)
     encoded = tf.io.encode_png(image)
     return decode_and_resize(encoded, size).numpy()
-
-
-def library_versions() -> dict:
-    """Versions of kstyle, Python, TensorFlow and Keras, for ``config.json``."""
-    import keras
-    import tensorflow as tf
-
-    import kstyle
-
-    return {
-        "kstyle": kstyle.__version__,
-        "python": platform.python_version(),
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-    }
 
 
 def build_training_data(config: TrainConfig, seed: int | None):
@@ -253,82 +128,38 @@ def build_trainer(config: TrainConfig, style_image):
     return trainer, optimizer
 
 
-def _worker_dir(run_dir: str) -> str:
-    """This worker's run directory: ``run_dir`` for the chief, a subfolder for the others."""
-    from kstyle.distribute import is_chief, worker_role
+@dataclasses.dataclass
+class Run:
+    """One training run as its phases hand it on to each other.
 
-    if is_chief():
-        return run_dir
-    task_type, index = worker_role()
-    return os.path.join(run_dir, f"{task_type}-{index}")
-
-
-def _previous_run(run_dir: str, config: TrainConfig) -> dict | None:
-    """The saved config of a resumable run in ``run_dir`` (None: start a new run).
-
-    Raises:
-        KstyleError: the run there was started with other options.
+    :func:`open_run` fills the first group of attributes, :func:`build_run` the second.
     """
-    from kstyle.callbacks import latest_checkpoint_step
 
-    config_path = os.path.join(run_dir, "config.json")
-    step = latest_checkpoint_step(os.path.join(run_dir, "checkpoints"))
-    if step is None or not os.path.isfile(config_path):
-        return None
-    saved = _read_json(config_path)
-    if "data_seed" not in saved:
-        raise KstyleError(f"{config_path} lacks data_seed; pass --restart to start over")
-    now = dataclasses.asdict(config)
-    for key in RESUME_KEYS:
-        if key in saved and saved[key] != now[key]:
-            flag = "--" + key.replace("_", "-")
-            raise KstyleError(
-                f"{run_dir} holds a run started with {flag} {saved[key]} (now {now[key]}); "
-                "rerun it with its options to resume, pass --restart to start over, "
-                "or choose another --output"
-            )
-    return saved
+    config: TrainConfig
+    strategy: object  # the tf.distribute strategy
+    run_dir: str  # this worker's run directory
+    finished: dict | None = None  # summary.json of a run that finished before
+    previous: dict | None = None  # config.json of the run being resumed (None: a new run)
+    data_seed: int | None = None
 
+    data: object = None  # kstyle.data.TrainingData
+    trainer: object = None  # kstyle.trainer.StyleTransferTrainer
+    checkpoint: object = None  # kstyle.callbacks.TrainingCheckpoint
+    monitor: object = None  # kstyle.callbacks.TrainingMonitor
+    stop: object = None  # kstyle.callbacks.StopRequest
+    callbacks: list = dataclasses.field(default_factory=list)
+    start_step: int = 0
+    total_steps: int = 0
 
-def _read_json(path: str) -> dict:
-    """A JSON object from ``path``, or a KstyleError that names the file."""
-    try:
-        with open(path) as file:
-            data = json.load(file)
-    except (OSError, ValueError) as error:
-        raise KstyleError(
-            f"could not read {path} ({type(error).__name__}); pass --restart to start over"
-        ) from error
-    if not isinstance(data, dict):
-        raise KstyleError(f"{path} is not a JSON object; pass --restart to start over")
-    return data
+    @property
+    def model_path(self) -> str:
+        """Where the trained transform net goes."""
+        return os.path.join(self.run_dir, "model.keras")
 
-
-def _clear_run(run_dir: str) -> None:
-    """Removes what a previous run wrote into ``run_dir`` (for ``--restart``)."""
-    for name in RESTART_REMOVES:
-        path = os.path.join(run_dir, name)
-        if os.path.isdir(path):
-            shutil.rmtree(path)
-        elif os.path.exists(path):
-            os.remove(path)
-
-
-@contextlib.contextmanager
-def _stop_signals_handled_by(callback):
-    """While training, SIGINT and SIGTERM ask ``callback`` to stop after the current step.
-
-    Only in the main thread (Python delivers signals there); elsewhere nothing changes.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {number: signal.signal(number, callback.request) for number in STOP_SIGNALS}
-    try:
-        yield
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
+    @property
+    def summary_path(self) -> str:
+        """The summary of a finished run; its presence marks the run finished."""
+        return os.path.join(self.run_dir, "summary.json")
 
 
 def train(config: TrainConfig, printer=print) -> dict:
@@ -343,16 +174,35 @@ def train(config: TrainConfig, printer=print) -> dict:
             NaN or infinite (the last good checkpoint is kept), or training was interrupted
             (a checkpoint of that step is written first; exit code 130).
     """
+    run = open_run(config)
+    if run.finished is not None:
+        printer(
+            f"{run.run_dir} holds a finished run ({run.finished.get('steps')} steps; model: "
+            f"{run.finished.get('model_path')}); nothing to do. Pass --restart to train it "
+            "again from scratch, or choose another --output"
+        )
+        return {**run.finished, "finished_before": True}
+    build_run(run, printer)
+    fit_run(run)
+    return finish_run(run)
+
+
+def open_run(config: TrainConfig) -> Run:
+    """Phase 1: checks ``config``, makes the strategy and finds what the run directory holds.
+
+    The returned run has ``finished`` (the summary of a run that finished before: nothing
+    more to do), or ``previous`` (the saved config of a run to resume) or neither, and the
+    data seed: the resumed run's, else ``config.seed``, else one that every worker shares.
+    With ``config.restart``, what a previous run wrote is removed first.
+    """
     config.validate()
     from kstyle.distribute import (
         agree_across_workers,
-        float32_copy,
         in_multi_worker_mode,
-        is_chief,
         make_strategy,
         shared_seed,
-        strategy_name,
     )
+    from kstyle.images import load_image
 
     strategy = make_strategy(config.strategy)  # first: multi-worker collectives need it
     if config.batch_size % strategy.num_replicas_in_sync:
@@ -360,144 +210,152 @@ def train(config: TrainConfig, printer=print) -> dict:
             f"--batch-size {config.batch_size} is the global batch and must be a multiple of "
             f"the {strategy.num_replicas_in_sync} replicas"
         )
-    from kstyle.images import load_image
-
     load_image(config.style)  # a missing or unreadable style file fails before anything else
-    run_dir = _worker_dir(config.resolved_output())
-    if os.path.exists(run_dir) and not os.path.isdir(run_dir):
-        raise KstyleError(f"--output {run_dir} is a file, not a directory")
-    summary_path = os.path.join(run_dir, "summary.json")
+    run = Run(config, strategy, worker_dir(config.resolved_output()))
+    if os.path.exists(run.run_dir) and not os.path.isdir(run.run_dir):
+        raise KstyleError(f"--output {run.run_dir} is a file, not a directory")
     if config.restart:
-        _clear_run(run_dir)
-    finished_here = int(os.path.isfile(summary_path))
+        clear_run(run.run_dir)
+    finished_here = int(os.path.isfile(run.summary_path))
     finished = agree_across_workers(strategy, finished_here, "all")
     if finished != agree_across_workers(strategy, finished_here, "any"):
         raise KstyleError(
             "some workers hold a finished run and others do not; pass --restart on every worker"
         )
     if finished:
-        done = _read_json(summary_path)
-        printer(
-            f"{run_dir} holds a finished run ({done.get('steps')} steps; model: "
-            f"{done.get('model_path')}); nothing to do. Pass --restart to train it again "
-            "from scratch, or choose another --output"
-        )
-        return {**done, "finished_before": True}
-    previous = _previous_run(run_dir, config)
-    data_seed = previous["data_seed"] if previous else config.seed
-    if data_seed is None and in_multi_worker_mode(strategy):
-        data_seed = shared_seed()  # every worker must draw the same permutations
-    data = build_training_data(config, data_seed)
-    if previous and previous.get("steps_per_epoch") != data.steps_per_epoch:
-        raise KstyleError(
-            f"the data changed since {run_dir} was started ({data.steps_per_epoch} steps per "
-            f"epoch now, {previous.get('steps_per_epoch')} then); resuming would not continue "
-            "the same run. Restore the data, pass --restart, or choose another --output"
-        )
+        run.finished = read_json(run.summary_path)
+        return run
+    run.previous = previous_run(run.run_dir, config)
+    run.data_seed = run.previous["data_seed"] if run.previous else config.seed
+    if run.data_seed is None and in_multi_worker_mode(strategy):
+        run.data_seed = shared_seed()  # every worker must draw the same permutations
+    return run
 
+
+def build_run(run: Run, printer=print) -> None:
+    """Phase 2: the data, the trainer (restored from the last checkpoint when resuming), the
+    run's ``config.json`` (or a line saying where it resumes) and the callbacks."""
+    from kstyle.distribute import strategy_name
+
+    config = run.config
+    run.data = build_training_data(config, run.data_seed)
+    steps_per_epoch = run.data.steps_per_epoch
+    if run.previous and run.previous.get("steps_per_epoch") != steps_per_epoch:
+        raise KstyleError(
+            f"the data changed since {run.run_dir} was started ({steps_per_epoch} steps per "
+            f"epoch now, {run.previous.get('steps_per_epoch')} then); resuming would not "
+            "continue the same run. Restore the data, pass --restart, or choose another --output"
+        )
+    run.total_steps = total_steps_of(steps_per_epoch, config.epochs, config.steps)
+    os.makedirs(run.run_dir, exist_ok=True)
+    _build_models(run, printer)
+    if run.previous is None:
+        strategy = strategy_name(run.strategy)
+        write_run_config(run.run_dir, config, run.data, run.total_steps, strategy)
+        printer(
+            f"training on {run.data.description}: {run.total_steps} steps on {strategy}, "
+            f"run directory {run.run_dir}"
+        )
+    else:
+        epoch, batch = divmod(run.start_step, steps_per_epoch)
+        printer(
+            f"resuming {run.run_dir} at step {run.start_step} of {run.total_steps} "
+            f"(epoch {epoch + 1}, batch {batch}) from its last checkpoint"
+        )
+    _build_callbacks(run, printer)
+
+
+def _build_models(run: Run, printer) -> None:
+    """The trainer and its checkpoint; a resumed run restores the step all workers have."""
     import keras
 
-    from kstyle.callbacks import (
-        NonFiniteLoss,
-        NonFiniteLossGuard,
-        SaveTransformNet,
-        SkippedFilesReport,
-        StepTensorBoard,
-        StopRequest,
-        TrainingCheckpoint,
-        TrainingMonitor,
-        TrainingStopped,
-        latest_checkpoint_step,
-        read_history,
-        save_model_atomically,
-    )
+    from kstyle.callbacks import TrainingCheckpoint, latest_checkpoint_step
+    from kstyle.distribute import agree_across_workers
 
-    os.makedirs(run_dir, exist_ok=True)
-    model_path = os.path.join(run_dir, "model.keras")
+    config = run.config
     if config.seed is not None:
         keras.utils.set_random_seed(config.seed)
-
-    style_size = config.style_size or config.image_size
-    style_image = load_style_image(config.style, style_size)
-    with strategy.scope():
-        trainer, optimizer = build_trainer(config, style_image)
-    transform_net = trainer.transform_net
-    checkpoint = TrainingCheckpoint(
-        os.path.join(run_dir, "checkpoints"),
-        transform_net,
+    style_image = load_style_image(config.style, config.resolved_style_size())
+    with run.strategy.scope():
+        run.trainer, optimizer = build_trainer(config, style_image)
+    run.checkpoint = TrainingCheckpoint(
+        os.path.join(run.run_dir, "checkpoints"),
+        run.trainer.transform_net,
         optimizer,
         every=config.checkpoint_every,
     )
-    start_step = 0
-    if previous:
-        local = latest_checkpoint_step(checkpoint.directory) or 0
-        start_step = checkpoint.restore(agree_across_workers(strategy, local, "min"))
-        if previous.get("learning_rate") != config.learning_rate:
+    if run.previous:
+        local = latest_checkpoint_step(run.checkpoint.directory) or 0
+        run.start_step = run.checkpoint.restore(agree_across_workers(run.strategy, local, "min"))
+        if run.previous.get("learning_rate") != config.learning_rate:
             inner = getattr(optimizer, "inner_optimizer", optimizer)
             inner.learning_rate = config.learning_rate
             printer(
-                f"learning rate changed from {previous.get('learning_rate')} to "
+                f"learning rate changed from {run.previous.get('learning_rate')} to "
                 f"{config.learning_rate} for the rest of the run"
             )
 
-    total_steps = total_steps_of(data.steps_per_epoch, config.epochs, config.steps)
-    if previous is None:
-        write_json_atomically(
-            {
-                **dataclasses.asdict(config),  # the options as given, for resuming
-                "run_dir": config.resolved_output(),
-                "style_size_used": style_size,
-                "data_description": data.description,
-                "data_seed": data.seed,
-                "steps_per_epoch": data.steps_per_epoch,
-                "total_steps": total_steps,
-                "strategy_used": strategy_name(strategy),
-                "command": sys.argv,
-                "versions": library_versions(),
-            },
-            os.path.join(run_dir, "config.json"),
-        )
-        printer(
-            f"training on {data.description}: {total_steps} steps on "
-            f"{strategy_name(strategy)}, run directory {run_dir}"
-        )
-    else:
-        epoch, batch = divmod(start_step, data.steps_per_epoch)
-        printer(
-            f"resuming {run_dir} at step {start_step} of {total_steps} "
-            f"(epoch {epoch + 1}, batch {batch}) from its last checkpoint"
-        )
-    monitor = TrainingMonitor(
-        run_dir, total_steps, plot_every=config.plot_every, initial_step=start_step
+
+def _build_callbacks(run: Run, printer) -> None:
+    """The callbacks of every ``fit`` call, in the order that keeps a broken step out of the
+    checkpoint and lets a stop come after the step's checkpoint and history."""
+    from kstyle.callbacks import (
+        LossTensorBoard,
+        NonFiniteLossGuard,
+        SaveTransformNet,
+        SkippedFilesReport,
+        StopRequest,
+        TrainingMonitor,
     )
-    callbacks = [
-        NonFiniteLossGuard(start_step),  # first: a broken step must not reach the checkpoint
-        monitor,
-        checkpoint,
-        SaveTransformNet(model_path, float32_copy),
-        SkippedFilesReport(data, printer),
+    from kstyle.distribute import agree_across_workers, float32_copy, is_chief
+
+    config = run.config
+    run.monitor = TrainingMonitor(
+        run.run_dir, run.total_steps, plot_every=config.plot_every, initial_step=run.start_step
+    )
+    run.callbacks = [
+        NonFiniteLossGuard(run.start_step),  # first: a broken step must not reach the checkpoint
+        run.monitor,
+        run.checkpoint,
+        SaveTransformNet(run.model_path, float32_copy),
+        SkippedFilesReport(run.data, printer),
     ]
     if is_chief():
-        callbacks.append(
-            StepTensorBoard(
-                start_step,
-                log_dir=os.path.join(run_dir, "logs"),
+        run.callbacks.append(
+            LossTensorBoard(
+                os.path.join(run.run_dir, "logs", "train"),
+                initial_step=run.start_step,
                 update_freq=max(1, config.plot_every),
             )
         )
-    stop = StopRequest(lambda flag: agree_across_workers(strategy, flag, "any"))
-    callbacks.append(stop)  # last: a stop comes after the step's checkpoint and history
+    run.stop = StopRequest(lambda flag: agree_across_workers(run.strategy, flag, "any"))
+    run.callbacks.append(run.stop)  # last: a stop comes after the step's checkpoint and history
+
+
+def fit_run(run: Run) -> None:
+    """Phase 3: the ``fit`` calls of :func:`fit_schedule`, with SIGINT and SIGTERM turned into
+    a stop after the current step.
+
+    Raises:
+        KstyleError: a loss became NaN or infinite (exit code 3; the last good checkpoint is
+            kept), or a stop signal arrived (exit code 130; a checkpoint of that step and the
+            model are written first, or nothing at all after a second signal).
+    """
+    from kstyle.callbacks import NonFiniteLoss, TrainingStopped, save_model_atomically
+    from kstyle.distribute import float32_copy
+
+    checkpoint = run.checkpoint
     try:
-        with _stop_signals_handled_by(stop):
-            for call in fit_schedule(start_step, total_steps, data.steps_per_epoch):
-                trainer.fit(
-                    _distributed_stream(strategy, data, call.start_step),
+        with run.stop.handling_signals():
+            for call in fit_schedule(run.start_step, run.total_steps, run.data.steps_per_epoch):
+                run.trainer.fit(
+                    _distributed_stream(run.strategy, run.data, call.start_step),
                     initial_epoch=call.initial_epoch,
                     epochs=call.epochs,
                     steps_per_epoch=call.steps_per_epoch,
-                    callbacks=callbacks,
+                    callbacks=run.callbacks,
                     shuffle=False,  # the stream reshuffles every epoch itself
-                    verbose=config.verbose,
+                    verbose=run.config.verbose,
                 )
     except NonFiniteLoss as error:
         kept = checkpoint.manager.latest_checkpoint
@@ -509,7 +367,7 @@ def train(config: TrainConfig, printer=print) -> dict:
         ) from error
     except TrainingStopped as stopped:  # at a step boundary: every count agrees
         path = checkpoint.save()
-        save_model_atomically(float32_copy(transform_net), model_path)
+        save_model_atomically(float32_copy(run.trainer.transform_net), run.model_path)
         raise KstyleError(
             f"{stopped.signal_name} after {checkpoint.step} steps; checkpoint {path} written, "
             "rerun the same command to resume",
@@ -519,20 +377,30 @@ def train(config: TrainConfig, printer=print) -> dict:
         kept = checkpoint.manager.latest_checkpoint
         where = f"resume from the last checkpoint ({kept})" if kept else "no checkpoint yet"
         raise KstyleError(f"stopped at once; {where}", exit_code=130) from interrupt
-    save_model_atomically(float32_copy(transform_net), model_path)
+
+
+def finish_run(run: Run) -> dict:
+    """Phase 4: saves the model and ``summary.json``, removes the checkpoints (``model.keras``
+    is the result now) and returns the summary, with the trained ``transform_net``."""
+    from kstyle.callbacks import read_history, save_model_atomically
+    from kstyle.distribute import float32_copy
+
+    transform_net = run.trainer.transform_net
+    save_model_atomically(float32_copy(transform_net), run.model_path)
+    monitor = run.monitor
     if not monitor.rows and os.path.isfile(monitor.history_path):  # resumed at the very end
-        monitor.rows = read_history(monitor.history_path, start_step)
+        monitor.rows = read_history(monitor.history_path, run.start_step)
     last = monitor.rows[-1] if monitor.rows else {}
     summary = {
-        "run_dir": run_dir,
-        "model_path": model_path,
+        "run_dir": run.run_dir,
+        "model_path": run.model_path,
         "steps": monitor.step,
-        "resumed_from": start_step,
+        "resumed_from": run.start_step,
         "losses": {name: last.get(name) for name in ("loss", "content", "style", "tv")},
-        "skipped_images": data.skipped_files()[0],
+        "skipped_images": run.data.skipped_files()[0],
     }
-    write_json_atomically(summary, summary_path)
-    shutil.rmtree(checkpoint.directory, ignore_errors=True)  # model.keras is the result now
+    write_json_atomically(summary, run.summary_path)
+    shutil.rmtree(run.checkpoint.directory, ignore_errors=True)
     return {**summary, "finished_before": False, "transform_net": transform_net}
 
 

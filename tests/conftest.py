@@ -205,3 +205,19 @@ def max_level_diff(a, b) -> int:
     a, b = np.asarray(a), np.asarray(b)
     assert a.dtype == b.dtype == np.uint8 and a.shape == b.shape, (a.dtype, a.shape, b.shape)
     return int(np.abs(a.astype(np.int64) - b.astype(np.int64)).max())
+
+
+def tensorboard_scalars(log_dir):
+    """``{tag: [(step, value), ...]}`` of every scalar in the event files under ``log_dir``,
+    read back through TensorFlow's public event reader, sorted by step."""
+    import glob
+
+    import tensorflow as tf
+
+    scalars = {}
+    for path in sorted(glob.glob(os.path.join(str(log_dir), "**", "*tfevents*"), recursive=True)):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                number = float(tf.make_ndarray(value.tensor))
+                scalars.setdefault(value.tag, []).append((event.step, number))
+    return {tag: sorted(points) for tag, points in scalars.items()}

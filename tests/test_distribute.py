@@ -131,6 +131,36 @@ def test_two_workers_train_to_identical_weights(tmp_path):
     assert seeds[0] == seeds[1]  # no --seed: the workers still shuffle alike
 
 
+MULTI_WORKER_MODE = """
+import sys
+sys.path.insert(0, {root!r})
+import tensorflow as tf
+from kstyle.distribute import in_multi_worker_mode
+
+one_worker = tf.distribute.MultiWorkerMirroredStrategy()  # TF_CONFIG lists this task alone
+print(in_multi_worker_mode(one_worker), in_multi_worker_mode(tf.distribute.get_strategy()),
+      in_multi_worker_mode(tf.distribute.MirroredStrategy()))
+"""
+
+
+def test_one_process_is_not_multi_worker_mode():
+    """Two workers are (test_two_workers_train_to_identical_weights: their seeds agree)."""
+    (port,) = free_ports(1)
+    tf_config = {
+        "cluster": {"worker": [f"localhost:{port}"]},
+        "task": {"type": "worker", "index": 0},
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", MULTI_WORKER_MODE.format(root=ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "TF_CONFIG": json.dumps(tf_config)},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split() == ["False", "False", "False"]
+
+
 @pytest.mark.parametrize("precision", ["float16", "bfloat16"])
 def test_mixed_precision_trains_with_float32_variables(tmp_path, precision):
     import keras

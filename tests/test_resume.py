@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import random_image, write_image_folder
+from conftest import random_image, tensorboard_scalars, write_image_folder
 from PIL import Image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -97,6 +97,11 @@ def test_a_killed_run_resumes_where_it_stopped(inputs, uninterrupted):
     # same optimizer state and data order: the very losses of the uninterrupted run
     reference = dict(history(uninterrupted))
     for step, loss in rows:
+        assert loss == pytest.approx(reference[step], rel=1e-4), step
+    # TensorBoard's curve goes on from the checkpoint's step, with the same values
+    scalars = tensorboard_scalars(output / "logs" / "train")["loss"]
+    assert {step for step, _ in scalars} == set(range(1, STEPS + 1))
+    for step, loss in scalars:
         assert loss == pytest.approx(reference[step], rel=1e-4), step
     for mine, theirs in zip(
         weights(output / "model.keras"), weights(uninterrupted / "model.keras"), strict=True

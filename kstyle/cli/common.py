@@ -13,6 +13,19 @@ class OneLineErrorParser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
+def add_option(parser, *flags, doc, default=None, default_text=None, **kwargs):
+    """``parser.add_argument(*flags, ...)`` whose help states the default once, at its end.
+
+    ``default_text`` says the default in words (for None, or a flag that is off); otherwise a
+    default that is not None or False is shown as its value. Required options, positional
+    arguments and flags without ``default_text`` state none.
+    """
+    stated = default_text if default_text is not None else default
+    if stated is not None and stated is not False and not kwargs.get("required"):
+        doc = f"{doc} (default: {stated})"
+    return parser.add_argument(*flags, default=default, help=doc.replace("%", "%%"), **kwargs)
+
+
 def run_command(function, argv=None) -> int:
     """Runs ``function(argv)``; a KstyleError becomes ``error: ...`` on stderr and its code."""
     from kstyle.errors import KstyleError
@@ -28,6 +41,16 @@ def run_command(function, argv=None) -> int:
 
 
 ONEDNN_VARIABLE = "TF_ENABLE_ONEDNN_OPTS"
+# x86 CPU features for which TensorFlow's Linux builds switch oneDNN on by default
+# (DefaultOneDnnPolicy in tensorflow/core/util/util.cc), as /proc/cpuinfo names them.
+TENSORFLOW_ONEDNN_FEATURES = (
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx_vnni",
+    "amx_tile",
+    "amx_int8",
+    "amx_bf16",
+)
 
 
 def cpu_flags(path="/proc/cpuinfo") -> set[str]:
@@ -42,14 +65,20 @@ def cpu_flags(path="/proc/cpuinfo") -> set[str]:
     return set()
 
 
+def tensorflow_onednn_default(flags: set[str]) -> bool:
+    """Whether TensorFlow switches oneDNN on by itself on a Linux x86 CPU with ``flags`` (when
+    ``TF_ENABLE_ONEDNN_OPTS`` is unset): only for CPUs with neural-network instructions."""
+    return any(feature in flags for feature in TENSORFLOW_ONEDNN_FEATURES)
+
+
 def preferred_onednn(task: str, flags: set[str]) -> bool | None:
     """Whether ``task`` (``train`` or ``stylize``) runs faster with oneDNN on a CPU with
     ``flags``; None where kstyle has no measurement (not an x86 CPU with AVX2).
 
-    Measured with ``bench/bench.py`` (README, Performance): training is 1.4-1.7x faster with
-    oneDNN whatever the vector width; batch-1 stylizing is 1.4x faster with oneDNN's AVX-512
-    kernels but 2.0-2.5x slower with its AVX2 ones. TensorFlow's own default (on only for
-    CPUs with AVX-512 VNNI, BF16 or AMX) gets training on AVX2 and stylizing on plain AVX-512
+    The rule comes from ``bench/bench.py`` measurements (docs/performance.md): training is
+    faster with oneDNN whatever the vector width; batch-1 stylizing is faster with oneDNN's
+    AVX-512 kernels but slower with its AVX2 ones. TensorFlow's own default
+    (:func:`tensorflow_onednn_default`) gets training on AVX2 and stylizing on plain AVX-512
     wrong.
     """
     if "avx2" not in flags:
@@ -60,27 +89,26 @@ def preferred_onednn(task: str, flags: set[str]) -> bool | None:
 
 
 def use_fastest_onednn(task: str, argv) -> None:
-    """Re-executes this command with oneDNN switched the faster way for ``task`` on this CPU.
+    """Switches oneDNN the faster way for ``task`` on this CPU, for a command run from a shell.
 
-    TensorFlow reads ``TF_ENABLE_ONEDNN_OPTS`` once, when it is imported, and importing kstyle
-    imports it, so a command whose setting is the slower one starts again with the variable
-    set (one more import, a few seconds). Nothing happens when the user set the variable,
-    when ``argv`` was passed in (a call from Python, not a command line), when the command
-    cannot be started again as it was (stdin, an interactive session), or where
+    TensorFlow reads ``TF_ENABLE_ONEDNN_OPTS`` once, when it is imported, so the variable is
+    set here, before the command imports TensorFlow. Where TensorFlow is imported already
+    (a program that imported it first), the command starts again with the variable set, if it
+    can be started again as it was (not stdin, not an interactive session). Nothing happens
+    when the user set the variable, when ``argv`` was passed in (a call from Python, not a
+    command line), when TensorFlow's default is already the faster setting, or where
     :func:`preferred_onednn` has no opinion.
     """
-    if argv is not None or ONEDNN_VARIABLE in os.environ or not _can_start_again():
+    if argv is not None or ONEDNN_VARIABLE in os.environ:
         return
-    wanted = preferred_onednn(task, cpu_flags())
-    if wanted is None:
+    flags = cpu_flags()
+    wanted = preferred_onednn(task, flags)
+    if wanted is None or wanted == tensorflow_onednn_default(flags):
         return
-    try:
-        from tensorflow.python.util import _pywrap_util_port
-
-        enabled = bool(_pywrap_util_port.IsMklEnabled())
-    except (ImportError, AttributeError):
+    if "tensorflow" not in sys.modules:
+        os.environ[ONEDNN_VARIABLE] = "1" if wanted else "0"
         return
-    if enabled == wanted:
+    if not _can_start_again():
         return
     os.environ[ONEDNN_VARIABLE] = "1" if wanted else "0"
     sys.stdout.flush()

@@ -1,64 +1,77 @@
 """``kstyle-export`` / ``python export.py``: SavedModel, TFLite and ONNX files, each verified."""
 
 import argparse
+import functools
 import sys
 
-from kstyle.cli.common import OneLineErrorParser, run_command
+from kstyle.cli.common import OneLineErrorParser, add_option, run_command
+from kstyle.constants import (
+    DEFAULT_CALIBRATION_COUNT,
+    DEFAULT_VERIFY_SIZE,
+    FORMATS,
+    NO_QUANTIZATION,
+    QUANTIZATIONS,
+    SIZE_MULTIPLE,
+)
 
-FORMAT_CHOICES = ("saved_model", "tflite", "onnx", "all")
-QUANTIZE_CHOICES = ("none", "float16", "dynamic", "int8", "all")
+ALL = "all"  # every format, or every quantization
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The parser of ``kstyle-export``."""
     parser = OneLineErrorParser(
         prog="kstyle-export",
         description="Export a trained transform network (uint8 RGB in, uint8 RGB out, any "
         "H x W) and verify each file against the Keras model on a held-out photo. Exits "
         "non-zero when a fidelity bar is missed.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    add = parser.add_argument
-    add("model", help="a model.keras file or a training run directory")
-    add("--format", default="all", choices=FORMAT_CHOICES, help="what to write")
-    add("--output", default="export", help="output directory")
+    add = functools.partial(add_option, parser)
+    add("model", doc="a model.keras file or a training run directory")
+    add("--format", default=ALL, choices=(*FORMATS, ALL), doc="what to write")
+    add("--output", default="export", doc="output directory")
     add(
         "--quantize",
-        default="none",
-        choices=QUANTIZE_CHOICES,
-        help="TFLite quantization (all: one file for each)",
+        default=NO_QUANTIZATION,
+        choices=(*QUANTIZATIONS, ALL),
+        doc="TFLite quantization (all: one file for each)",
     )
     add(
         "--input-size",
         type=int,
-        default=None,
-        help="fixed N x N input for runtimes that need static shapes (default: dynamic H, W)",
+        doc="fixed N x N input for runtimes that need static shapes",
+        default_text="dynamic H, W",
     )
     add(
         "--calibration-data",
-        default=None,
-        help="folder of representative photos for --quantize int8 (required for int8)",
+        doc="folder of representative photos for --quantize int8 (required for int8)",
     )
-    add("--calibration-count", type=int, default=100, help="calibration images to use")
+    add(
+        "--calibration-count",
+        type=int,
+        default=DEFAULT_CALIBRATION_COUNT,
+        doc="calibration images to use",
+    )
     add(
         "--verify-size",
         type=int,
-        default=256,
-        help="height of the held-out verification photo (its width is about 1.25x)",
+        default=DEFAULT_VERIFY_SIZE,
+        doc="height of the held-out verification photo (its width is about 1.25x)",
     )
     return parser
 
 
 def main_with_args(argv=None) -> int:
+    """Exports as ``argv`` (None: the command line) says; 1 when a file missed its bar."""
     args = build_parser().parse_args(argv)
     from kstyle.errors import KstyleError
-    from kstyle.export import FORMATS, QUANTIZATIONS, export
+    from kstyle.export import export
 
     if args.calibration_count < 1:
         raise KstyleError(f"--calibration-count must be positive, got {args.calibration_count}")
-    if args.verify_size < 4:
-        raise KstyleError(f"--verify-size must be at least 4, got {args.verify_size}")
-    formats = FORMATS if args.format == "all" else (args.format,)
-    quantizations = QUANTIZATIONS if args.quantize == "all" else (args.quantize,)
+    if args.verify_size < SIZE_MULTIPLE:
+        raise KstyleError(f"--verify-size must be at least {SIZE_MULTIPLE}, got {args.verify_size}")
+    formats = FORMATS if args.format == ALL else (args.format,)
+    quantizations = QUANTIZATIONS if args.quantize == ALL else (args.quantize,)
     results = export(
         args.model,
         args.output,

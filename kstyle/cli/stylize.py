@@ -3,34 +3,40 @@
 import argparse
 import sys
 
-from kstyle.cli.common import OneLineErrorParser, run_command, use_fastest_onednn
+from kstyle.cli.common import OneLineErrorParser, add_option, run_command, use_fastest_onednn
+from kstyle.constants import SIZE_MULTIPLE, VIDEO_EXTENSIONS
+from kstyle.images import DEFAULT_MAX_PIXELS
+from kstyle.memory import DEFAULT_MAX_MEMORY
 
-DEFAULT_MAX_PIXELS = 89_478_485  # PIL.Image.MAX_IMAGE_PIXELS (kept here so --help is fast)
+DEFAULT_MAX_MEMORY_TEXT = f"{DEFAULT_MAX_MEMORY / 2**30:g}GB"  # parse_memory reads it back
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The parser of ``kstyle-stylize``."""
     parser = OneLineErrorParser(
         prog="kstyle-stylize",
         description="Stylize images with a trained transform network. The output keeps the "
         "input's size unless --max-size shrinks it.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument(
+    add_option(
+        parser,
         "input",
-        help="an image file, a video (.mp4 .mov .avi .mkv .webm), or a folder of images",
+        doc=f"an image file, a video ({' '.join(VIDEO_EXTENSIONS)}), or a folder of images",
     )
-    parser.add_argument("--model", required=True, help="a model.keras file or a run directory")
-    parser.add_argument(
+    add_option(parser, "--model", required=True, doc="a model.keras file or a run directory")
+    add_option(
+        parser,
         "--output",
         required=True,
-        help="output image file (PNG, JPEG, ...) for an image, video file for a video, "
+        doc="output image file (PNG, JPEG, ...) for an image, video file for a video, "
         "output folder for a folder",
     )
-    parser.add_argument(
+    add_option(
+        parser,
         "--max-size",
         type=int,
-        default=None,
-        help="shrink inputs so that the longer side is at most this many pixels (default: keep)",
+        doc="shrink inputs so that the longer side is at most this many pixels",
+        default_text="keep the size",
     )
     parser.add_argument(
         "--side-by-side", action="store_true", help="write input | output side by side"
@@ -40,32 +46,36 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="keep the input's colours and take only the stylized luminance (YCbCr)",
     )
-    parser.add_argument(
+    add_option(
+        parser,
         "--strength",
         type=float,
         default=1.0,
-        help="blend of stylized and input: 1 is full style, 0 returns the input unchanged "
+        doc="blend of stylized and input: 1 is full style, 0 returns the input unchanged "
         "(applied after --preserve-color)",
     )
-    parser.add_argument(
+    add_option(
+        parser,
         "--tile",
         type=int,
-        default=None,
-        help="stylize in tiles of this many pixels (multiple of 4; 0: never tile) "
-        "(default: tile only images that would exceed --max-memory)",
+        doc=f"stylize in tiles of this many pixels (a multiple of {SIZE_MULTIPLE}; 0: never tile)",
+        default_text="tile only images that would exceed --max-memory",
     )
-    parser.add_argument(
+    add_option(
+        parser,
         "--max-memory",
-        default="2.5GB",
-        help="memory budget of the network pass, e.g. 4GB or 512MB; larger images are tiled. "
-        "2.5GB keeps a 16 MP image under 4 GB peak memory",
+        default=DEFAULT_MAX_MEMORY_TEXT,
+        doc="memory budget of the network pass, e.g. 4GB or 512MB; larger images are tiled",
+        default_text=f"{DEFAULT_MAX_MEMORY_TEXT}, which keeps a 16 MP image under 4 GB peak memory",
     )
-    parser.add_argument(
+    add_option(
+        parser,
         "--max-pixels",
         type=int,
         default=DEFAULT_MAX_PIXELS,
-        help="refuse images (and video frames) with more pixels, a decompression-bomb guard "
-        "(0: no limit; Pillow's limit by default)",
+        doc="refuse images (and video frames) with more pixels, a decompression-bomb guard "
+        "(0: no limit)",
+        default_text=f"{DEFAULT_MAX_PIXELS}, Pillow's limit",
     )
     parser.add_argument(
         "--no-progress", action="store_true", help="hide the progress bar (video, tiles)"
@@ -74,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main_with_args(argv=None) -> int:
+    """Stylizes as ``argv`` (None: the command line) says; 1 when every input failed."""
     args = build_parser().parse_args(argv)
     use_fastest_onednn("stylize", argv)
     from kstyle.errors import KstyleError
@@ -88,8 +99,10 @@ def main_with_args(argv=None) -> int:
     max_memory = parse_memory(args.max_memory)
     if args.max_pixels < 0:
         raise KstyleError(f"--max-pixels must be 0 (no limit) or positive, got {args.max_pixels}")
-    if args.tile is not None and (args.tile < 0 or args.tile % 4):
-        raise KstyleError(f"--tile must be a multiple of 4 (0: never tile), got {args.tile}")
+    if args.tile is not None and (args.tile < 0 or args.tile % SIZE_MULTIPLE):
+        raise KstyleError(
+            f"--tile must be a multiple of {SIZE_MULTIPLE} (0: never tile), got {args.tile}"
+        )
     model = load_transform_net(args.model)
     written, failed = stylize(
         model,

@@ -1,0 +1,180 @@
+"""The options of a training run, each written once: its default, its help, its choices.
+
+``TrainConfig`` is what ``kstyle.run.train`` takes; ``kstyle-train``'s parser is generated
+from its fields (``kstyle.cli.train``), and ``validate`` checks the same choices the parser
+offers. This module does not import TensorFlow, so ``--help`` stays quick.
+"""
+
+import dataclasses
+import os
+
+from kstyle.constants import DEFAULT_TFDS_NAME, PADDINGS, SIZE_MULTIPLE
+from kstyle.distribute import JIT_COMPILE, MIXED_PRECISION, STRATEGIES
+from kstyle.errors import KstyleError
+
+
+def option(default=dataclasses.MISSING, *, doc, default_text=None, choices=None, keep=False):
+    """A ``TrainConfig`` field that is also a command-line option.
+
+    Args:
+        default: the field's default (none: a required field).
+        doc: the option's help, without its default.
+        default_text: the default in words, for a default that is not a value (None, off).
+        choices: the values the option takes (None: any value of the field's type).
+        keep: a resumed run must have the same value (it defines what the run computes).
+    """
+    metadata = {"doc": doc, "default_text": default_text, "choices": choices, "keep": keep}
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def flag_of(name: str) -> str:
+    """The command-line flag of the field ``name``, e.g. ``--batch-size``."""
+    return "--" + name.replace("_", "-")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Every option of a training run; the defaults are the reference example's."""
+
+    style: str = option(doc="style image (required unless --demo)", keep=True)
+    data: str | None = option(
+        None,
+        doc="folder of content images, searched recursively",
+        default_text="the tfds dataset",
+        keep=True,
+    )
+    tfds_name: str = option(
+        DEFAULT_TFDS_NAME, doc="tfds dataset used when --data is not given", keep=True
+    )
+    tfds_split: str = option("train", doc="tfds split", keep=True)
+    tfds_data_dir: str | None = option(None, doc="tfds data directory", default_text="tfds's own")
+    output: str | None = option(None, doc="run directory", default_text="runs/<style name>")
+    epochs: int = option(2, doc="passes over the content images", keep=True)
+    batch_size: int = option(4, doc="images per step", keep=True)
+    image_size: int = option(
+        256,
+        doc=f"content images are resized to this square, a multiple of {SIZE_MULTIPLE}",
+        keep=True,
+    )
+    style_size: int | None = option(
+        None, doc="style image is resized to this square", default_text="--image-size", keep=True
+    )
+    # --learning-rate may change on resume: a run resumed after a NaN needs a lower one
+    learning_rate: float = option(1e-3, doc="Adam learning rate")
+    beta1: float = option(0.9, doc="Adam beta_1 (gradient decay)", keep=True)
+    beta2: float = option(0.999, doc="Adam beta_2 (squared-gradient decay)", keep=True)
+    content_weight: float = option(1e-4, doc="weight of the relu3_3 content loss", keep=True)
+    style_weight: float = option(3e-8, doc="weight of the Gram style loss", keep=True)
+    tv_weight: float = option(0.0, doc="weight of the total-variation loss", keep=True)
+    fraction: float = option(1.0, doc="keep the first floor(N*fraction) content images", keep=True)
+    steps: int | None = option(
+        None,
+        doc="stop after this many steps (quick runs)",
+        default_text="all the epochs",
+        keep=True,
+    )
+    vgg_weights: str = option(
+        "imagenet",
+        doc="imagenet (Keras download and cache), a weights file PATH, or random "
+        "(untrained loss net: offline smoke runs only)",
+        keep=True,
+    )
+    padding: str = option(
+        "zeros", doc="convolution padding of the transform net", choices=PADDINGS, keep=True
+    )
+    plot_every: int = option(
+        10, doc="refresh losses.png and preview.png every N steps (0: only at the end)"
+    )
+    seed: int | None = option(
+        None,
+        doc="random seed for weights and shuffling",
+        default_text="drawn, and recorded in config.json so that a resumed run keeps its "
+        "data order",
+        keep=True,
+    )
+    verbose: int | str = "auto"  # Keras's fit verbosity; not a command-line option
+    checkpoint_every: int = option(
+        500,
+        doc="write a checkpoint (weights, optimizer, step) every N steps; rerunning the same "
+        "command resumes from the last one (0: only on Ctrl-C or SIGTERM)",
+    )
+    restart: bool = option(
+        False,
+        doc="start over: delete the run's model, history, checkpoints and logs in --output",
+    )
+    mixed_precision: str = option(
+        "off",
+        doc="compute in float16 (with loss scaling) or bfloat16; variables, losses and Grams "
+        "stay float32",
+        choices=tuple(MIXED_PRECISION),
+        keep=True,
+    )
+    jit_compile: str = option(
+        "auto",
+        doc="XLA-compile the train step (auto: Keras's choice, XLA on GPUs)",
+        choices=tuple(JIT_COMPILE),
+    )
+    strategy: str = option(
+        "auto",
+        doc="tf.distribute strategy (auto: multiworker if TF_CONFIG lists several tasks, "
+        "mirrored on several GPUs, else default); --batch-size is the global batch",
+        choices=STRATEGIES,
+    )
+    cache: bool = option(
+        False,
+        doc="decode the images once, up front, and keep them in memory as uint8 "
+        "(N x image-size² x 3 bytes)",
+        default_text="decode every epoch",
+        keep=True,
+    )
+
+    def resolved_output(self) -> str:
+        """The run directory: ``output``, or ``runs/<style file name without extension>``."""
+        if self.output:
+            return self.output
+        return os.path.join("runs", os.path.splitext(os.path.basename(self.style))[0])
+
+    def resolved_style_size(self) -> int:
+        """The style image's side: ``style_size``, or ``image_size``."""
+        return self.style_size or self.image_size
+
+    def validate(self) -> None:
+        """Raises KstyleError for option values that cannot work."""
+        positive = {
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "image_size": self.image_size,
+            "learning_rate": self.learning_rate,
+            "style_size": self.style_size,
+            "steps": self.steps,
+        }
+        for name, value in positive.items():
+            if value is not None and value <= 0:
+                raise KstyleError(f"{flag_of(name)} must be positive, got {value}")
+        for name in ("content_weight", "style_weight", "tv_weight"):
+            value = getattr(self, name)
+            if value < 0:
+                raise KstyleError(f"{flag_of(name)} must not be negative, got {value}")
+        if not 0.0 < self.fraction <= 1.0:
+            raise KstyleError(f"--fraction must be in (0, 1], got {self.fraction}")
+        if not (0.0 <= self.beta1 < 1.0 and 0.0 <= self.beta2 < 1.0):
+            raise KstyleError("--beta1 and --beta2 must be in [0, 1)")
+        if self.image_size % SIZE_MULTIPLE:
+            raise KstyleError(
+                f"--image-size must be a multiple of {SIZE_MULTIPLE}, got {self.image_size}"
+            )
+        if self.checkpoint_every < 0:
+            raise KstyleError(f"--checkpoint-every must not be negative: {self.checkpoint_every}")
+        for field in dataclasses.fields(self):
+            choices = field.metadata.get("choices")
+            value = getattr(self, field.name)
+            if choices is not None and value not in choices:
+                raise KstyleError(
+                    f"{flag_of(field.name)} must be one of {', '.join(choices)}, got {value!r}"
+                )
+
+
+# Options that define what a run computes: a resumed run must have the same ones.
+RESUME_KEYS = tuple(
+    field.name for field in dataclasses.fields(TrainConfig) if field.metadata.get("keep")
+)

@@ -1,0 +1,23 @@
+"""Values that the library and the commands share, in a module without TensorFlow.
+
+A command's ``--help`` lists these choices and defaults without importing TensorFlow, and the
+modules that use them (``transform_net``, ``data``, ``video``, ``export``) take them from here,
+so each is written once.
+"""
+
+# The transform net's convolution paddings (``build_transform_net(padding=...)``).
+PADDINGS = ("zeros", "reflect")
+# Image sides the transform net maps to themselves: two stride-2 convolutions, then two x2
+# upsamplings.
+SIZE_MULTIPLE = 4
+# The tfds dataset a run trains on when no folder is given: the reference's data.
+DEFAULT_TFDS_NAME = "coco/2014"
+# The files that ``kstyle.stylize`` reads and writes as videos.
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm")
+# What ``kstyle.export`` writes, and the TFLite quantizations it knows.
+FORMATS = ("saved_model", "tflite", "onnx")
+NO_QUANTIZATION = "none"
+QUANTIZATIONS = (NO_QUANTIZATION, "float16", "dynamic", "int8")
+# ``kstyle.export.export``'s calibration photos for int8, and its verification photo's height.
+DEFAULT_CALIBRATION_COUNT = 100
+DEFAULT_VERIFY_SIZE = 256

@@ -1,0 +1,119 @@
+"""What a run directory holds: its files, the run found there, and ``config.json``.
+
+A run directory (``TrainConfig.output``) belongs to one run. Running the same command again
+resumes it (:func:`previous_run` checks the options match), ``--restart`` clears what it
+wrote (:func:`clear_run`), and every worker of a multi-worker run has a directory of its own
+(:func:`worker_dir`).
+"""
+
+import dataclasses
+import json
+import os
+import platform
+import shutil
+import sys
+
+from kstyle.config import RESUME_KEYS, TrainConfig, flag_of
+from kstyle.errors import KstyleError
+from kstyle.files import write_json_atomically
+
+RUN_FILES = ("model.keras", "config.json", "history.csv", "losses.png", "preview.png")
+# Files and folders of a run that --restart removes (never anything else in the folder).
+RESTART_REMOVES = (*RUN_FILES, "summary.json", "stylized.png", "checkpoints", "logs")
+
+
+def worker_dir(run_dir: str) -> str:
+    """This worker's run directory: ``run_dir`` for the chief, a subfolder for the others."""
+    from kstyle.distribute import is_chief, worker_role
+
+    if is_chief():
+        return run_dir
+    task_type, index = worker_role()
+    return os.path.join(run_dir, f"{task_type}-{index}")
+
+
+def previous_run(run_dir: str, config: TrainConfig) -> dict | None:
+    """The saved config of a resumable run in ``run_dir`` (None: start a new run).
+
+    Raises:
+        KstyleError: the run there was started with other options.
+    """
+    from kstyle.callbacks import latest_checkpoint_step
+
+    config_path = os.path.join(run_dir, "config.json")
+    step = latest_checkpoint_step(os.path.join(run_dir, "checkpoints"))
+    if step is None or not os.path.isfile(config_path):
+        return None
+    saved = read_json(config_path)
+    if "data_seed" not in saved:
+        raise KstyleError(f"{config_path} lacks data_seed; pass --restart to start over")
+    now = dataclasses.asdict(config)
+    for key in RESUME_KEYS:
+        if key in saved and saved[key] != now[key]:
+            raise KstyleError(
+                f"{run_dir} holds a run started with {flag_of(key)} {saved[key]} "
+                f"(now {now[key]}); rerun it with its options to resume, pass --restart to "
+                "start over, "
+                "or choose another --output"
+            )
+    return saved
+
+
+def read_json(path: str) -> dict:
+    """A JSON object from ``path``, or a KstyleError that names the file."""
+    try:
+        with open(path) as file:
+            data = json.load(file)
+    except (OSError, ValueError) as error:
+        raise KstyleError(
+            f"could not read {path} ({type(error).__name__}); pass --restart to start over"
+        ) from error
+    if not isinstance(data, dict):
+        raise KstyleError(f"{path} is not a JSON object; pass --restart to start over")
+    return data
+
+
+def clear_run(run_dir: str) -> None:
+    """Removes what a previous run wrote into ``run_dir`` (for ``--restart``)."""
+    for name in RESTART_REMOVES:
+        path = os.path.join(run_dir, name)
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        elif os.path.exists(path):
+            os.remove(path)
+
+
+def write_run_config(run_dir: str, config: TrainConfig, data, total_steps: int, strategy: str):
+    """Writes ``config.json`` into ``run_dir``: the options as given (a resumed run must
+    match them) and what the run made of them (``data`` is its ``TrainingData``, ``strategy``
+    the strategy's name)."""
+    write_json_atomically(
+        {
+            **dataclasses.asdict(config),
+            "run_dir": config.resolved_output(),
+            "style_size_used": config.resolved_style_size(),
+            "data_description": data.description,
+            "data_seed": data.seed,
+            "steps_per_epoch": data.steps_per_epoch,
+            "total_steps": total_steps,
+            "strategy_used": strategy,
+            "command": sys.argv,
+            "versions": library_versions(),
+        },
+        os.path.join(run_dir, "config.json"),
+    )
+
+
+def library_versions() -> dict:
+    """Versions of kstyle, Python, TensorFlow and Keras, for ``config.json``."""
+    import keras
+    import tensorflow as tf
+
+    import kstyle
+
+    return {
+        "kstyle": kstyle.__version__,
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+    }

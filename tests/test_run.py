@@ -1,0 +1,159 @@
+"""kstyle.run: the fit schedule, the step count, and train's four phases run one by one.
+
+The kill, NaN and signal paths of a whole ``train.py`` run are in test_resume.py.
+"""
+
+import csv
+import dataclasses
+import json
+import os
+
+import pytest
+from conftest import tensorboard_scalars
+
+from kstyle.callbacks import (
+    LossTensorBoard,
+    NonFiniteLossGuard,
+    SaveTransformNet,
+    SkippedFilesReport,
+    StopRequest,
+    TrainingCheckpoint,
+    TrainingMonitor,
+)
+from kstyle.errors import KstyleError
+from kstyle.run import (
+    FitCall,
+    TrainConfig,
+    build_run,
+    finish_run,
+    fit_run,
+    fit_schedule,
+    open_run,
+    total_steps_of,
+    train,
+)
+
+
+@pytest.mark.parametrize(
+    "start, total, per_epoch, calls",
+    [
+        (0, 10, 5, [FitCall(0, 0, 2, 5)]),  # whole epochs: one call
+        (0, 12, 5, [FitCall(0, 0, 2, 5), FitCall(10, 2, 3, 2)]),  # --steps ends mid-epoch
+        (7, 20, 5, [FitCall(7, 1, 2, 3), FitCall(10, 2, 4, 5)]),  # resumed mid-epoch
+        (7, 9, 5, [FitCall(7, 1, 2, 2)]),  # resumed and ending in the same epoch
+        (3, 4, 5, [FitCall(3, 0, 1, 1)]),
+        (5, 5, 5, []),  # resumed at the very end
+    ],
+)
+def test_fit_schedule(start, total, per_epoch, calls):
+    schedule = fit_schedule(start, total, per_epoch)
+    assert schedule == calls
+    steps = sum((call.epochs - call.initial_epoch) * call.steps_per_epoch for call in schedule)
+    assert steps == total - start  # every step once
+
+
+def test_total_steps_of():
+    assert total_steps_of(5, 2, None) == 10
+    assert total_steps_of(5, 2, 7) == 7
+    assert total_steps_of(5, 2, 30) == 10
+
+
+def small_config(style_file, image_folder, output, **changes):
+    options = dict(
+        style=style_file,
+        data=image_folder,
+        output=str(output),
+        vgg_weights="random",
+        image_size=32,
+        batch_size=2,
+        steps=6,
+        epochs=3,
+        plot_every=2,
+        checkpoint_every=2,
+        seed=5,
+        verbose=0,
+    )
+    return TrainConfig(**{**options, **changes})
+
+
+def history_steps(run_dir):
+    with open(os.path.join(run_dir, "history.csv"), newline="") as file:
+        return [int(row["step"]) for row in csv.DictReader(file)]
+
+
+def test_the_phases_of_a_new_run(tmp_path, image_folder, style_file):
+    output = tmp_path / "run"
+    config = small_config(style_file, image_folder, output)
+    run = open_run(config)
+    assert (run.run_dir, run.finished, run.previous, run.data_seed) == (str(output), None, None, 5)
+    assert not output.exists()  # nothing is written before the data and models are built
+
+    lines = []
+    build_run(run, printer=lines.append)
+    assert (run.data.steps_per_epoch, run.total_steps, run.start_step) == (4, 6, 0)
+    assert lines == [
+        f"training on 8 images from {image_folder}: 6 steps on default strategy "
+        f"(1 replica(s)), run directory {output}"
+    ]
+    saved = json.loads((output / "config.json").read_text())
+    assert (saved["total_steps"], saved["steps_per_epoch"], saved["data_seed"]) == (6, 4, 5)
+    assert saved["style_size_used"] == 32 and saved["batch_size"] == 2
+    kinds = [type(callback) for callback in run.callbacks]
+    assert kinds == [
+        NonFiniteLossGuard, TrainingMonitor, TrainingCheckpoint, SaveTransformNet,
+        SkippedFilesReport, LossTensorBoard, StopRequest,
+    ]  # fmt: skip
+
+    fit_run(run)
+    assert history_steps(output) == [1, 2, 3, 4, 5, 6]
+    assert run.checkpoint.manager.latest_checkpoint.endswith("ckpt-6")
+
+    summary = finish_run(run)
+    assert (summary["steps"], summary["resumed_from"], summary["finished_before"]) == (6, 0, False)
+    with open(output / "history.csv", newline="") as file:
+        last = list(csv.DictReader(file))[-1]
+    assert summary["losses"] == {name: float(last[name]) for name in summary["losses"]}
+    assert json.loads((output / "summary.json").read_text())["steps"] == 6
+    assert not (output / "checkpoints").exists()
+    scalars = tensorboard_scalars(output / "logs" / "train")
+    assert [step for step, _ in scalars["loss"]] == [2, 4, 6]
+    assert scalars["loss"][-1][1] == pytest.approx(summary["losses"]["loss"], rel=1e-6)
+
+    again = open_run(config)  # a finished run is found, and nothing more is done
+    assert again.finished["steps"] == 6 and again.previous is None
+    lines = []
+    result = train(config, printer=lines.append)
+    assert result["finished_before"] is True and result["steps"] == 6
+    assert lines[0].startswith(f"{output} holds a finished run (6 steps; model: ")
+    restarted = open_run(dataclasses.replace(config, restart=True))
+    assert restarted.finished is None and sorted(os.listdir(output)) == []
+
+
+def test_the_phases_of_a_resumed_run(tmp_path, image_folder, style_file):
+    output = tmp_path / "run"
+    config = small_config(style_file, image_folder, output)
+    killed = open_run(config)
+    build_run(killed, printer=lambda line: None)
+    killed.total_steps = 3  # as if killed after step 3: the checkpoint of step 2 is the last
+    fit_run(killed)
+    assert killed.checkpoint.manager.latest_checkpoint.endswith("ckpt-2")
+
+    with pytest.raises(KstyleError, match="started with --batch-size 2 \\(now 4\\)"):
+        open_run(dataclasses.replace(config, batch_size=4))
+    slower = dataclasses.replace(config, learning_rate=5e-4)
+    run = open_run(slower)
+    assert run.previous["data_seed"] == 5 and run.data_seed == 5
+    lines = []
+    build_run(run, printer=lines.append)
+    assert run.start_step == 2
+    assert lines == [
+        "learning rate changed from 0.001 to 0.0005 for the rest of the run",
+        f"resuming {output} at step 2 of 6 (epoch 1, batch 2) from its last checkpoint",
+    ]
+    assert float(run.trainer.optimizer.learning_rate.numpy()) == pytest.approx(5e-4)
+    fit_run(run)
+    summary = finish_run(run)
+    assert (summary["steps"], summary["resumed_from"]) == (6, 2)
+    assert history_steps(output) == [1, 2, 3, 4, 5, 6]  # step 3 of the killed run redone once
+    steps = [step for step, _ in tensorboard_scalars(output / "logs" / "train")["loss"]]
+    assert steps == [2, 4, 6]

@@ -1,0 +1,108 @@
+"""kstyle.run_dir: what --restart removes, the run found in a directory, config.json."""
+
+import dataclasses
+import json
+import os
+import types
+
+import pytest
+
+from kstyle.config import TrainConfig
+from kstyle.errors import KstyleError
+from kstyle.run_dir import (
+    clear_run,
+    previous_run,
+    read_json,
+    worker_dir,
+    write_run_config,
+)
+
+
+def test_restart_removes_the_runs_files_and_nothing_else(tmp_path):
+    for name in ("model.keras", "config.json", "history.csv", "losses.png", "preview.png",
+                 "summary.json", "stylized.png", "notes.txt"):  # fmt: skip
+        (tmp_path / name).write_text("x")
+    for folder in ("checkpoints", "logs/train", "demo_data/content"):
+        os.makedirs(tmp_path / folder)
+        (tmp_path / folder / "file").write_text("x")
+    clear_run(str(tmp_path))
+    assert sorted(os.listdir(tmp_path)) == ["demo_data", "notes.txt"]
+    assert (tmp_path / "demo_data" / "content" / "file").exists()
+    clear_run(str(tmp_path / "missing"))  # nothing there: nothing to do
+
+
+def test_read_json_names_the_file_it_cannot_read(tmp_path):
+    with pytest.raises(KstyleError, match="could not read .*missing.json \\(FileNotFoundError\\)"):
+        read_json(str(tmp_path / "missing.json"))
+    (tmp_path / "cut.json").write_text('{"steps": 4')
+    with pytest.raises(KstyleError, match="\\(JSONDecodeError\\); pass --restart"):
+        read_json(str(tmp_path / "cut.json"))
+    (tmp_path / "list.json").write_text("[1, 2]")
+    with pytest.raises(KstyleError, match="list.json is not a JSON object"):
+        read_json(str(tmp_path / "list.json"))
+    (tmp_path / "good.json").write_text('{"steps": 4}')
+    assert read_json(str(tmp_path / "good.json")) == {"steps": 4}
+
+
+def write_checkpoint(run_dir, step):
+    import tensorflow as tf
+
+    checkpoint = tf.train.Checkpoint(step=tf.Variable(step))
+    manager = tf.train.CheckpointManager(checkpoint, os.path.join(run_dir, "checkpoints"), 2)
+    manager.save(checkpoint_number=step)
+
+
+def test_a_previous_run_is_resumed_only_with_its_options(tmp_path):
+    config = TrainConfig(style="s.png", data="d", output=str(tmp_path), batch_size=2)
+    assert previous_run(str(tmp_path), config) is None  # nothing there
+    saved = {**dataclasses.asdict(config), "data_seed": 9}
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    assert previous_run(str(tmp_path), config) is None  # no checkpoint: a new run
+    write_checkpoint(str(tmp_path), 3)
+    assert previous_run(str(tmp_path), config) == saved
+    slower = dataclasses.replace(config, learning_rate=1e-4, plot_every=1, checkpoint_every=7)
+    assert previous_run(str(tmp_path), slower) == saved  # options that may change
+    with pytest.raises(KstyleError) as caught:
+        previous_run(str(tmp_path), dataclasses.replace(config, batch_size=4))
+    assert str(caught.value).startswith(
+        f"{tmp_path} holds a run started with --batch-size 2 (now 4); rerun it with its "
+        "options to resume, pass --restart to start over, or choose another --output"
+    )
+    with pytest.raises(KstyleError, match="--padding zeros \\(now reflect\\)"):
+        previous_run(str(tmp_path), dataclasses.replace(config, padding="reflect"))
+    del saved["data_seed"]
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(KstyleError, match="config.json lacks data_seed; pass --restart"):
+        previous_run(str(tmp_path), config)
+
+
+@pytest.mark.parametrize(
+    "cluster, task, folder",
+    [
+        (None, None, ""),
+        ({"worker": ["a:1", "b:1"]}, {"type": "worker", "index": 0}, ""),
+        ({"worker": ["a:1", "b:1"]}, {"type": "worker", "index": 1}, "worker-1"),
+        ({"chief": ["c:1"], "worker": ["a:1"]}, {"type": "chief", "index": 0}, ""),
+        ({"chief": ["c:1"], "worker": ["a:1"]}, {"type": "worker", "index": 0}, "worker-0"),
+    ],
+)
+def test_every_worker_but_the_chief_has_a_folder_of_its_own(monkeypatch, cluster, task, folder):
+    if cluster is None:
+        monkeypatch.delenv("TF_CONFIG", raising=False)
+    else:
+        monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": task}))
+    assert worker_dir("runs/x") == (os.path.join("runs/x", folder) if folder else "runs/x")
+
+
+def test_config_json_holds_the_options_and_what_the_run_made_of_them(tmp_path):
+    config = TrainConfig(style="styles/wave.jpg", image_size=64, seed=3)
+    data = types.SimpleNamespace(description="8 images from d", seed=3, steps_per_epoch=2)
+    write_run_config(str(tmp_path), config, data, 4, "default strategy (1 replica(s))")
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert {k: saved[k] for k in dataclasses.asdict(config)} == dataclasses.asdict(config)
+    assert saved["run_dir"] == os.path.join("runs", "wave") and saved["style_size_used"] == 64
+    assert (saved["data_seed"], saved["steps_per_epoch"], saved["total_steps"]) == (3, 2, 4)
+    assert saved["data_description"] == "8 images from d"
+    assert saved["strategy_used"] == "default strategy (1 replica(s))"
+    assert set(saved["versions"]) == {"kstyle", "python", "tensorflow", "keras"}
+    assert isinstance(saved["command"], list)
