@@ -2,12 +2,15 @@
 
 Imports go down these layers (``python ../shared/tools/layers.py`` prints them):
 
-- base: ``errors``, ``files`` (listing, atomic writes), ``images`` (read, write, compare),
-  ``memory`` (the memory budget), ``progress``;
+- base: ``errors``, ``constants`` (shared choices and defaults, no TensorFlow), ``files``
+  (listing, atomic writes), ``images`` (read, write, compare), ``memory`` (the memory
+  budget), ``progress``, ``demo``, ``internals`` (the private TF/LiteRT calls left);
 - training: ``data`` -> ``transform_net``, ``loss_net`` -> ``losses`` -> ``trainer`` ->
-  ``callbacks`` -> ``run``;
-- inference: ``graph`` -> ``forward`` (fused, compiled pass) -> ``tiling`` -> ``inference``
-  (arrays) -> ``video``, ``stylize_files`` and ``export``;
+  ``callbacks`` -> ``run_dir`` -> ``run``, with ``distribute`` and ``config`` (the options)
+  below them;
+- inference: ``graph`` -> ``forward`` (fused, compiled pass) -> ``staged`` (exact statistics
+  in bands) -> ``tiling`` -> ``inference`` (arrays) -> ``video``, ``stylize_files`` and
+  ``export`` (``serving``, ``int8``, ``verify``, ``writer``);
 - ``cli`` on top.
 
 The names below are loaded on first use, so ``import kstyle`` is quick and a command's

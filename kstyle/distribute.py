@@ -94,7 +94,7 @@ def make_strategy(name: str = "auto"):
         if not spec.get("cluster"):
             raise KstyleError(
                 "--strategy multiworker needs TF_CONFIG with the cluster and this task "
-                "(see the README's multi-machine section)"
+                "(see docs/training.md, several machines)"
             )
         return tf.distribute.MultiWorkerMirroredStrategy()
     return _tpu_strategy()

@@ -6,11 +6,11 @@ budget asks for it.
 import numpy as np
 
 from kstyle import tiling
+from kstyle.constants import SIZE_MULTIPLE
 from kstyle.errors import KstyleError
 from kstyle.forward import run_model
 from kstyle.images import to_uint8
 from kstyle.memory import AUTO, needs_tiling, pixels_within, resolve_max_memory
-from kstyle.transform_net import SIZE_MULTIPLE
 
 _RGB_TO_YCBCR = np.array(
     [[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]]

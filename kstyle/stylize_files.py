@@ -9,14 +9,15 @@ import functools
 import logging
 import os
 
+from kstyle.constants import SIZE_MULTIPLE, VIDEO_EXTENSIONS
 from kstyle.errors import KstyleError
 from kstyle.files import list_image_files
 from kstyle.images import DEFAULT_MAX_PIXELS, load_image, save_image, side_by_side
 from kstyle.inference import Tilers, check_strength, stylize_array
 from kstyle.memory import AUTO
 from kstyle.progress import ProgressBar
-from kstyle.transform_net import SIZE_MULTIPLE, load_transform_net
-from kstyle.video import VIDEO_EXTENSIONS, is_video, stylize_video
+from kstyle.transform_net import load_transform_net
+from kstyle.video import is_video, stylize_video
 
 logger = logging.getLogger(__name__)
 

@@ -37,12 +37,12 @@ import keras
 import numpy as np
 from keras import layers, ops
 
+from kstyle.constants import SIZE_MULTIPLE
 from kstyle.errors import KstyleError
 from kstyle.forward import inference_net, run_model
 from kstyle.graph import Graph, instance_norms, size_multiple
 from kstyle.memory import BYTES_PER_PIXEL, DEFAULT_MAX_MEMORY, pixels_within
 from kstyle.staged import StagePlan, receptive_radius
-from kstyle.transform_net import SIZE_MULTIPLE
 
 # px of context on each side of a tile: the default margin, or less where the net's receptive
 # radius plus half the feather is less (see TiledStylizer).

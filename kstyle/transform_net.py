@@ -11,10 +11,9 @@ import os
 import keras
 from keras import layers, ops
 
+from kstyle.constants import PADDINGS
 from kstyle.errors import KstyleError
 
-PADDINGS = ("zeros", "reflect")
-SIZE_MULTIPLE = 4  # two stride-2 convolutions, then two x2 upsamplings
 INSTANCE_NORM_EPSILON = 1e-5  # the reference (MATLAB) default; Keras's own default is 1e-3
 
 

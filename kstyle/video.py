@@ -11,6 +11,7 @@ import subprocess
 
 import numpy as np
 
+from kstyle.constants import VIDEO_EXTENSIONS
 from kstyle.errors import KstyleError
 from kstyle.files import atomic_output
 from kstyle.images import check_pixels, side_by_side
@@ -18,7 +19,6 @@ from kstyle.inference import Tilers, stylize_array, stylize_batch
 from kstyle.memory import AUTO, batch_within, resolve_max_memory
 from kstyle.progress import ProgressBar
 
-VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm")
 AUDIO_CODECS = {".mp4": "aac", ".mov": "aac", ".mkv": "aac", ".avi": "libmp3lame"}
 VIDEO_CODECS = {".webm": "libvpx-vp9", ".avi": "mpeg4"}
 

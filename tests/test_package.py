@@ -8,10 +8,11 @@ import sys
 from conftest import ROOT
 
 PACKAGE = os.path.join(ROOT, "kstyle")
-BASE = {"errors", "files", "images", "memory", "progress", "demo", "internals"}
+BASE = {"errors", "constants", "files", "images", "memory", "progress", "demo", "internals"}
 TRAINING = {"data", "transform_net", "loss_net", "losses", "trainer", "callbacks", "distribute"}
-TRAINING |= {"run"}
-INFERENCE = {"graph", "forward", "tiling", "inference", "video", "stylize_files", "export"}
+TRAINING |= {"config", "run_dir", "run"}
+INFERENCE = {"graph", "forward", "staged", "tiling", "inference", "video", "stylize_files"}
+INFERENCE |= {"export"}
 
 
 def _imports():

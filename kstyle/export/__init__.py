@@ -6,9 +6,10 @@ in, uint8 RGB of the same shape out, for any H and W of at least 4 pixels. The m
 ``verify`` (running and checking artifacts) and ``writer`` (the export command's library).
 """
 
-from kstyle.export.serving import FORMATS, export_model, serving_archive
+from kstyle.constants import FORMATS, QUANTIZATIONS
+from kstyle.export.serving import export_model, serving_archive
 from kstyle.export.verify import Runner, Verification, verify
-from kstyle.export.writer import QUANTIZATIONS, export, tflite_bytes
+from kstyle.export.writer import export, tflite_bytes
 
 __all__ = [
     "FORMATS",

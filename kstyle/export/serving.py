@@ -12,11 +12,9 @@ static channel count the TFLite converter keeps), and instance norms as 4-D mome
 import keras
 import tensorflow as tf
 
+from kstyle.constants import NO_QUANTIZATION, SIZE_MULTIPLE
 from kstyle.forward import inference_net
 from kstyle.graph import Graph, is_instance_norm
-from kstyle.transform_net import SIZE_MULTIPLE
-
-FORMATS = ("saved_model", "tflite", "onnx")
 
 
 @keras.saving.register_keras_serializable(package="kstyle")
@@ -188,7 +186,7 @@ class ChannelEpsilonInstanceNorm(keras.layers.Layer):
         return {**super().get_config(), "epsilons": self.epsilons, "clip": self.clip}
 
 
-def plain_tflite_bytes(transform_net, quantize="none", input_size=None):
+def plain_tflite_bytes(transform_net, quantize=NO_QUANTIZATION, input_size=None):
     """The serving model as a TFLite flatbuffer (batch 1): ``none`` (fp32), ``float16`` (fp16
     weights) or ``dynamic`` (int8 weights, dynamic-range activations)."""
     import tempfile

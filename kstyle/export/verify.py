@@ -8,8 +8,8 @@ import time
 
 import numpy as np
 
+from kstyle.constants import FORMATS
 from kstyle.errors import KstyleError
-from kstyle.export.serving import FORMATS
 from kstyle.images import psnr
 
 # Minimum PSNR (dB) of each TFLite quantization against the Keras model; fp32 formats instead

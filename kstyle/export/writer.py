@@ -7,19 +7,26 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from kstyle.constants import (
+    DEFAULT_CALIBRATION_COUNT,
+    DEFAULT_VERIFY_SIZE,
+    FORMATS,
+    NO_QUANTIZATION,
+    QUANTIZATIONS,
+    SIZE_MULTIPLE,
+)
 from kstyle.errors import KstyleError
 from kstyle.export.int8 import int8_flatbuffer
-from kstyle.export.serving import FORMATS, export_model, plain_tflite_bytes, serving_archive
+from kstyle.export.serving import export_model, plain_tflite_bytes, serving_archive
 from kstyle.export.verify import held_out_image, verify
 from kstyle.files import StagedOutput, list_image_files, write_json_atomically
 from kstyle.images import load_image
-from kstyle.transform_net import SIZE_MULTIPLE, load_transform_net
+from kstyle.transform_net import load_transform_net
 
-QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
 NEEDS_CALIBRATION = "--quantize int8 needs --calibration-data DIR (representative photos)"
 
 
-def load_calibration_images(folder, count=100, size=256):
+def load_calibration_images(folder, count=DEFAULT_CALIBRATION_COUNT, size=DEFAULT_VERIFY_SIZE):
     """The first ``count`` images under ``folder`` as (size, size, 3) uint8 arrays.
 
     Raises:
@@ -42,7 +49,7 @@ def load_calibration_images(folder, count=100, size=256):
     return images
 
 
-def tflite_bytes(transform_net, quantize="none", input_size=None, calibration_images=None):
+def tflite_bytes(transform_net, quantize=NO_QUANTIZATION, input_size=None, calibration_images=None):
     """Converts the serving model to a TFLite flatbuffer (batch 1, uint8 in and out).
 
     Args:
@@ -115,7 +122,7 @@ def artifact_name(fmt: str, quantize=None) -> str:
     if fmt == "saved_model":
         return "saved_model"
     if fmt == "tflite":
-        return f"model{'' if quantize in (None, 'none') else '_' + quantize}.tflite"
+        return f"model{'' if quantize in (None, NO_QUANTIZATION) else '_' + quantize}.tflite"
     return "model.onnx"
 
 
@@ -137,11 +144,11 @@ def export(
     model_path,
     output_dir,
     formats=FORMATS,
-    quantizations=("none",),
+    quantizations=(NO_QUANTIZATION,),
     input_size=None,
     calibration_data=None,
-    calibration_count=100,
-    verify_size=256,
+    calibration_count=DEFAULT_CALIBRATION_COUNT,
+    verify_size=DEFAULT_VERIFY_SIZE,
     printer=print,
 ):
     """Writes and verifies the requested artifacts; returns their ``Verification`` records.
