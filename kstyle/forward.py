@@ -14,7 +14,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from kstyle.graph import Graph
+from kstyle.graph import Graph, size_multiple
 from kstyle.transform_net import ReflectionPadding2D
 
 # For output phase a (row or column parity), which of the 3 kernel taps land on the low-resolution
@@ -171,17 +171,11 @@ def quiet_retracing_warning():
         logger.addFilter(_RetracingFilter())
 
 
-_FORWARDS = {}  # id(model) -> (weak reference to the model, its compiled forward pass)
+_FORWARDS = {}  # id(model) -> (weak reference, compiled forward pass, size multiple)
 
 
-def compiled_forward(model):
-    """``model``'s inference pass as a ``tf.function``, traced once and kept while ``model`` lives.
-
-    Graph execution skips Keras's per-layer Python work, and the pass runs
-    :func:`inference_net` (upsampling fused into the next convolution: the same function,
-    fewer multiply-adds); ``docs/performance.md`` compares it with the other paths, XLA
-    (not used here) included.
-    """
+def _entry(model):
+    """``model``'s cached (reference, compiled pass, size multiple), made on first use."""
     import tensorflow as tf
 
     entry = _FORWARDS.get(id(model))
@@ -193,9 +187,25 @@ def compiled_forward(model):
             lambda batch: net()(batch, training=False),
             input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)],
         )
-        entry = _FORWARDS[id(model)] = (reference, forward)
+        entry = _FORWARDS[id(model)] = (reference, forward, size_multiple(model))
         weakref.finalize(model, _FORWARDS.pop, id(model), None)
-    return entry[1]
+    return entry
+
+
+def model_size_multiple(model) -> int:
+    """:func:`kstyle.graph.size_multiple` of ``model``, read once and kept while it lives."""
+    return _entry(model)[2]
+
+
+def compiled_forward(model):
+    """``model``'s inference pass as a ``tf.function``, traced once and kept while ``model`` lives.
+
+    Graph execution skips Keras's per-layer Python work, and the pass runs
+    :func:`inference_net` (upsampling fused into the next convolution: the same function,
+    fewer multiply-adds); ``docs/performance.md`` compares it with the other paths, XLA
+    (not used here) included.
+    """
+    return _entry(model)[1]
 
 
 def run_model(model, batch: np.ndarray) -> np.ndarray:

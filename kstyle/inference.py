@@ -8,7 +8,7 @@ import numpy as np
 from kstyle import tiling
 from kstyle.constants import SIZE_MULTIPLE
 from kstyle.errors import KstyleError
-from kstyle.forward import run_model
+from kstyle.forward import model_size_multiple, run_model
 from kstyle.images import to_uint8
 from kstyle.memory import AUTO, needs_tiling, pixels_within, resolve_max_memory
 
@@ -96,14 +96,22 @@ class Tilers:
     def __init__(self, model, tile=None, max_memory=AUTO):
         check_tile(tile)
         self.model, self.tile = model, tile
+        self.multiple = model_size_multiple(model)
+        if tile and int(tile) % self.multiple:
+            raise KstyleError(f"--tile must be a multiple of {self.multiple} for this network")
         self.budget = resolve_max_memory(max_memory)
         self.built = {}
+
+    def padded_size(self, height: int, width: int) -> tuple[int, int]:
+        """(height, width) rounded up to the net's size multiple, as stylizing pads them."""
+        return height + (-height) % self.multiple, width + (-width) % self.multiple
 
     def for_size(self, height: int, width: int):
         """The tiler for a padded (height, width) image, or None to run it whole."""
         size = self.tile
         if size is None and needs_tiling(height, width, self.budget):
             size = tiling.auto_tile_size(self.budget)
+            size = max(self.multiple, size - size % self.multiple)
         if not size:
             return None
         if size not in self.built:
@@ -133,8 +141,9 @@ def stylize_array(
 ) -> np.ndarray:
     """Stylizes one (H, W, 3) uint8 or [0, 255] float image; returns (H, W, 3) uint8.
 
-    The image is reflect-padded to a multiple of 4 (edge-padded where it is too small to
-    mirror) and the output cropped back, so any H, W work. The input is not modified.
+    The image is reflect-padded to the net's size multiple (4 for the seed net; edge-padded
+    where it is too small to mirror) and the output cropped back, so any H, W work. The
+    input is not modified.
 
     Args:
         model: the transform net.
@@ -157,7 +166,7 @@ def stylize_array(
     if strength == 0.0:
         return to_uint8(image)
     height, width = image.shape[:2]
-    padded = pad_to_multiple(image[None])[0]
+    padded = pad_to_multiple(image[None], model_size_multiple(model))[0]
     if tiler is None:
         tiler = Tilers(model, tile, max_memory).for_size(*padded.shape[:2])
     if tiler is not None:
@@ -177,7 +186,7 @@ def stylize_batch(model, frames: np.ndarray, *, preserve_colors=False, strength=
     if strength == 0.0:
         return to_uint8(frames)
     height, width = frames.shape[1:3]
-    batch = pad_to_multiple(frames.astype(np.float32))
+    batch = pad_to_multiple(frames.astype(np.float32), model_size_multiple(model))
     output = run_model(model, batch)[:, :height, :width]
     return np.stack(
         [_finish(f, o, preserve_colors, strength) for f, o in zip(frames, output, strict=True)]

@@ -9,7 +9,7 @@ import functools
 import logging
 import os
 
-from kstyle.constants import SIZE_MULTIPLE, VIDEO_EXTENSIONS
+from kstyle.constants import VIDEO_EXTENSIONS
 from kstyle.errors import KstyleError
 from kstyle.files import list_image_files
 from kstyle.images import DEFAULT_MAX_PIXELS, load_image, save_image, side_by_side
@@ -143,7 +143,7 @@ def stylize(
                 raise
             failed.append((source, str(error)))
             continue
-        height, width = (side + (-side) % SIZE_MULTIPLE for side in content.shape[:2])
+        height, width = tilers.padded_size(*content.shape[:2])
         tiler, bar = tilers.for_size(height, width), None
         if tiler is not None and progress:
             bar = ProgressBar(tiler.tiles(height, width), label="tiles")

@@ -89,3 +89,26 @@ def test_auto_tiling_follows_the_memory_budget(model, monkeypatch):
     assert calls == [64] and out.shape == image.shape
     stylize_array(model, image, max_memory="64GB")
     assert calls == [64]  # fits: no tiling
+
+
+def test_a_net_with_three_stride_2_convolutions_is_padded_to_multiples_of_8():
+    import keras
+
+    keras.utils.set_random_seed(4)
+    inputs = keras.Input((None, None, 3))
+    x = inputs
+    for _ in range(3):
+        x = keras.layers.Conv2D(4, 3, strides=2, padding="same")(x)
+        x = keras.layers.GroupNormalization(groups=-1, epsilon=1e-5)(x)
+    for _ in range(3):
+        x = keras.layers.UpSampling2D(2)(x)
+    net = keras.Model(inputs, keras.layers.Conv2D(3, 3, padding="same")(x))
+    image = random_image(37, 45, seed=8)
+    out = stylize_array(net, image)
+    padded = np.pad(image.astype(np.float32), ((0, 3), (0, 3), (0, 0)), mode="reflect")
+    expected = np.clip(np.round(net.predict(padded[None], verbose=0)[0, :37, :45]), 0, 255)
+    assert out.shape == (37, 45, 3) and np.abs(out - expected).max() <= 1
+    tiled = stylize_array(net, image, tile=16)  # tiles and margins on the 8-px grid
+    assert tiled.shape == (37, 45, 3)
+    with pytest.raises(KstyleError, match="multiple of 8"):
+        stylize_array(net, image, tile=12)
