@@ -98,27 +98,6 @@ def _custom_net():
     return randomize_norms(net)
 
 
-def test_the_seed_plan_derives_each_stages_context_from_kernels_and_strides(model):
-    plan = tiling.statistics_plan(tiling.build_tile_model(model))
-    found = [(stage.target.layer, stage.halo, stage.context) for stage in plan.stages]
-    expected = [
-        ("down1_conv", 4, 4),  # 9x9 at full scale
-        ("down2_conv", 1, 4),  # 3x3 stride 2 'same': TensorFlow pads 0 rows above, 1 below
-        ("down3_conv", 2, 4),  # the same at scale 1/2
-        ("down3_relu", 0, 0),  # the residual stream, read by res1's conv and add
-    ]
-    for i in range(1, 6):  # a 3x3 stride-1 conv at scale 1/4 reads 1 row each side: 4 image rows
-        expected += [(f"res{i}_a_conv", 4, 4), (f"res{i}_b_conv", 4, 4)]
-        expected += [(f"res{i}_add", 0, 0)] if i < 5 else []  # res5's sum is read once: not stored
-    # up1 and up2: a x2 upsampling fused with a 3x3 conv reads 1 row at the low scale
-    expected += [("up1_conv", 4, 4), ("up2_conv", 2, 4)]
-    assert found == expected
-    assert [stage.keep for stage in plan.stages] == [True] * 19 + [False]
-    assert {t.layer for t in plan.stages[-2].inputs} == {"res4_add", "res5_b_conv"}
-    assert staged.receptive_radius(model) == 55
-    assert tiling.TiledStylizer(model, 32).margin == 48  # 55 + feather / 2, capped at 48
-
-
 def test_the_plan_follows_pooling_dilation_explicit_padding_and_skips(tmp_path):
     net = _custom_net()
     plan = tiling.statistics_plan(tiling.build_tile_model(net))
