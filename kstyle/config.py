@@ -8,7 +8,16 @@ offers. This module does not import TensorFlow, so ``--help`` stays quick.
 import dataclasses
 import os
 
-from kstyle.constants import DEFAULT_TFDS_NAME, PADDINGS, SIZE_MULTIPLE
+from kstyle.constants import (
+    BATCH_SIZE,
+    CONTENT_WEIGHT,
+    DEFAULT_TFDS_NAME,
+    IMAGE_SIZE,
+    PADDINGS,
+    SIZE_MULTIPLE,
+    STYLE_WEIGHT,
+    TV_WEIGHT,
+)
 from kstyle.distribute import JIT_COMPILE, MIXED_PRECISION, STRATEGIES
 from kstyle.errors import KstyleError
 
@@ -50,9 +59,9 @@ class TrainConfig:
     tfds_data_dir: str | None = option(None, doc="tfds data directory", default_text="tfds's own")
     output: str | None = option(None, doc="run directory", default_text="runs/<style name>")
     epochs: int = option(2, doc="passes over the content images", keep=True)
-    batch_size: int = option(4, doc="images per step", keep=True)
+    batch_size: int = option(BATCH_SIZE, doc="images per step", keep=True)
     image_size: int = option(
-        256,
+        IMAGE_SIZE,
         doc=f"content images are resized to this square, a multiple of {SIZE_MULTIPLE}",
         keep=True,
     )
@@ -63,9 +72,11 @@ class TrainConfig:
     learning_rate: float = option(1e-3, doc="Adam learning rate")
     beta1: float = option(0.9, doc="Adam beta_1 (gradient decay)", keep=True)
     beta2: float = option(0.999, doc="Adam beta_2 (squared-gradient decay)", keep=True)
-    content_weight: float = option(1e-4, doc="weight of the relu3_3 content loss", keep=True)
-    style_weight: float = option(3e-8, doc="weight of the Gram style loss", keep=True)
-    tv_weight: float = option(0.0, doc="weight of the total-variation loss", keep=True)
+    content_weight: float = option(
+        CONTENT_WEIGHT, doc="weight of the relu3_3 content loss", keep=True
+    )
+    style_weight: float = option(STYLE_WEIGHT, doc="weight of the Gram style loss", keep=True)
+    tv_weight: float = option(TV_WEIGHT, doc="weight of the total-variation loss", keep=True)
     fraction: float = option(1.0, doc="keep the first floor(N*fraction) content images", keep=True)
     steps: int | None = option(
         None,

@@ -10,6 +10,14 @@ PADDINGS = ("zeros", "reflect")
 # Image sides the transform net maps to themselves: two stride-2 convolutions, then two x2
 # upsamplings.
 SIZE_MULTIPLE = 4
+# The reference's training defaults that the library's functions share with TrainConfig: the
+# content and style loss weights (no total-variation term), the square images are resized to,
+# and the images per step.
+CONTENT_WEIGHT = 1e-4
+STYLE_WEIGHT = 3e-8
+TV_WEIGHT = 0.0
+IMAGE_SIZE = 256
+BATCH_SIZE = 4
 # The tfds dataset a run trains on when no folder is given: the reference's data.
 DEFAULT_TFDS_NAME = "coco/2014"
 # The files that ``kstyle.stylize`` reads and writes as videos.

@@ -12,7 +12,7 @@ import math
 
 import tensorflow as tf
 
-from kstyle.constants import DEFAULT_TFDS_NAME
+from kstyle.constants import BATCH_SIZE, DEFAULT_TFDS_NAME, IMAGE_SIZE
 from kstyle.errors import KstyleError
 from kstyle.files import list_image_files
 
@@ -186,7 +186,12 @@ def _cached_epochs(store, seed, batch_size):
 
 
 def folder_dataset(
-    folder: str, image_size=256, batch_size=4, fraction=1.0, seed=None, cache=False
+    folder: str,
+    image_size=IMAGE_SIZE,
+    batch_size=BATCH_SIZE,
+    fraction=1.0,
+    seed=None,
+    cache=False,
 ) -> TrainingData:
     """Training batches from every image under ``folder`` (see ``list_image_files``).
 
@@ -262,8 +267,8 @@ def tfds_dataset(
     name=DEFAULT_TFDS_NAME,
     split="train",
     data_dir=None,
-    image_size=256,
-    batch_size=4,
+    image_size=IMAGE_SIZE,
+    batch_size=BATCH_SIZE,
     fraction=1.0,
     seed=None,
     download=True,

@@ -13,6 +13,9 @@ float32 and returned as a scalar. The normalisations, exactly as the reference e
 
 from keras import ops
 
+from kstyle.constants import CONTENT_WEIGHT, STYLE_WEIGHT, TV_WEIGHT
+from kstyle.loss_net import CONTENT_LAYER
+
 
 def gram_matrix(features):
     """Gram matrices of activations (B, H, W, C) -> (B, C, C), divided by C·H·W."""
@@ -66,10 +69,10 @@ def perceptual_loss(
     features_x,
     style_grams,
     stylized,
-    content_weight=1e-4,
-    style_weight=3e-8,
-    tv_weight=0.0,
-    content_layer="block3_conv3",
+    content_weight=CONTENT_WEIGHT,
+    style_weight=STYLE_WEIGHT,
+    tv_weight=TV_WEIGHT,
+    content_layer=CONTENT_LAYER,
 ):
     """The weighted training objective of the reference.
 

@@ -14,6 +14,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from kstyle.constants import CONTENT_WEIGHT, IMAGE_SIZE, STYLE_WEIGHT, TV_WEIGHT
 from kstyle.internals import strategy_supports_no_merge_call
 from kstyle.loss_net import CONTENT_LAYER, STYLE_LAYERS
 from kstyle.losses import gram_matrix, perceptual_loss
@@ -49,12 +50,12 @@ class StyleTransferTrainer(keras.Model):
         transform_net,
         loss_net,
         style_image,
-        content_weight=1e-4,
-        style_weight=3e-8,
-        tv_weight=0.0,
+        content_weight=CONTENT_WEIGHT,
+        style_weight=STYLE_WEIGHT,
+        tv_weight=TV_WEIGHT,
         content_layer=CONTENT_LAYER,
         style_layers=STYLE_LAYERS,
-        image_size=256,
+        image_size=IMAGE_SIZE,
         **kwargs,
     ):
         super().__init__(**kwargs)
