@@ -6,7 +6,7 @@
 Runs ``bench/bench.py --quick`` of each checkout (with that checkout's own ``kstyle``), one
 section at a time and the two checkouts alternately, so that drift on a shared machine hits
 both alike, and prints every path's time before and after and their ratio (after / before).
-Extra arguments after ``--`` go to both bench runs.
+Other arguments (after ``--``, e.g. ``-- --onednn default``) go to both bench runs.
 """
 
 import argparse
@@ -53,8 +53,8 @@ def main(argv=None):
     parser.add_argument("after", help="the checkout after the change")
     parser.add_argument("--sections", default=",".join(SECTIONS), help="bench sections")
     parser.add_argument("--json", default=None, help="also write both results here")
-    parser.add_argument("extra", nargs="*", help="after --: more bench.py arguments")
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    args.extra = [arg for arg in extra if arg != "--"]  # the rest goes to bench.py
     results = {"before": {}, "after": {}}
     with tempfile.TemporaryDirectory() as directory:
         for section in args.sections.split(","):
