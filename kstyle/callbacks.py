@@ -24,6 +24,7 @@ from kstyle.trainer import LOSS_NAMES
 
 HISTORY_FIELDS = ("step", "epoch", *LOSS_NAMES, "seconds")
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C, and a preemptible VM's notice
+STOP_GRACE_SECONDS = 5.0  # how long a stop waits for the current step to end
 
 
 def save_model_atomically(model, path: str) -> None:
@@ -199,19 +200,21 @@ class SkippedFilesReport(keras.callbacks.Callback):
 
 
 class NonFiniteLoss(KstyleError):
-    """The loss became NaN or infinite; raised from inside ``fit`` to stop the run at once."""
+    """A loss or the gradient norm became NaN or infinite; raised from inside ``fit`` to stop
+    the run at once."""
 
     def __init__(self, step, name, value):
-        label = "total loss" if name == "loss" else f"{name} loss"
+        label = {"loss": "total loss", "gradient": "gradient norm"}.get(name, f"{name} loss")
         super().__init__(f"the {label} became {value} at step {step}")
         self.step = step
 
 
 class NonFiniteLossGuard(keras.callbacks.Callback):
-    """Stops training the moment a step's loss is NaN or infinite.
+    """Stops training the moment a step's loss or gradient norm is NaN or infinite.
 
-    Put it first among the callbacks: it raises ``NonFiniteLoss`` before any later callback
-    (the checkpoint in particular) can save the broken weights of that step.
+    The compiled step has already refused to apply such a step (``StyleTransferTrainer``), so
+    the weights are still the last good step's. Put this guard first among the callbacks: it
+    raises ``NonFiniteLoss`` before any later callback (the checkpoint in particular) runs.
     """
 
     def __init__(self, initial_step=0):
@@ -220,8 +223,10 @@ class NonFiniteLossGuard(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         self.step += 1
-        for name in ("loss", "content", "style"):
-            value = float(self.model.last_losses[name].numpy())
+        values = {name: self.model.last_losses[name] for name in ("loss", "content", "style")}
+        values["gradient"] = self.model.last_gradient_norm
+        for name, variable in values.items():
+            value = float(variable.numpy())
             if not math.isfinite(value):
                 raise NonFiniteLoss(self.step, name, value)
 
@@ -320,50 +325,110 @@ class TrainingStopped(Exception):
 
 
 class StopRequest(keras.callbacks.Callback):
-    """Turns a stop signal into a clean stop at the end of the current step.
+    """Turns SIGINT (Ctrl-C) and SIGTERM into a prompt, clean stop.
 
-    ``request`` is the signal handler: the first SIGINT/SIGTERM is remembered and the step
-    finishes, then (as the last callback) this raises ``TrainingStopped``, so the step count,
-    the weights and the history all agree when the checkpoint is written. A second signal
-    raises ``KeyboardInterrupt`` at once. ``agree`` combines the flag over workers (see
+    The first signal is remembered and training stops at the end of the current step: this
+    callback (the last one) raises ``TrainingStopped``, so the step count, the weights and
+    the history agree when the checkpoint is written. Should no step end within
+    ``grace_seconds`` (the input pipeline blocks, the style Grams are being computed, a step
+    is slow), the process ends with exit status 130 and no new checkpoint; the last one stays
+    valid. A second signal ends it at once. ``agree`` combines the flag over workers (see
     ``kstyle.distribute.agree_across_workers``): one preempted worker stops them all.
+
+    The signals are watched from a thread through ``signal.set_wakeup_fd``, because a
+    Python signal handler runs only when the main thread comes back from TensorFlow's C++
+    code, and a blocked input pipeline may never let it.
     """
 
-    def __init__(self, agree=None):
+    def __init__(self, agree=None, grace_seconds=STOP_GRACE_SECONDS, last_checkpoint=None):
         super().__init__()
         self.signal_name = None
         self.agree = agree or (lambda flag: flag)
+        self.grace_seconds = float(grace_seconds)
+        self.last_checkpoint = last_checkpoint or (lambda: None)
+        self._deadline = None
 
-    def request(self, number, frame=None):
-        """The signal handler: remembers the first stop signal, raises on the second."""
+    def request(self, number) -> None:
+        """A stop signal arrived: the first is remembered, a second ends the process."""
+        name = signal.Signals(number).name
         if self.signal_name is not None:
-            raise KeyboardInterrupt
-        self.signal_name = signal.Signals(number).name
+            self._exit(f"stopped at once by a second {name}")
+        self.signal_name = name
         print(
-            f"\n{self.signal_name}: stopping after this step "
-            "(send it again to stop at once, without a checkpoint)",
+            f"\n{name}: stopping after this step (within {self.grace_seconds:g} s; send it "
+            "again to stop at once, without a checkpoint)",
             file=sys.stderr,
+            flush=True,
         )
+        self._deadline = threading.Timer(
+            self.grace_seconds,
+            self._exit,
+            (f"{name}: no step ended within {self.grace_seconds:g} s",),
+        )
+        self._deadline.daemon = True
+        self._deadline.start()
+
+    def reached_boundary(self) -> None:
+        """The step ended in time: the stop goes on cleanly (checkpoint and model)."""
+        if self._deadline is not None:
+            self._deadline.cancel()
+
+    def _exit(self, reason: str) -> None:
+        kept = self.last_checkpoint()
+        where = f"resume from the last checkpoint ({kept})" if kept else "no checkpoint yet"
+        print(f"error: {reason}; {where}", file=sys.stderr, flush=True)
+        os._exit(130)  # a thread cannot raise into a main thread blocked in TensorFlow
 
     @contextlib.contextmanager
     def handling_signals(self):
-        """While in this block, SIGINT and SIGTERM call :meth:`request`.
+        """While in this block, SIGINT and SIGTERM go to :meth:`request` (see the class).
 
         Only in the main thread (Python delivers signals there); elsewhere nothing changes.
         """
         if threading.current_thread() is not threading.main_thread():
             yield
             return
-        previous = {number: signal.signal(number, self.request) for number in STOP_SIGNALS}
+        read_end, write_end = os.pipe()
+        os.set_blocking(write_end, False)
+        previous_fd = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+        # Python's handler must exist for the wakeup fd to be written; the thread acts.
+        previous = {number: signal.signal(number, _ignore) for number in STOP_SIGNALS}
+        watcher = threading.Thread(target=self._watch, args=(read_end,), daemon=True)
+        watcher.start()
         try:
             yield
         finally:
             for number, handler in previous.items():
                 signal.signal(number, handler)
+            signal.set_wakeup_fd(previous_fd)
+            os.close(write_end)  # ends the watcher's read
+            watcher.join(timeout=5)
+            os.close(read_end)
+
+    def _watch(self, read_end) -> None:
+        while True:
+            try:
+                data = os.read(read_end, 64)
+            except OSError:
+                return
+            if not data:
+                return
+            for number in data:
+                if number in STOP_SIGNALS:
+                    self.request(number)
+
+    def check(self) -> None:
+        """Raises ``TrainingStopped`` if a stop was asked for (on any worker)."""
+        if self.agree(int(self.signal_name is not None)):
+            self.reached_boundary()
+            raise TrainingStopped(self.signal_name or "a stop on another worker")
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.agree(int(self.signal_name is not None)):
-            raise TrainingStopped(self.signal_name or "a stop on another worker")
+        self.check()
+
+
+def _ignore(number, frame):
+    """A Python-level handler that does nothing: :class:`StopRequest`'s thread acts."""
 
 
 class LossTensorBoard(keras.callbacks.Callback):

@@ -91,15 +91,17 @@ class Tilers:
         tile: tile size in px (multiple of 4) for every image; None tiles only images whose
             whole-image pass would exceed ``max_memory``; 0 never tiles.
         max_memory: the budget (see :func:`kstyle.memory.resolve_max_memory`).
+        work_dir: where tiling keeps its temporary files (None: the system's temp folder).
     """
 
-    def __init__(self, model, tile=None, max_memory=AUTO):
+    def __init__(self, model, tile=None, max_memory=AUTO, work_dir=None):
         check_tile(tile)
         self.model, self.tile = model, tile
         self.multiple = model_size_multiple(model)
         if tile and int(tile) % self.multiple:
             raise KstyleError(f"--tile must be a multiple of {self.multiple} for this network")
         self.budget = resolve_max_memory(max_memory)
+        self.work_dir = work_dir
         self.built = {}
 
     def padded_size(self, height: int, width: int) -> tuple[int, int]:
@@ -116,7 +118,10 @@ class Tilers:
             return None
         if size not in self.built:
             self.built[size] = tiling.TiledStylizer(
-                self.model, int(size), stats_pixels=pixels_within(self.budget)
+                self.model,
+                int(size),
+                stats_pixels=pixels_within(self.budget),
+                directory=self.work_dir,
             )
         return self.built[size]
 

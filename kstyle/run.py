@@ -23,7 +23,14 @@ import numpy as np
 from kstyle.config import TrainConfig
 from kstyle.errors import KstyleError
 from kstyle.files import write_json_atomically
-from kstyle.run_dir import clear_run, previous_run, read_json, worker_dir, write_run_config
+from kstyle.run_dir import (
+    check_ownership,
+    clear_run,
+    previous_run,
+    read_json,
+    worker_dir,
+    write_run_config,
+)
 
 
 def load_style_image(path: str, size: int) -> np.ndarray:
@@ -174,17 +181,22 @@ def train(config: TrainConfig, printer=print) -> dict:
             NaN or infinite (the last good checkpoint is kept), or training was interrupted
             (a checkpoint of that step is written first; exit code 130).
     """
-    run = open_run(config)
-    if run.finished is not None:
-        printer(
-            f"{run.run_dir} holds a finished run ({run.finished.get('steps')} steps; model: "
-            f"{run.finished.get('model_path')}); nothing to do. Pass --restart to train it "
-            "again from scratch, or choose another --output"
-        )
-        return {**run.finished, "finished_before": True}
-    build_run(run, printer)
-    fit_run(run)
-    return finish_run(run)
+    from kstyle.callbacks import StopRequest
+
+    stop = StopRequest()
+    with stop.handling_signals():  # from the start: a stop is prompt in every phase
+        run = open_run(config)
+        run.stop = stop
+        if run.finished is not None:
+            printer(
+                f"{run.run_dir} holds a finished run ({run.finished.get('steps')} steps; "
+                f"model: {run.finished.get('model_path')}); nothing to do. Pass --restart to "
+                "train it again from scratch, or choose another --output"
+            )
+            return {**run.finished, "finished_before": True}
+        build_run(run, printer)
+        fit_run(run)
+        return finish_run(run)
 
 
 def open_run(config: TrainConfig) -> Run:
@@ -212,8 +224,7 @@ def open_run(config: TrainConfig) -> Run:
         )
     load_image(config.style)  # a missing or unreadable style file fails before anything else
     run = Run(config, strategy, worker_dir(config.resolved_output()))
-    if os.path.exists(run.run_dir) and not os.path.isdir(run.run_dir):
-        raise KstyleError(f"--output {run.run_dir} is a file, not a directory")
+    check_ownership(run.run_dir)
     if config.restart:
         clear_run(run.run_dir)
     finished_here = int(os.path.isfile(run.summary_path))
@@ -328,44 +339,56 @@ def _build_callbacks(run: Run, printer) -> None:
                 update_freq=max(1, config.plot_every),
             )
         )
-    run.stop = StopRequest(lambda flag: agree_across_workers(run.strategy, flag, "any"))
+    if run.stop is None:
+        run.stop = StopRequest()
+    run.stop.agree = lambda flag: agree_across_workers(run.strategy, flag, "any")
+    run.stop.last_checkpoint = lambda: run.checkpoint.manager.latest_checkpoint
     run.callbacks.append(run.stop)  # last: a stop comes after the step's checkpoint and history
 
 
 def fit_run(run: Run) -> None:
-    """Phase 3: the ``fit`` calls of :func:`fit_schedule`, with SIGINT and SIGTERM turned into
-    a stop after the current step.
+    """Phase 3: the ``fit`` calls of :func:`fit_schedule`; SIGINT and SIGTERM (watched since
+    :func:`train` began, see :class:`kstyle.callbacks.StopRequest`) stop after the current step.
 
     Raises:
         KstyleError: a loss became NaN or infinite (exit code 3; the last good checkpoint is
             kept), or a stop signal arrived (exit code 130; a checkpoint of that step and the
-            model are written first, or nothing at all after a second signal).
+            model are written first; a stop that no step boundary answers in time, or a second
+            signal, ends the process without them).
     """
     from kstyle.callbacks import NonFiniteLoss, TrainingStopped, save_model_atomically
     from kstyle.distribute import float32_copy
 
     checkpoint = run.checkpoint
     try:
-        with run.stop.handling_signals():
-            for call in fit_schedule(run.start_step, run.total_steps, run.data.steps_per_epoch):
-                run.trainer.fit(
-                    _distributed_stream(run.strategy, run.data, call.start_step),
-                    initial_epoch=call.initial_epoch,
-                    epochs=call.epochs,
-                    steps_per_epoch=call.steps_per_epoch,
-                    callbacks=run.callbacks,
-                    shuffle=False,  # the stream reshuffles every epoch itself
-                    verbose=run.config.verbose,
-                )
-    except NonFiniteLoss as error:
+        run.stop.check()  # a stop asked for while the run was being built
+        for call in fit_schedule(run.start_step, run.total_steps, run.data.steps_per_epoch):
+            run.trainer.fit(
+                _distributed_stream(run.strategy, run.data, call.start_step),
+                initial_epoch=call.initial_epoch,
+                epochs=call.epochs,
+                steps_per_epoch=call.steps_per_epoch,
+                callbacks=run.callbacks,
+                shuffle=False,  # the stream reshuffles every epoch itself
+                verbose=run.config.verbose,
+            )
+    except NonFiniteLoss as error:  # the bad step was not applied: the weights are finite
+        save_model_atomically(float32_copy(run.trainer.transform_net), run.model_path)
         kept = checkpoint.manager.latest_checkpoint
         where = f"the last good checkpoint ({kept}) is kept" if kept else "no checkpoint yet"
         raise KstyleError(
-            f"{error}; training stopped, {where}. Lower --learning-rate or check the data, "
-            "then rerun to resume, or pass --restart",
+            f"{error}; training stopped, {where} and {run.model_path} holds the weights of "
+            "the step before. Lower --learning-rate or check the data, then rerun to resume, "
+            "or pass --restart",
             exit_code=3,
         ) from error
     except TrainingStopped as stopped:  # at a step boundary: every count agrees
+        if checkpoint.step == run.start_step:
+            kept = checkpoint.manager.latest_checkpoint
+            where = f"the last checkpoint ({kept}) is kept" if kept else "nothing was trained"
+            raise KstyleError(
+                f"{stopped.signal_name} before the first step; {where}", exit_code=130
+            ) from stopped
         path = checkpoint.save()
         save_model_atomically(float32_copy(run.trainer.transform_net), run.model_path)
         raise KstyleError(
@@ -373,10 +396,6 @@ def fit_run(run: Run) -> None:
             "rerun the same command to resume",
             exit_code=130,
         ) from stopped
-    except KeyboardInterrupt as interrupt:  # a second Ctrl-C: stop at once, mid-step
-        kept = checkpoint.manager.latest_checkpoint
-        where = f"resume from the last checkpoint ({kept})" if kept else "no checkpoint yet"
-        raise KstyleError(f"stopped at once; {where}", exit_code=130) from interrupt
 
 
 def finish_run(run: Run) -> dict:

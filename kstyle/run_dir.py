@@ -10,6 +10,7 @@ import dataclasses
 import json
 import os
 import platform
+import re
 import shutil
 import sys
 
@@ -20,6 +21,43 @@ from kstyle.files import write_json_atomically
 RUN_FILES = ("model.keras", "config.json", "history.csv", "losses.png", "preview.png")
 # Files and folders of a run that --restart removes (never anything else in the folder).
 RESTART_REMOVES = (*RUN_FILES, "summary.json", "stylized.png", "checkpoints", "logs")
+# Other names kstyle itself puts into a run directory: the demo's data, the folders of the
+# other workers of a multi-worker run, and temporary files of a write that was cut short.
+_OWN_NAMES = re.compile(r"demo_data|(worker|chief)-\d+|\.kstyle-.*")
+
+
+def check_ownership(run_dir: str) -> None:
+    """Refuses a ``--output`` folder that holds anything but a kstyle run.
+
+    A folder may be missing, empty, hold a run (its ``config.json`` is kstyle's), or hold only
+    names kstyle writes (a run killed before its ``config.json``). Anything else is somebody
+    else's folder: kstyle would overwrite its ``config.json`` or ``model.keras``, and
+    ``--restart`` would delete its ``logs/``.
+
+    Raises:
+        KstyleError: ``run_dir`` is a file, or a folder that is not a kstyle run.
+    """
+    if not os.path.exists(run_dir):
+        return
+    if not os.path.isdir(run_dir):
+        raise KstyleError(f"--output {run_dir} is a file, not a directory")
+    entries = os.listdir(run_dir)
+    config_path = os.path.join(run_dir, "config.json")
+    if os.path.isfile(config_path):
+        try:
+            with open(config_path) as file:
+                saved = json.load(file)
+        except (OSError, ValueError):
+            saved = None
+        if isinstance(saved, dict) and "kstyle" in (saved.get("versions") or {}):
+            return
+    elif all(name in RESTART_REMOVES or _OWN_NAMES.fullmatch(name) for name in entries):
+        return
+    raise KstyleError(
+        f"--output {run_dir} is a folder that holds no kstyle run ({len(entries)} entries); "
+        "choose an empty or new folder (kstyle overwrites and, with --restart, deletes the "
+        "files of its runs)"
+    )
 
 
 def worker_dir(run_dir: str) -> str:

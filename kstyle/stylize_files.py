@@ -74,6 +74,7 @@ def stylize(
     max_memory=AUTO,
     max_pixels=DEFAULT_MAX_PIXELS,
     progress: bool = False,
+    work_dir=None,
 ):
     """Stylizes an image file, a video, or every image under a folder, and writes the results.
 
@@ -90,6 +91,7 @@ def stylize(
         preserve_colors, strength, tile, max_memory: see :func:`stylize_array`.
         max_pixels: decompression-bomb guard (see :func:`load_image`).
         progress: show a progress bar on stderr (videos: frames/s; large images: tiles).
+        work_dir: folder for the temporary files of tiled images (None: the system's).
 
     Returns:
         ``(written, failed)``: output paths written, and ``(input path, reason)`` pairs for
@@ -98,7 +100,7 @@ def stylize(
     strength = check_strength(strength)
     if isinstance(model, str):
         model = load_transform_net(model)
-    tilers = Tilers(model, tile, max_memory)
+    tilers = Tilers(model, tile, max_memory, work_dir)
     if os.path.isfile(input_path) and is_video(input_path):
         if os.path.isdir(output_path) or not is_video(output_path):
             raise KstyleError(
@@ -119,6 +121,7 @@ def stylize(
             show_input=show_input,
             progress=progress,
             tile=tile,
+            work_dir=work_dir,
         )
         return [output_path], []
     if os.path.isdir(input_path):

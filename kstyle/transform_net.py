@@ -131,9 +131,28 @@ def load_transform_net(path: str):
     if not os.path.isfile(path):
         raise KstyleError(f"model not found: {path}")
     try:
-        return keras.saving.load_model(path, compile=False)
+        model = keras.saving.load_model(path, compile=False)
     except Exception as error:
         raise KstyleError(
             f"could not load model {path}: {type(error).__name__}: "
             + (str(error).strip().splitlines() or [""])[0][:200]
         ) from error
+    check_transform_net(model, path)
+    return model
+
+
+def check_transform_net(model, source: str) -> None:
+    """Raises KstyleError unless ``model`` maps (B, H, W, 3) images to (B, H, W, 3) images,
+    as every transform net does (``source`` names it in the message)."""
+    inputs = getattr(model, "inputs", None) or []
+    outputs = getattr(model, "outputs", None) or []
+    shapes = [tuple(tensor.shape) for tensor in (*inputs, *outputs)]
+    if (
+        len(inputs) != 1
+        or len(outputs) != 1
+        or any(len(shape) != 4 or shape[-1] != 3 for shape in shapes)
+    ):
+        raise KstyleError(
+            f"{source} is not a style transform network: it maps {shapes[:1] or '?'} to "
+            f"{shapes[1:] or '?'}, not RGB images (batch, height, width, 3) to the same"
+        )

@@ -62,6 +62,7 @@ def stylize_video(
     show_input=False,
     progress=True,
     tile=None,
+    work_dir=None,
 ):
     """Stylizes a video file and writes it to ``output_path`` with the same frame rate.
 
@@ -78,6 +79,7 @@ def stylize_video(
         show_input: write input | output side by side.
         progress: show a progress bar (frames/s) on stderr.
         tile: tile size for every frame (None: only when a frame exceeds ``max_memory``).
+        work_dir: folder for tiling's temporary files (None: the system's).
 
     Returns:
         The number of frames written.
@@ -104,7 +106,7 @@ def stylize_video(
         total = None
 
     budget = resolve_max_memory(max_memory)
-    tiler = Tilers(model, tile, budget).for_size(out_height, out_width)
+    tiler = Tilers(model, tile, budget, work_dir).for_size(out_height, out_width)
     if batch_size is None:
         batch_size = batch_within(out_height, out_width, budget)
     audio = has_audio(input_path)

@@ -233,3 +233,113 @@ def test_sigterm_checkpoints_the_current_step_and_the_run_resumes(inputs):
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"at step {stopped_at} of 40" in result.stdout
     assert [step for step, _ in history(output)] == list(range(1, 41))
+
+
+INFINITE_GRADIENT_FROM_STEP_2 = """
+import sys
+sys.path.insert(0, {root!r})
+import tensorflow as tf
+from kstyle.cli.train import main
+from kstyle.trainer import StyleTransferTrainer
+
+compute_losses = StyleTransferTrainer.compute_losses
+
+@tf.custom_gradient
+def bomb(x):  # the identity, with an infinite gradient
+    return tf.identity(x), lambda upstream: upstream + float("inf")
+
+def exploding(self, content_batch, stylized):  # a finite loss with infinite gradients
+    total, parts = compute_losses(self, content_batch, stylized)
+    blown = tf.cast(self.optimizer.iterations, tf.float32) >= 1.0
+    extra = 0.0 * tf.reduce_sum(bomb(stylized))  # adds 0 to the loss, inf to the gradient
+    return tf.where(blown, total + extra, total), parts
+
+StyleTransferTrainer.compute_losses = exploding
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_an_infinite_gradient_with_a_finite_loss_stops_with_finite_weights(inputs):
+    output = inputs / "exploding"
+    args = command(inputs, output, "--checkpoint-every", "1")
+    result = run([sys.executable, "-c", INFINITE_GRADIENT_FROM_STEP_2.format(root=ROOT), *args[2:]])
+    assert result.returncode == 3, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "the gradient norm became" in errors[0], result.stderr[-3000:]
+    assert "at step 2" in errors[0] and "ckpt-1" in errors[0], errors[0]
+    losses = [loss for _, loss in history(output)]
+    assert len(losses) == 2 and all(np.isfinite(losses))  # the loss itself stayed finite
+    import tensorflow as tf
+
+    from kstyle.transform_net import build_transform_net
+
+    net = build_transform_net()
+    checkpoint = tf.train.Checkpoint(transform_net=net)
+    checkpoint.restore(tf.train.latest_checkpoint(output / "checkpoints")).expect_partial()
+    saved = weights(output / "model.keras")
+    assert all(np.isfinite(w).all() for w in net.get_weights())
+    assert all(np.isfinite(w).all() for w in saved)
+    # model.keras holds the weights of step 1: the broken step 2 was never applied
+    for restored, kept in zip(net.get_weights(), saved, strict=True):
+        np.testing.assert_array_equal(restored, kept)
+
+
+BLOCKING_PIPELINE = """
+import os, sys, time
+sys.path.insert(0, {root!r})
+import tensorflow as tf
+from kstyle.cli.train import main
+from kstyle.data import TrainingData
+
+stream = TrainingData.stream
+marker = {marker!r}
+
+def blocking(self, start_step=0, input_context=None):  # 3 batches, then a pipeline that hangs
+    def hang():
+        open(marker, "w").close()
+        while True:
+            time.sleep(1)
+        yield
+    first = stream(self, start_step, input_context).take(3)
+    spec = first.element_spec
+    return first.concatenate(tf.data.Dataset.from_generator(hang, output_signature=spec))
+
+TrainingData.stream = blocking
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_sigterm_ends_a_run_whose_pipeline_blocks_within_10_seconds(inputs, tmp_path):
+    output, marker = inputs / "blocked", tmp_path / "blocking"
+    args = command(inputs, output, "--checkpoint-every", "2")
+    script = BLOCKING_PIPELINE.format(root=ROOT, marker=str(marker))
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    process = subprocess.Popen(
+        [sys.executable, "-c", script, *args[2:]],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    deadline = time.monotonic() + 300
+    while not marker.exists():
+        assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
+        time.sleep(0.05)
+    time.sleep(1.0)  # the main thread is now waiting in TensorFlow for a batch that never comes
+    sent = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    try:
+        _, stderr = process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        pytest.fail("SIGTERM did not end a run whose input pipeline blocks")
+    assert time.monotonic() - sent <= 10.0
+    assert process.returncode == 130 and "Traceback" not in stderr, stderr[-3000:]
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "SIGTERM: no step ended within" in errors[0], errors
+    assert "ckpt-2" in errors[0]
+    assert checkpoint_step(output) == 2  # the last checkpoint is intact and still the newest
+    result = run(command(inputs, output, "--checkpoint-every", "2"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "at step 2 of 24" in result.stdout

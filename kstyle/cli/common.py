@@ -2,6 +2,7 @@
 and the choice of oneDNN for the machine it runs on."""
 
 import argparse
+import errno
 import os
 import sys
 
@@ -26,8 +27,44 @@ def add_option(parser, *flags, doc, default=None, default_text=None, **kwargs):
     return parser.add_argument(*flags, default=default, help=doc.replace("%", "%%"), **kwargs)
 
 
+# What an operating-system error means for the file it names, by errno.
+_OS_ERROR_WHAT = {
+    errno.ENOSPC: "no space left on the disk of",
+    errno.EDQUOT: "disk quota exceeded for",
+    errno.EROFS: "read-only file system:",
+    errno.EACCES: "no permission for",
+    errno.EPERM: "not permitted:",
+    errno.ENAMETOOLONG: "file name too long:",
+    errno.ENOTDIR: "a part of the path is not a folder:",
+    errno.EISDIR: "is a folder:",
+    errno.ENOENT: "cannot create or find",
+    errno.EEXIST: "already exists:",
+}
+
+
+def os_error_line(error: OSError) -> str:
+    """One line for an operating-system error: ``<what> <path>: <reason>``."""
+    what = _OS_ERROR_WHAT.get(error.errno, "cannot use")
+    path = error.filename if error.filename is not None else "a file"
+    reason = error.strerror or str(error)
+    return f"{what} {path}: {reason}"
+
+
+def _tensorflow_error_line(error) -> str | None:
+    """One line for a TensorFlow error that reached the command (a file it could not write or
+    read, a full disk): its own first line. None for other exceptions."""
+    tf = sys.modules.get("tensorflow")
+    if tf is None or not isinstance(error, tf.errors.OpError):
+        return None
+    message = (str(error.message).strip().splitlines() or [type(error).__name__])[0]
+    return f"{message[:300]} ({type(error).__name__})"
+
+
 def run_command(function, argv=None) -> int:
-    """Runs ``function(argv)``; a KstyleError becomes ``error: ...`` on stderr and its code."""
+    """Runs ``function(argv)``: a KstyleError becomes ``error: ...`` on stderr and its code; an
+    operating-system error (full disk, no permission, a name too long) or a TensorFlow file
+    error becomes ``error: <what> <path>: <reason>`` and exit status 2; never a traceback
+    for those."""
     from kstyle.errors import KstyleError
 
     try:
@@ -35,9 +72,18 @@ def run_command(function, argv=None) -> int:
     except KstyleError as error:
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code
+    except OSError as error:
+        print(f"error: {os_error_line(error)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except Exception as error:
+        line = _tensorflow_error_line(error)
+        if line is None:
+            raise
+        print(f"error: {line}", file=sys.stderr)
+        return 2
 
 
 ONEDNN_VARIABLE = "TF_ENABLE_ONEDNN_OPTS"

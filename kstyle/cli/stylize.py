@@ -77,6 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(0: no limit)",
         default_text=f"{DEFAULT_MAX_PIXELS}, Pillow's limit",
     )
+    add_option(
+        parser,
+        "--work-dir",
+        doc="folder for the temporary files of tiled images (up to about 192 bytes per pixel; "
+        "on a tmpfs they count as memory)",
+        default_text="the system's temporary folder",
+    )
     parser.add_argument(
         "--no-progress", action="store_true", help="hide the progress bar (video, tiles)"
     )
@@ -116,6 +123,7 @@ def main_with_args(argv=None) -> int:
         max_memory=max_memory,
         max_pixels=args.max_pixels,
         progress=not args.no_progress,
+        work_dir=args.work_dir,
     )
     for source, reason in failed:
         print(f"skipped {source}: {reason}", file=sys.stderr)
