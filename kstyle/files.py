@@ -1,13 +1,17 @@
 """Files on disk: listing images, and writing anything atomically and durably.
 
-Every file kstyle writes goes through :func:`atomic_output` (or :func:`atomic_directory`):
-the content is written under a short temporary name in the target's folder, flushed to disk
-(``fsync``), renamed over the target, and the folder's entry is flushed too where the platform
-allows. A kill at any moment leaves either the old file or the new one, never half of one, and
-the temporary file is removed on every error path.
+Every whole file kstyle writes (models, figures, JSON, images, exported artifacts) goes through
+:class:`StagedOutput` (or :func:`atomic_output`, :func:`atomic_directory`): the content is
+written under a short temporary name in the target's folder, flushed to disk (``fsync``),
+renamed over the target, and the folder's entry is flushed too where the platform allows. A
+kill at any moment leaves either the old file or the new one, never half of one. A failed
+write removes its temporary file; one left by a kill is removed by :func:`remove_leftovers`
+when the next run or export starts in that folder. (``history.csv`` gains a line per step
+and is rewritten this way when a run resumes.)
 """
 
 import contextlib
+import errno
 import json
 import math
 import os
@@ -74,6 +78,37 @@ def _fsync_tree(path: str) -> None:
             os.fsync(file.fileno())
 
 
+PREFIX = ".kstyle-"  # every temporary name kstyle makes starts with this
+
+
+def _mode_for(path: str, full: int) -> int:
+    """The permission bits a new ``path`` gets: an existing file's, else ``full`` less the
+    process's umask."""
+    try:
+        return os.stat(path).st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return full & ~umask
+
+
+def remove_leftovers(folder: str) -> int:
+    """Removes the temporary files and folders that writes cut short by a kill (SIGKILL,
+    power loss) left in ``folder``; returns how many. Only names kstyle makes are touched."""
+    removed = 0
+    if not os.path.isdir(folder):
+        return removed
+    for name in os.listdir(folder):
+        if name.startswith(PREFIX):
+            path = os.path.join(folder, name)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                os.remove(path)
+            removed += 1
+    return removed
+
+
 class StagedOutput:
     """A temporary file (or folder) next to ``path`` that becomes ``path`` only when told.
 
@@ -89,14 +124,18 @@ class StagedOutput:
         self.path = path
         self.directory = os.path.dirname(os.path.abspath(path))
         os.makedirs(self.directory, exist_ok=True)
+        # mkstemp and mkdtemp make owner-only entries; an output gets the usual permissions
+        # (those of the file it replaces, else what the umask leaves), as open() would give.
         if folder:
-            self.temporary = tempfile.mkdtemp(prefix=".kstyle-", suffix=".tmp", dir=self.directory)
+            self.temporary = tempfile.mkdtemp(prefix=PREFIX, suffix=".tmp", dir=self.directory)
+            os.chmod(self.temporary, _mode_for(path, 0o777))
         else:
             extension = os.path.splitext(path)[1][:16]
             descriptor, self.temporary = tempfile.mkstemp(
-                prefix=".kstyle-", suffix=f".tmp{extension}", dir=self.directory
+                prefix=PREFIX, suffix=f".tmp{extension}", dir=self.directory
             )
             os.close(descriptor)
+            os.chmod(self.temporary, _mode_for(path, 0o666))
 
     def commit(self) -> None:
         """Flushes the temporary to disk and renames it over ``path``."""
@@ -143,15 +182,26 @@ def atomic_directory(path: str):
 def replace_path(source: str, target: str) -> None:
     """Renames ``source`` (a file or folder) over ``target`` and flushes the folder entry.
 
-    A folder ``target`` is first renamed aside and deleted only once ``source`` is in place.
+    A folder ``target`` is replaced only by a folder: it is first renamed aside, and deleted
+    only once ``source`` is in place (put back if that fails).
+
+    Raises:
+        IsADirectoryError: ``source`` is a file and ``target`` a folder.
     """
     directory = os.path.dirname(os.path.abspath(target))
     aside = None
     if os.path.isdir(target) and not os.path.islink(target):
-        aside = tempfile.mkdtemp(prefix=".kstyle-old-", dir=directory)
+        if not os.path.isdir(source):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), target)
+        aside = tempfile.mkdtemp(prefix=PREFIX + "old-", dir=directory)
         os.rmdir(aside)
         os.replace(target, aside)
-    os.replace(source, target)
+    try:
+        os.replace(source, target)
+    except OSError:
+        if aside is not None:
+            os.replace(aside, target)
+        raise
     _fsync_directory(directory)
     if aside is not None:
         shutil.rmtree(aside, ignore_errors=True)

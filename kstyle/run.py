@@ -169,21 +169,28 @@ class Run:
         return os.path.join(self.run_dir, "summary.json")
 
 
-def train(config: TrainConfig, printer=print) -> dict:
+def train(config: TrainConfig, printer=print, hard_stop: bool = False) -> dict:
     """Runs training as ``config`` says and returns a summary dict.
 
     The summary has ``run_dir``, ``model_path``, ``steps``, ``resumed_from`` and the last
     step's losses; ``finished_before`` is True when the run directory already held a finished
     run (nothing is trained then). Inputs are checked before any model is built.
 
+    SIGINT and SIGTERM stop the run after the current step (see
+    :class:`kstyle.callbacks.StopRequest`); with ``hard_stop`` (the command line's choice) a
+    stop that no step answers within seconds, or a second signal, ends the process with exit
+    status 130.
+
     Raises:
         KstyleError: bad options or inputs, the VGG weights are unavailable, a loss became
-            NaN or infinite (the last good checkpoint is kept), or training was interrupted
-            (a checkpoint of that step is written first; exit code 130).
+            NaN or infinite (exit code 3; the last good checkpoint is kept), or training was
+            interrupted (exit code 130; a checkpoint of that step is written first).
+        KeyboardInterrupt: a second Ctrl-C without ``hard_stop``.
     """
     from kstyle.callbacks import StopRequest
 
-    stop = StopRequest()
+    checkpoints = os.path.join(worker_dir(config.resolved_output()), "checkpoints")
+    stop = StopRequest(hard=hard_stop, last_checkpoint=lambda: _latest_checkpoint(checkpoints))
     with stop.handling_signals():  # from the start: a stop is prompt in every phase
         run = open_run(config)
         run.stop = stop
@@ -342,7 +349,6 @@ def _build_callbacks(run: Run, printer) -> None:
     if run.stop is None:
         run.stop = StopRequest()
     run.stop.agree = lambda flag: agree_across_workers(run.strategy, flag, "any")
-    run.stop.last_checkpoint = lambda: run.checkpoint.manager.latest_checkpoint
     run.callbacks.append(run.stop)  # last: a stop comes after the step's checkpoint and history
 
 
@@ -396,6 +402,10 @@ def fit_run(run: Run) -> None:
             "rerun the same command to resume",
             exit_code=130,
         ) from stopped
+    except KeyboardInterrupt as interrupt:  # a second Ctrl-C of a library call: at once
+        kept = checkpoint.manager.latest_checkpoint
+        where = f"resume from the last checkpoint ({kept})" if kept else "no checkpoint yet"
+        raise KstyleError(f"stopped at once; {where}", exit_code=130) from interrupt
 
 
 def finish_run(run: Run) -> dict:
@@ -421,6 +431,16 @@ def finish_run(run: Run) -> dict:
     write_json_atomically(summary, run.summary_path)
     shutil.rmtree(run.checkpoint.directory, ignore_errors=True)
     return {**summary, "finished_before": False, "transform_net": transform_net}
+
+
+def _latest_checkpoint(directory: str) -> str | None:
+    """The newest complete checkpoint in ``directory`` (None: none yet), without TensorFlow's
+    help when TensorFlow is not loaded yet."""
+    import sys
+
+    if "tensorflow" not in sys.modules or not os.path.isdir(directory):
+        return None
+    return sys.modules["tensorflow"].train.latest_checkpoint(directory)
 
 
 def _distributed_stream(strategy, data, start_step):

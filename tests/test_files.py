@@ -10,6 +10,7 @@ from kstyle.files import (
     atomic_directory,
     atomic_output,
     list_image_files,
+    remove_leftovers,
     write_json_atomically,
 )
 
@@ -77,3 +78,35 @@ def test_json_is_written_whole(tmp_path):
     assert json.loads(path.read_text()) == {"a": [1, 2], "b": 1}
     write_json_atomically({"b": 1, "a": 2}, str(path), sort_keys=False)
     assert path.read_text().startswith('{\n  "b"')
+
+
+def test_outputs_get_the_usual_permissions(tmp_path):
+    old_umask = os.umask(0o022)
+    try:
+        with atomic_output(str(tmp_path / "new.txt")) as temporary:
+            open(temporary, "w").close()
+        assert (tmp_path / "new.txt").stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
+        (tmp_path / "shared.txt").write_text("old")
+        (tmp_path / "shared.txt").chmod(0o664)
+        with atomic_output(str(tmp_path / "shared.txt")) as temporary:
+            open(temporary, "w").close()
+        assert (tmp_path / "shared.txt").stat().st_mode & 0o777 == 0o664  # the replaced file's
+        with atomic_directory(str(tmp_path / "saved")) as temporary:
+            open(os.path.join(temporary, "x"), "w").close()
+        assert (tmp_path / "saved").stat().st_mode & 0o777 == 0o755
+    finally:
+        os.umask(old_umask)
+
+
+def test_a_file_never_replaces_a_folder_and_leftovers_are_removed(tmp_path):
+    (tmp_path / "out.png").mkdir()
+    (tmp_path / "out.png" / "keep.txt").write_text("mine")
+    with pytest.raises(IsADirectoryError):
+        with atomic_output(str(tmp_path / "out.png")) as temporary:
+            open(temporary, "w").close()
+    assert (tmp_path / "out.png" / "keep.txt").read_text() == "mine"
+    (tmp_path / ".kstyle-abc.tmp.keras").write_bytes(b"half a model")
+    (tmp_path / ".kstyle-def.tmp").mkdir()
+    (tmp_path / ".hidden-but-yours").write_text("x")
+    assert remove_leftovers(str(tmp_path)) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".hidden-but-yours", "out.png"]

@@ -69,8 +69,10 @@ def main_with_args(argv=None) -> int:
     options = {k: v for k, v in vars(args).items() if k != "demo"}
     if args.demo:
         from kstyle.demo import prepare_demo
+        from kstyle.run_dir import check_ownership
 
         output = args.output or os.path.join("runs", "demo")
+        check_ownership(output)  # before the demo set is written into it
         demo = prepare_demo(os.path.join(output, "demo_data"))
         options["output"] = output
         options["style"] = args.style or demo["style"]
@@ -80,7 +82,7 @@ def main_with_args(argv=None) -> int:
                 options[name] = value
     if not options["style"]:
         raise KstyleError("--style is required (or use --demo)")
-    summary = train(TrainConfig(**options))
+    summary = train(TrainConfig(**options), hard_stop=True)
     if summary.get("finished_before"):
         return 0
     losses = {k: float("nan") if v is None else v for k, v in summary["losses"].items()}
