@@ -22,7 +22,7 @@ import numpy as np
 
 from kstyle.config import TrainConfig
 from kstyle.errors import KstyleError
-from kstyle.files import write_json_atomically
+from kstyle.files import remove_leftovers, write_json_atomically
 from kstyle.run_dir import (
     check_ownership,
     clear_run,
@@ -232,6 +232,7 @@ def open_run(config: TrainConfig) -> Run:
     load_image(config.style)  # a missing or unreadable style file fails before anything else
     run = Run(config, strategy, worker_dir(config.resolved_output()))
     check_ownership(run.run_dir)
+    remove_leftovers(run.run_dir)  # temporary files of writes that a kill cut short
     if config.restart:
         clear_run(run.run_dir)
     finished_here = int(os.path.isfile(run.summary_path))

@@ -16,23 +16,24 @@ import sys
 
 from kstyle.config import RESUME_KEYS, TrainConfig, flag_of
 from kstyle.errors import KstyleError
-from kstyle.files import write_json_atomically
+from kstyle.files import PREFIX, write_json_atomically
 
 RUN_FILES = ("model.keras", "config.json", "history.csv", "losses.png", "preview.png")
 # Files and folders of a run that --restart removes (never anything else in the folder).
 RESTART_REMOVES = (*RUN_FILES, "summary.json", "stylized.png", "checkpoints", "logs")
 # Other names kstyle itself puts into a run directory: the demo's data, the folders of the
 # other workers of a multi-worker run, and temporary files of a write that was cut short.
-_OWN_NAMES = re.compile(r"demo_data|(worker|chief)-\d+|\.kstyle-.*")
+_OWN_NAMES = re.compile(rf"demo_data|(worker|chief)-\d+|{re.escape(PREFIX)}.*")
 
 
 def check_ownership(run_dir: str) -> None:
     """Refuses a ``--output`` folder that holds anything but a kstyle run.
 
-    A folder may be missing, empty, hold a run (its ``config.json`` is kstyle's), or hold only
-    names kstyle writes (a run killed before its ``config.json``). Anything else is somebody
-    else's folder: kstyle would overwrite its ``config.json`` or ``model.keras``, and
-    ``--restart`` would delete its ``logs/``.
+    A folder may be missing, empty, hold a run (its ``config.json`` is kstyle's: a run writes
+    it before any model, checkpoint or log), or hold only the demo's data, other workers'
+    folders and temporary files of kstyle's. Anything else is somebody else's folder: kstyle
+    would overwrite its ``config.json`` or ``model.keras``, and ``--restart`` would delete its
+    ``logs/``.
 
     Raises:
         KstyleError: ``run_dir`` is a file, or a folder that is not a kstyle run.
@@ -51,7 +52,7 @@ def check_ownership(run_dir: str) -> None:
             saved = None
         if isinstance(saved, dict) and "kstyle" in (saved.get("versions") or {}):
             return
-    elif all(name in RESTART_REMOVES or _OWN_NAMES.fullmatch(name) for name in entries):
+    elif all(_OWN_NAMES.fullmatch(name) for name in entries):
         return
     raise KstyleError(
         f"--output {run_dir} is a folder that holds no kstyle run ({len(entries)} entries); "

@@ -23,6 +23,10 @@ logger = logging.getLogger(__name__)
 
 
 def _same_file(a: str, b: str) -> bool:
+    """Whether ``a`` and ``b`` are one file (links, hard links and case-insensitive file
+    systems included)."""
+    if os.path.exists(a) and os.path.exists(b):
+        return os.path.samefile(a, b)
     return os.path.realpath(a) == os.path.realpath(b)
 
 
@@ -37,8 +41,8 @@ def folder_jobs(input_folder: str, output_folder: str) -> list[tuple[str, str]]:
     ``output_folder`` as PNG files named after their sources (``a.jpg`` -> ``a.png``).
 
     Sources that would share a target (``a.jpg`` and ``a.png`` in one folder) keep their
-    extension instead (``a.jpg.png``, ``a.png.png``), and a warning names them, so no output
-    overwrites another.
+    extension instead (``a.jpg.png``, ``a.png.png``; an underscore is added should even that
+    be taken), and a warning names them, so no output overwrites another.
 
     Raises:
         KstyleError: the output folder is the input folder, lies inside it, or holds it.
@@ -51,12 +55,16 @@ def folder_jobs(input_folder: str, output_folder: str) -> list[tuple[str, str]]:
     sources = list_image_files(input_folder)
     relative = [os.path.relpath(source, input_folder) for source in sources]
     stems = collections.Counter(os.path.splitext(name)[0].lower() for name in relative)
-    jobs = []
+    jobs, taken = [], set()
     for source, name in zip(sources, relative, strict=True):
         stem = os.path.splitext(name)[0]
         if stems[stem.lower()] > 1:
-            logger.warning("%s shares its name with another image: written as %s.png", name, name)
             stem = name
+        while f"{stem}.png".lower() in taken:  # even that name is taken: lengthen it
+            stem += "_"
+        if stem != os.path.splitext(name)[0]:
+            logger.warning("%s shares its name with another image: written as %s.png", name, stem)
+        taken.add(f"{stem}.png".lower())
         jobs.append((source, os.path.join(output_folder, stem + ".png")))
     return jobs
 
@@ -131,6 +139,12 @@ def stylize(
         if os.path.isdir(output_path):
             name = os.path.splitext(os.path.basename(input_path))[0] + ".png"
             target = os.path.join(output_path, name)
+            beside = _same_file(output_path, os.path.dirname(os.path.abspath(input_path)))
+            if beside and os.path.exists(target) and not _same_file(input_path, target):
+                raise KstyleError(
+                    f"{target} exists beside the input and was not named; give --output a file "
+                    "name or another folder"
+                )
         if _same_file(input_path, target):
             raise KstyleError(f"--output {target} is the input itself; choose another output")
         jobs = [(input_path, target)]

@@ -111,3 +111,32 @@ def test_nothing_the_user_did_not_name_is_overwritten(model, tmp_path):
     target.write_bytes(b"old")
     stylize(model, str(folder / "b.png"), str(target))
     assert np.asarray(Image.open(target)).shape == (16, 20, 3)
+
+
+def test_folder_names_stay_distinct_when_even_the_long_names_collide(tmp_path):
+    from kstyle.stylize_files import folder_jobs
+
+    for name in ("a.jpg", "a.png", "a.jpg.png", "B.png", "b.webp"):
+        Image.fromarray(random_image(8, 8)).save(tmp_path / name)
+    jobs = folder_jobs(str(tmp_path), str(tmp_path.parent / "out"))
+    targets = [os.path.basename(target) for _, target in jobs]
+    assert len({t.lower() for t in targets}) == 5, targets  # distinct, whatever the case
+    assert dict(zip((os.path.basename(s) for s, _ in jobs), targets, strict=True)) == {
+        "B.png": "B.png.png",
+        "a.jpg": "a.jpg.png",
+        "a.jpg.png": "a.jpg_.png",
+        "a.png": "a.png.png",
+        "b.webp": "b.webp.png",
+    }
+
+
+def test_a_file_stylized_into_its_own_folder_never_replaces_a_neighbour(model, tmp_path):
+    Image.fromarray(random_image(16, 16, seed=1)).save(tmp_path / "a.jpg")
+    Image.fromarray(random_image(16, 16, seed=2)).save(tmp_path / "a.png")  # an original
+    before = (tmp_path / "a.png").read_bytes()
+    with pytest.raises(KstyleError, match="exists beside the input and was not named"):
+        stylize(model, str(tmp_path / "a.jpg"), str(tmp_path))
+    assert (tmp_path / "a.png").read_bytes() == before
+    os.link(tmp_path / "a.png", tmp_path / "hard.png")  # the same file under another name
+    with pytest.raises(KstyleError, match="is the input itself"):
+        stylize(model, str(tmp_path / "a.png"), str(tmp_path / "hard.png"))
