@@ -92,6 +92,14 @@ def _mode_for(path: str, full: int) -> int:
         return full & ~umask
 
 
+def remove_path(path: str) -> None:
+    """Removes a file or a folder tree at ``path``, if there is one."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    elif os.path.lexists(path):
+        os.remove(path)
+
+
 def remove_leftovers(folder: str) -> int:
     """Removes the temporary files and folders that writes cut short by a kill (SIGKILL,
     power loss) left in ``folder``; returns how many. Only names kstyle makes are touched."""
@@ -100,11 +108,7 @@ def remove_leftovers(folder: str) -> int:
         return removed
     for name in os.listdir(folder):
         if name.startswith(PREFIX):
-            path = os.path.join(folder, name)
-            if os.path.isdir(path) and not os.path.islink(path):
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                os.remove(path)
+            remove_path(os.path.join(folder, name))
             removed += 1
     return removed
 
@@ -148,10 +152,7 @@ class StagedOutput:
 
     def discard(self) -> None:
         """Removes the temporary if it is still there."""
-        if os.path.isdir(self.temporary):
-            shutil.rmtree(self.temporary, ignore_errors=True)
-        elif os.path.lexists(self.temporary):
-            os.remove(self.temporary)
+        remove_path(self.temporary)
 
     def __enter__(self):
         return self

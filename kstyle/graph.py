@@ -93,7 +93,11 @@ class Graph:
     """
 
     def __init__(self, model):
-        if not isinstance(model, keras.Model) or not hasattr(model, "inputs"):
+        if isinstance(model, keras.Sequential):
+            if not model.built or not getattr(model, "inputs", None):
+                raise KstyleError(f"Sequential model {model.name!r} has no input shape yet")
+            model = keras.Model(model.inputs, model.outputs, name=model.name)  # same layers
+        if not isinstance(model, keras.Model) or not getattr(model, "operations", None):
             raise KstyleError(f"{getattr(model, 'name', model)!r} is not a functional model")
         try:
             config = model.get_config()
@@ -255,6 +259,8 @@ def spatial_change(layer) -> tuple[fractions.Fraction, bool]:
     for a x2 upsampling) and whether kstyle knows the layer's spatial behaviour at all."""
     if isinstance(layer, layers.InputLayer):
         return fractions.Fraction(1), True
+    if isinstance(layer, layers.Conv2DTranspose):
+        return fractions.Fraction(int(layer.strides[0])), True
     if isinstance(layer, layers.Conv2D | layers.DepthwiseConv2D | layers.SeparableConv2D):
         return fractions.Fraction(1, int(layer.strides[0])), True
     if isinstance(layer, layers.UpSampling2D):

@@ -117,3 +117,6 @@ def test_a_missed_bar_keeps_the_previous_file_and_the_failure_beside_it(
         "model.tflite.failed",
         "model.tflite.json",
     ]  # no temporary file left
+    monkeypatch.undo()
+    (again,) = export(run_dir, str(tmp_path), formats=("tflite",), **quiet)
+    assert again.passed and not (tmp_path / "model.tflite.failed").exists()  # made good

@@ -98,3 +98,14 @@ def test_unsupported_models_are_clear_errors():
 
     with pytest.raises(KstyleError, match="not a functional model"):
         Graph(Subclassed())
+
+
+def test_a_sequential_model_is_read_through_its_functional_graph():
+    model = keras.Sequential(
+        [keras.Input((None, None, 3)), keras.layers.Conv2D(4, 3, strides=2, padding="same")]
+    )
+    graph = Graph(model)
+    assert [type(node.layer).__name__ for node in graph.nodes] == ["InputLayer", "Conv2D"]
+    assert size_multiple(model) == 2
+    with pytest.raises(KstyleError, match="has no input shape yet"):
+        Graph(keras.Sequential([keras.layers.Dense(2)]))

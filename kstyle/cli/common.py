@@ -51,10 +51,21 @@ def os_error_line(error: OSError) -> str:
 
 
 def _tensorflow_error_line(error) -> str | None:
-    """One line for a TensorFlow error that reached the command (a file it could not write or
-    read, a full disk): its own first line. None for other exceptions."""
+    """One line for a TensorFlow file error that reached the command (a file it could not
+    write or read, a full disk): its own first line. None for other exceptions, whose
+    traceback a bug report needs."""
     tf = sys.modules.get("tensorflow")
-    if tf is None or not isinstance(error, tf.errors.OpError):
+    if tf is None:
+        return None
+    file_errors = (
+        tf.errors.NotFoundError,
+        tf.errors.PermissionDeniedError,
+        tf.errors.AlreadyExistsError,
+        tf.errors.FailedPreconditionError,
+        tf.errors.ResourceExhaustedError,
+        tf.errors.DataLossError,
+    )
+    if not isinstance(error, file_errors):
         return None
     message = (str(error.message).strip().splitlines() or [type(error).__name__])[0]
     return f"{message[:300]} ({type(error).__name__})"

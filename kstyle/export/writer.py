@@ -19,7 +19,13 @@ from kstyle.errors import KstyleError
 from kstyle.export.int8 import int8_flatbuffer
 from kstyle.export.serving import export_model, plain_tflite_bytes, serving_archive
 from kstyle.export.verify import held_out_image, verify
-from kstyle.files import StagedOutput, list_image_files, write_json_atomically
+from kstyle.files import (
+    StagedOutput,
+    list_image_files,
+    remove_leftovers,
+    remove_path,
+    write_json_atomically,
+)
 from kstyle.images import load_image
 from kstyle.transform_net import load_transform_net
 
@@ -175,6 +181,7 @@ def export(
     transform_net = load_transform_net(model_path)
     description = {**describe_model(model_path), "source": os.path.abspath(model_path)}
     os.makedirs(output_dir, exist_ok=True)
+    remove_leftovers(output_dir)  # temporary files of an export that a kill cut short
     side = input_size or verify_size
     image = held_out_image(side, side if input_size else side + side // 4 + 1)
     results = []
@@ -186,8 +193,12 @@ def export(
                                 calibration, image)  # fmt: skip
                 result = verify(fmt, staged.temporary, transform_net, image, quantize=quantize)
                 if result.passed:
+                    if fmt == "saved_model":  # the sidecar travels inside the folder
+                        write_metadata(staged.temporary, fmt, quantize, input_size, description)
                     staged.commit()
-                    write_metadata(target, fmt, quantize, input_size, description)
+                    if fmt != "saved_model":
+                        write_metadata(target, fmt, quantize, input_size, description)
+                    remove_path(f"{target}.failed")  # a failure this export made good
                     result.path = target
                 else:  # the previous file stays; the failing one is kept beside it
                     result.path = f"{target}.failed"
