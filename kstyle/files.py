@@ -157,8 +157,10 @@ class StagedOutput:
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc_info):
+    def __exit__(self, kind, error, traceback):
         self.discard()
+        if isinstance(error, OSError) and error.filename is None:  # name what was written
+            raise OSError(error.errno, error.strerror, self.path) from error
 
 
 @contextlib.contextmanager

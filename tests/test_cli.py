@@ -11,7 +11,14 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT, assert_one_line_error, random_image, run, tensorboard_scalars
+from conftest import (
+    ROOT,
+    assert_one_line_error,
+    random_image,
+    run,
+    tensorboard_scalars,
+    write_image_folder,
+)
 from PIL import Image
 
 from kstyle.errors import KstyleError
@@ -467,3 +474,82 @@ def test_onednn_restart_needs_a_command_that_can_run_again(avx2_only, monkeypatc
     common.use_fastest_onednn("train", None)
     assert avx2_only == []
     assert "TF_ENABLE_ONEDNN_OPTS" not in os.environ
+
+
+def test_operating_system_errors_are_one_line_in_every_command(tmp_path, saved_model_path):
+    photo = tmp_path / "photo.png"
+    Image.fromarray(random_image(16, 16, seed=1)).save(photo)
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("a file, not a folder")
+    stylize = ("stylize.py", "--model", saved_model_path, photo, "--output")
+    # an output under a regular file, in each command
+    assert_one_line_error(run(*stylize, blocker / "out.png"), "not a folder", str(blocker))
+    assert_one_line_error(
+        run("export.py", saved_model_path, "--format", "tflite", "--output", blocker / "x"),
+        "not a folder",
+    )
+    data = tmp_path / "data"
+    write_image_folder(str(data), count=4, size=(36, 36))
+    train = ("train.py", "--style", photo, "--data", data, "--vgg-weights", "random")
+    train += ("--image-size", 32, "--batch-size", 2, "--steps", 1, "--output")
+    assert_one_line_error(run(*train, blocker / "run"), "not a folder")
+    # a folder nobody may write (as root: a path under /proc), and a name past the limit
+    assert_one_line_error(run(*stylize, "/proc/kstyle-test/out.png"), "/proc/kstyle-test")
+    assert_one_line_error(run(*stylize, tmp_path / ("x" * 260 + ".png")), "file name too long")
+    # a 250-character name fits (the temporary name is short), and is written
+    long_name = tmp_path / ("y" * 246 + ".png")
+    assert run(*stylize, long_name).returncode == 0 and long_name.is_file()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".kstyle-")]
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_partial_file(tmp_path, saved_model_path):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)])
+    if mounted.returncode != 0:
+        pytest.skip("needs root to mount a tiny tmpfs")
+    try:
+        photo = tmp_path / "photo.png"
+        Image.fromarray(random_image(256, 256, seed=1)).save(photo)  # ~200 kB as PNG
+        result = run("stylize.py", "--model", saved_model_path, photo, "--output", disk / "o.png")
+        assert_one_line_error(result, "no space left", str(disk))
+        assert os.listdir(disk) == []  # neither a partial output nor a temporary file
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_a_keras_file_that_is_not_a_transform_net_is_refused(tmp_path):
+    import keras
+
+    inputs = keras.Input((8,))
+    other = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    path = tmp_path / "classifier.keras"
+    other.save(path)
+    photo = tmp_path / "photo.png"
+    Image.fromarray(random_image(16, 16, seed=1)).save(photo)
+    line = assert_one_line_error(
+        run("stylize.py", "--model", path, photo, "--output", tmp_path / "o.png"),
+        "is not a style transform network",
+    )
+    assert str(path) in line and not (tmp_path / "o.png").exists()
+
+
+def test_a_folder_that_is_not_a_kstyle_run_is_refused_and_kept(tmp_path):
+    foreign = tmp_path / "project"
+    (foreign / "logs").mkdir(parents=True)
+    (foreign / "config.json").write_text('{"learning_rate": 0.1}')
+    (foreign / "logs" / "events").write_text("someone's logs")
+    photo = tmp_path / "style.png"
+    Image.fromarray(random_image(16, 16, seed=1)).save(photo)
+    data = tmp_path / "data"
+    write_image_folder(str(data), count=4, size=(36, 36))
+    train = ("train.py", "--style", photo, "--data", data, "--vgg-weights", "random")
+    train += ("--image-size", 32, "--batch-size", 2, "--steps", 1, "--output", foreign)
+    for extra in ((), ("--restart",)):
+        assert_one_line_error(run(*train, *extra), "holds no kstyle run", str(foreign))
+        assert (foreign / "config.json").read_text() == '{"learning_rate": 0.1}'
+        assert (foreign / "logs" / "events").read_text() == "someone's logs"
+    (foreign / "config.json").unlink()  # only someone's model.keras: still not a run
+    (foreign / "model.keras").write_bytes(b"someone's model")
+    assert_one_line_error(run(*train, "--restart"), "holds no kstyle run")
+    assert (foreign / "model.keras").read_bytes() == b"someone's model"

@@ -46,6 +46,8 @@ def os_error_line(error: OSError) -> str:
     """One line for an operating-system error: ``<what> <path>: <reason>``."""
     what = _OS_ERROR_WHAT.get(error.errno, "cannot use")
     path = error.filename if error.filename is not None else "a file"
+    if error.errno == errno.EEXIST and os.path.isfile(str(path)):  # a file where a folder goes
+        what = _OS_ERROR_WHAT[errno.ENOTDIR]
     reason = error.strerror or str(error)
     return f"{what} {path}: {reason}"
 
