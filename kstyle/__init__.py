@@ -1,6 +1,6 @@
 """kstyle: fast neural style transfer (Johnson, Alahi & Fei-Fei, ECCV 2016) for Keras 3.
 
-Imports go down these layers (``python ../shared/tools/layers.py`` prints them):
+Imports go down these layers (``tests/test_package.py`` checks it):
 
 - base: ``errors``, ``constants`` (shared choices and defaults, no TensorFlow), ``files``
   (listing, atomic writes), ``images`` (read, write, compare), ``memory`` (the memory

@@ -16,7 +16,7 @@ from kstyle.constants import BATCH_SIZE, DEFAULT_TFDS_NAME, IMAGE_SIZE
 from kstyle.errors import KstyleError
 from kstyle.files import list_image_files
 
-SHUFFLE_BLOCK = 2048  # tfds images are shuffled in blocks of encoded bytes (~160 kB each)
+SHUFFLE_BLOCK = 2048  # tfds images are shuffled in blocks of this many encoded images
 
 
 MAX_EPOCHS = 2**31  # streams are "endless"; ``fit`` decides how many steps to take

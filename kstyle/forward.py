@@ -83,14 +83,9 @@ def _only_reader(graph, node):
     if graph.is_output(node.output):
         return None
     readers = graph.consumers(node.output)
-    if len(readers) != 1 or _calls(graph, readers[0].layer) != 1:
+    if len(readers) != 1 or graph.calls(readers[0].layer) != 1:
         return None
     return readers[0]
-
-
-def _calls(graph, layer) -> int:
-    """How many times ``graph``'s model calls ``layer``."""
-    return sum(node.layer is layer for node in graph.nodes)
 
 
 def _fusable_upsample_conv(graph, upsample_node):
@@ -133,7 +128,7 @@ def inference_net(model):
     graph = Graph(model)
     fused, skipped = {}, set()
     for node in graph.nodes_of(layers.UpSampling2D):
-        if _calls(graph, node.layer) != 1:
+        if graph.calls(node.layer) != 1:
             continue
         match = _fusable_upsample_conv(graph, node)
         if match:

@@ -150,6 +150,10 @@ class Graph:
         shape = self.shapes.get(tensor)
         return None if not shape else shape[-1]
 
+    def calls(self, layer) -> int:
+        """How many times the model calls ``layer``."""
+        return sum(node.layer is layer for node in self.nodes)
+
     def nodes_of(self, kind) -> list:
         """The calls of layers that are instances of ``kind`` (a class or tuple of classes)."""
         return [node for node in self.nodes if isinstance(node.layer, kind)]

@@ -79,7 +79,9 @@ def pad_to_multiple(batch, multiple=SIZE_MULTIPLE):
 def check_tile(tile) -> None:
     """Raises KstyleError unless ``tile`` is None or a non-negative multiple of 4."""
     if tile is not None and (int(tile) < 0 or int(tile) % SIZE_MULTIPLE):
-        raise KstyleError(f"--tile must be a multiple of 4 (0: never tile), got {tile}")
+        raise KstyleError(
+            f"--tile must be a multiple of {SIZE_MULTIPLE} (0: never tile), got {tile}"
+        )
 
 
 class Tilers:

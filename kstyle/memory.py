@@ -12,7 +12,7 @@ from kstyle.errors import KstyleError
 
 BYTES_PER_PIXEL = 700
 BASE_BYTES = 700 * 2**20  # TensorFlow's runtime and the model
-# The default budget of the network passes: a 16 MP image then stays under 4 GB peak memory.
+# The default budget of the network passes (docs/performance.md: what it keeps large images to).
 DEFAULT_MAX_MEMORY = 5 * 2**29  # 2.5 GiB
 AUTO = "auto"
 

@@ -193,10 +193,9 @@ def _overflow_everywhere_or_nowhere(gradients):
     replicas must take the same branch (skip the step and lower the scale, or apply it), or
     they would diverge, or wait forever for each other.
     """
-    context = tf.distribute.get_replica_context()
     finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in gradients])
-    overflows = context.all_reduce("sum", 1.0 - tf.cast(finite, tf.float32))
-    return [tf.where(overflows > 0, tf.constant(float("nan"), g.dtype), g) for g in gradients]
+    everywhere = _finite_everywhere(finite)
+    return [tf.where(everywhere, g, tf.constant(float("nan"), g.dtype)) for g in gradients]
 
 
 def _finite_everywhere(finite):

@@ -71,7 +71,7 @@ def stylize_video(
         input_path, output_path: video files (any format ffmpeg reads; the output's
             extension picks the container: .mp4 .mov .mkv (H.264), .webm (VP9), .avi (MPEG-4)).
         max_size: shrink frames so the longer side is at most this (sides rounded to even).
-        preserve_colors, strength: as in :func:`kstyle.stylize.stylize_array`.
+        preserve_colors, strength: as in :func:`kstyle.inference.stylize_array`.
         batch_size: frames per forward pass (default: as many as fit ``max_memory``, 1..8).
         max_memory: budget of one forward pass (bytes or e.g. "4GB"; "auto": the default);
             frames too large for it are stylized one by one in tiles.

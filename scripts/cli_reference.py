@@ -112,21 +112,6 @@ def usage(prog: str, parser) -> str:
     return "\n".join(lines)
 
 
-def _default(action) -> str:
-    if action.required:
-        return "required"
-    default = action.default
-    if not _takes_value(action) and default in (False, None):
-        return "off"
-    if not _takes_value(action) and default is True:
-        return "on"
-    if default is None or default is argparse.SUPPRESS:
-        return "—"
-    if isinstance(default, (list, tuple)):
-        default = " ".join(str(item) for item in default)
-    return f"`{default}`"
-
-
 class _Fields(dict):
     """Help-string fields; a field argparse would not have (a suppressed default) reads "—"."""
 
@@ -164,13 +149,14 @@ def section(script: str, parser) -> str:
     if parser.description:
         lines += ["", _text(" ".join(parser.description.split()))]
     lines += ["", "```text", usage(prog, parser), "```", ""]
-    lines += ["| option | default | help |", "|---|---|---|"]
+    lines += ["| option | help (each default stated once, as `--help` states it) |", "|---|---|"]
     for action in parser._actions:
         if not _shown(action):
             continue
-        row = (f"`{_invocation(action)}`", _default(action))
-        row = [value.replace("|", "\\|") for value in row] + [_text(_help(action, prog))]
-        lines.append("| " + " | ".join(row) + " |")
+        text = _help(action, prog) + (" (required)" if action.required else "")
+        if not _takes_value(action) and action.option_strings:
+            text += " (a flag: off unless given)"
+        lines.append(f"| `{_invocation(action).replace('|', chr(92) + '|')}` | {_text(text)} |")
     return "\n".join(lines) + "\n"
 
 

@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-memory",
         default=DEFAULT_MAX_MEMORY_TEXT,
         doc="memory budget of the network pass, e.g. 4GB or 512MB; larger images are tiled",
-        default_text=f"{DEFAULT_MAX_MEMORY_TEXT}, which keeps a 16 MP image under 4 GB peak memory",
+        default_text=DEFAULT_MAX_MEMORY_TEXT,
     )
     add_option(
         parser,
@@ -95,7 +95,7 @@ def main_with_args(argv=None) -> int:
     args = build_parser().parse_args(argv)
     use_fastest_onednn("stylize", argv)
     from kstyle.errors import KstyleError
-    from kstyle.inference import check_strength
+    from kstyle.inference import check_strength, check_tile
     from kstyle.memory import parse_memory
     from kstyle.stylize_files import stylize
     from kstyle.transform_net import load_transform_net
@@ -106,10 +106,7 @@ def main_with_args(argv=None) -> int:
     max_memory = parse_memory(args.max_memory)
     if args.max_pixels < 0:
         raise KstyleError(f"--max-pixels must be 0 (no limit) or positive, got {args.max_pixels}")
-    if args.tile is not None and (args.tile < 0 or args.tile % SIZE_MULTIPLE):
-        raise KstyleError(
-            f"--tile must be a multiple of {SIZE_MULTIPLE} (0: never tile), got {args.tile}"
-        )
+    check_tile(args.tile)
     model = load_transform_net(args.model)
     written, failed = stylize(
         model,

@@ -59,17 +59,12 @@ class ClippedTanhToPixels(keras.layers.Layer):
         return {**super().get_config(), "clip": self.clip}
 
 
-def _calls(graph, layer) -> int:
-    """How many times ``graph``'s model calls ``layer``."""
-    return sum(node.layer is layer for node in graph.nodes)
-
-
 def _why_not_equalizable(graph, norm) -> str | None:
     """Why the convolution before the instance norm ``norm`` (a Node) cannot absorb a
     per-channel scale and shift; None when it can."""
     tensor = norm.inputs[0]
     conv = graph.producer(tensor)
-    if _calls(graph, norm.layer) != 1:
+    if graph.calls(norm.layer) != 1:
         return "the norm is called more than once"
     if not (norm.layer.scale and norm.layer.center):
         return "the norm has no learned scale or offset"
@@ -78,7 +73,7 @@ def _why_not_equalizable(graph, norm) -> str | None:
     if not conv.layer.use_bias or conv.layer.activation is not keras.activations.linear:
         return f"convolution {conv.name!r} has no bias or has an activation"
     readers = [node.position for node in graph.consumers(tensor)]
-    if _calls(graph, conv.layer) != 1 or graph.is_output(tensor) or readers != [norm.position]:
+    if graph.calls(conv.layer) != 1 or graph.is_output(tensor) or readers != [norm.position]:
         return f"the output of convolution {conv.name!r} is read by more than this norm"
     return None
 
@@ -171,7 +166,7 @@ def _find_stream(graph) -> ResidualStream:
             layer = norm.layer
             if not (isinstance(layer, layers.GroupNormalization) and layer.scale and layer.center):
                 raise _NotAStream(f"add {add.name!r} reads {node.name!r}, not a norm (or its ReLU)")
-            if _calls(graph, layer) != 1:
+            if graph.calls(layer) != 1:
                 raise _NotAStream(f"norm {norm.name!r} is called more than once")
             if norm.name not in writers:
                 writers.append(norm.name)
@@ -183,7 +178,7 @@ def _find_stream(graph) -> ResidualStream:
         if _commutes_with_scale(node.layer):
             scaled.add(node.output)
         elif type(node.layer) is layers.Conv2D and node.layer.groups == 1:
-            if _calls(graph, node.layer) != 1:
+            if graph.calls(node.layer) != 1:
                 raise _NotAStream(f"convolution {node.name!r} is called more than once")
             readers.append(node.name)
         else:
