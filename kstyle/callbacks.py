@@ -18,7 +18,7 @@ import time
 import keras
 
 from kstyle.errors import KstyleError
-from kstyle.files import atomic_output
+from kstyle.files import atomic_output, flush_folder, flush_to_disk
 from kstyle.images import save_image, side_by_side, to_uint8
 from kstyle.trainer import LOSS_NAMES
 
@@ -275,7 +275,15 @@ class TrainingCheckpoint(keras.callbacks.Callback):
         """Writes a checkpoint of the current step (if not written already); returns its path."""
         if self.saved_step != self.step:
             self.step_variable.assign(self.step)
-            self.manager.save(checkpoint_number=self.step)
+            path = self.manager.save(checkpoint_number=self.step)
+            # TensorFlow renames the files into place but does not flush them: a power loss
+            # could leave an index that names a checkpoint whose data never reached the disk
+            for name in [
+                *glob.glob(f"{glob.escape(path)}.*"),
+                os.path.join(self.directory, "checkpoint"),
+            ]:
+                flush_to_disk(name)
+            flush_folder(self.directory)
             self.saved_step = self.step
         return self.manager.latest_checkpoint
 

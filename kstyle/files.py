@@ -54,7 +54,7 @@ def list_image_files(folder: str, fraction: float = 1.0) -> list[str]:
     return kept
 
 
-def _fsync_directory(directory: str) -> None:
+def flush_folder(directory: str) -> None:
     """Flushes a folder's entries to disk (a no-op where folders cannot be opened)."""
     try:
         descriptor = os.open(directory, os.O_RDONLY)
@@ -68,11 +68,12 @@ def _fsync_directory(directory: str) -> None:
         os.close(descriptor)
 
 
-def _fsync_tree(path: str) -> None:
-    """Flushes a file, or every file under a folder, to disk."""
+def flush_to_disk(path: str) -> None:
+    """Flushes a file, or every file under a folder and the folder itself, to disk."""
     paths = [path]
     if os.path.isdir(path):
         paths = [os.path.join(root, name) for root, _, names in os.walk(path) for name in names]
+        flush_folder(path)
     for name in paths:
         with open(name, "rb+") as file:
             os.fsync(file.fileno())
@@ -147,7 +148,7 @@ class StagedOutput:
 
     def keep_as(self, path: str) -> None:
         """Flushes the temporary to disk and renames it over ``path`` (in the same folder)."""
-        _fsync_tree(self.temporary)
+        flush_to_disk(self.temporary)
         replace_path(self.temporary, path)
 
     def discard(self) -> None:
@@ -205,7 +206,7 @@ def replace_path(source: str, target: str) -> None:
         if aside is not None:
             os.replace(aside, target)
         raise
-    _fsync_directory(directory)
+    flush_folder(directory)
     if aside is not None:
         shutil.rmtree(aside, ignore_errors=True)
 
