@@ -160,7 +160,7 @@ class StagedOutput:
 
     def __exit__(self, kind, error, traceback):
         self.discard()
-        if isinstance(error, OSError) and error.filename is None:  # name what was written
+        if isinstance(error, OSError) and error.errno and error.filename is None:  # name it
             raise OSError(error.errno, error.strerror, self.path) from error
 
 
