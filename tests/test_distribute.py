@@ -1,5 +1,6 @@
 """Scaling out and precision: MirroredStrategy equivalence, multi-worker, mixed precision."""
 
+import csv
 import json
 import os
 import socket
@@ -92,6 +93,8 @@ def free_ports(count):
 
 
 def test_two_workers_train_to_identical_weights(tmp_path):
+    """Two workers (no --seed: they must still draw the same data seed) end with the same
+    weights; with --seed, their per-step losses equal one process on the same global batch."""
     write_image_folder(str(tmp_path / "data"), count=8, size=(36, 44))
     Image.fromarray(random_image(40, 40, seed=99)).save(tmp_path / "style.png")
     workers = [f"localhost:{port}" for port in free_ports(2)]
@@ -129,6 +132,24 @@ def test_two_workers_train_to_identical_weights(tmp_path):
         with open(run_dir / "config.json") as file:
             seeds.append(json.load(file)["data_seed"])
     assert seeds[0] == seeds[1]  # no --seed: the workers still shuffle alike
+    # the same run with a seed, in two workers and in one process: the same global batches
+    seeded = [*args[:-2], "--seed", "5", "--steps", "3", "--checkpoint-every", "0"]
+    seeded[seeded.index("--output") + 1] = str(tmp_path / "two")
+    processes, workers = [], [f"localhost:{port}" for port in free_ports(2)]
+    for index in range(2):
+        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "TF_CONFIG": json.dumps(tf_config)}
+        processes.append(subprocess.Popen([*seeded, "--strategy", "multiworker"], env=env))
+    single = [*seeded, "--strategy", "default"]
+    single[single.index("--output") + 1] = str(tmp_path / "one")
+    assert subprocess.run(single, capture_output=True, timeout=600).returncode == 0
+    assert all(process.wait(timeout=600) == 0 for process in processes)
+    losses = []
+    for run_dir in (tmp_path / "two", tmp_path / "one"):
+        with open(run_dir / "history.csv", newline="") as file:
+            losses.append([float(row["loss"]) for row in csv.DictReader(file)])
+    assert len(losses[0]) == 3
+    np.testing.assert_allclose(losses[0], losses[1], rtol=1e-4)
 
 
 MULTI_WORKER_MODE = """
