@@ -179,3 +179,25 @@ def test_float_convs_stay_float():
     ]
     floats = [kernel["shape"][0] for kernel in kernels if kernel["dtype"] == np.float32]
     assert len(kernels) == 12 and floats == [3]  # out_conv: 3 output channels
+
+
+def test_int8_meets_its_bar_at_256(export_net, tmp_path):
+    """The issue's size: calibrated on 256² crops, checked on the held-out portrait at 256²."""
+    from kstyle.demo import sample_photo_paths
+
+    folder = tmp_path / "calibration"
+    folder.mkdir()
+    with Image.open(sample_photo_paths()[1]) as photo:
+        photo = photo.convert("RGB")
+    width, height = photo.size
+    rng = np.random.default_rng(1)
+    for index in range(8):
+        side = int(min(width, height) * rng.uniform(0.4, 1.0))
+        left, top = rng.integers(0, width - side + 1), rng.integers(0, height - side + 1)
+        photo.crop((left, top, left + side, top + side)).save(folder / f"photo{index}.png")
+    calibration = load_calibration_images(str(folder), count=8, size=256)
+    path = tmp_path / "model_int8.tflite"
+    path.write_bytes(tflite_bytes(export_net, "int8", calibration_images=calibration))
+    image = held_out_image(256, 256)
+    quality = psnr(Runner("tflite", str(path))(image), stylize_array(export_net, image))
+    assert quality >= 30.0, quality
