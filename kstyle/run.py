@@ -153,7 +153,7 @@ class Run:
     trainer: object = None  # kstyle.trainer.StyleTransferTrainer
     checkpoint: object = None  # kstyle.callbacks.TrainingCheckpoint
     monitor: object = None  # kstyle.callbacks.TrainingMonitor
-    stop: object = None  # kstyle.callbacks.StopRequest
+    stop: object = None  # kstyle.stopping.StopRequest
     callbacks: list = dataclasses.field(default_factory=list)
     start_step: int = 0
     total_steps: int = 0
@@ -177,7 +177,7 @@ def train(config: TrainConfig, printer=print, hard_stop: bool = False) -> dict:
     run (nothing is trained then). Inputs are checked before any model is built.
 
     SIGINT and SIGTERM stop the run after the current step (see
-    :class:`kstyle.callbacks.StopRequest`); with ``hard_stop`` (the command line's choice) a
+    :class:`kstyle.stopping.StopRequest`); with ``hard_stop`` (the command line's choice) a
     stop that no step answers within seconds, or a second signal, ends the process with exit
     status 130.
 
@@ -187,10 +187,10 @@ def train(config: TrainConfig, printer=print, hard_stop: bool = False) -> dict:
             interrupted (exit code 130; a checkpoint of that step is written first).
         KeyboardInterrupt: a second Ctrl-C without ``hard_stop``.
     """
-    from kstyle.callbacks import StopRequest
+    from kstyle.stopping import StopRequest, latest_checkpoint
 
     checkpoints = os.path.join(worker_dir(config.resolved_output()), "checkpoints")
-    stop = StopRequest(hard=hard_stop, last_checkpoint=lambda: _latest_checkpoint(checkpoints))
+    stop = StopRequest(hard=hard_stop, last_checkpoint=lambda: latest_checkpoint(checkpoints))
     with stop.handling_signals():  # from the start: a stop is prompt in every phase
         run = open_run(config)
         run.stop = stop
@@ -323,10 +323,10 @@ def _build_callbacks(run: Run, printer) -> None:
         NonFiniteLossGuard,
         SaveTransformNet,
         SkippedFilesReport,
-        StopRequest,
         TrainingMonitor,
     )
     from kstyle.distribute import agree_across_workers, float32_copy, is_chief
+    from kstyle.stopping import StopRequest
 
     config = run.config
     run.monitor = TrainingMonitor(
@@ -355,7 +355,7 @@ def _build_callbacks(run: Run, printer) -> None:
 
 def fit_run(run: Run) -> None:
     """Phase 3: the ``fit`` calls of :func:`fit_schedule`; SIGINT and SIGTERM (watched since
-    :func:`train` began, see :class:`kstyle.callbacks.StopRequest`) stop after the current step.
+    :func:`train` began, see :class:`kstyle.stopping.StopRequest`) stop after the current step.
 
     Raises:
         KstyleError: a loss became NaN or infinite (exit code 3; the last good checkpoint is
@@ -363,8 +363,9 @@ def fit_run(run: Run) -> None:
             model are written first; a stop that no step boundary answers in time, or a second
             signal, ends the process without them).
     """
-    from kstyle.callbacks import NonFiniteLoss, TrainingStopped, save_model_atomically
+    from kstyle.callbacks import NonFiniteLoss, save_model_atomically
     from kstyle.distribute import float32_copy
+    from kstyle.stopping import TrainingStopped
 
     checkpoint = run.checkpoint
     try:
@@ -432,16 +433,6 @@ def finish_run(run: Run) -> dict:
     write_json_atomically(summary, run.summary_path)
     shutil.rmtree(run.checkpoint.directory, ignore_errors=True)
     return {**summary, "finished_before": False, "transform_net": transform_net}
-
-
-def _latest_checkpoint(directory: str) -> str | None:
-    """The newest complete checkpoint in ``directory`` (None: none yet), without TensorFlow's
-    help when TensorFlow is not loaded yet."""
-    import sys
-
-    if "tensorflow" not in sys.modules or not os.path.isdir(directory):
-        return None
-    return sys.modules["tensorflow"].train.latest_checkpoint(directory)
 
 
 def _distributed_stream(strategy, data, start_step):

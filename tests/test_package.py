@@ -10,7 +10,7 @@ from conftest import ROOT
 PACKAGE = os.path.join(ROOT, "kstyle")
 BASE = {"errors", "constants", "files", "images", "memory", "progress", "demo", "internals"}
 TRAINING = {"data", "transform_net", "loss_net", "losses", "trainer", "callbacks", "distribute"}
-TRAINING |= {"config", "run_dir", "run"}
+TRAINING |= {"config", "stopping", "run_dir", "run"}
 INFERENCE = {"graph", "forward", "staged", "tiling", "inference", "video", "stylize_files"}
 INFERENCE |= {"export"}
 
