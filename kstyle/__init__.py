@@ -6,8 +6,8 @@ Imports go down these layers (``tests/test_package.py`` checks it):
   (listing, atomic writes), ``images`` (read, write, compare), ``memory`` (the memory
   budget), ``progress``, ``demo``, ``internals`` (the private TF/LiteRT calls left);
 - training: ``data`` -> ``transform_net``, ``loss_net`` -> ``losses`` -> ``trainer`` ->
-  ``callbacks``, ``stopping`` -> ``run_dir`` -> ``run``, with ``distribute`` and ``config`` (the options)
-  below them;
+  ``callbacks``, ``stopping`` -> ``run_dir`` -> ``run``, with ``distribute`` and
+  ``config`` (the options) below them;
 - inference: ``graph`` -> ``forward`` (fused, compiled pass) -> ``staged`` (exact statistics
   in bands) -> ``tiling`` -> ``inference`` (arrays) -> ``video``, ``stylize_files`` and
   ``export`` (``serving``, ``int8``, ``verify``, ``writer``);
