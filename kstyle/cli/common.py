@@ -4,6 +4,7 @@ and the choice of oneDNN for the machine it runs on."""
 import argparse
 import errno
 import os
+import re
 import sys
 
 
@@ -70,6 +71,7 @@ def _tensorflow_error_line(error) -> str | None:
     if not isinstance(error, file_errors):
         return None
     message = (str(error.message).strip().splitlines() or [type(error).__name__])[0]
+    message = re.sub(r"^\{\{function_node [^}]*\}\}\s*|\s*\[Op:\w+\]$", "", message)
     return f"{message[:300]} ({type(error).__name__})"
 
 
