@@ -4,17 +4,23 @@ Two sources: a folder of images (searched recursively) or a TensorFlow Datasets 
 (``coco/2014`` train by default, the reference's data). Every image is decoded, made RGB
 (gray repeated, alpha dropped), resized to ``image_size`` × ``image_size`` without keeping the
 aspect ratio (as the reference does), reshuffled every epoch and batched with the last
-partial batch dropped. Unreadable files are skipped and counted, never fatal.
+partial batch dropped. Unreadable files, and files whose header declares more than
+``max_pixels`` pixels (never decoded), are skipped and counted; a pipeline that cannot read a
+single image stops with an error (see :func:`unreadable_epoch_message`) instead of looping.
 """
 
 import dataclasses
+import itertools
 import math
+import re
 
 import tensorflow as tf
 
 from kstyle.constants import BATCH_SIZE, DEFAULT_TFDS_NAME, IMAGE_SIZE
 from kstyle.errors import KstyleError
 from kstyle.files import list_image_files
+from kstyle.image_headers import within_pixel_limit
+from kstyle.images import DEFAULT_MAX_PIXELS
 
 SHUFFLE_BLOCK = 2048  # tfds images are shuffled in blocks of this many encoded images
 
@@ -37,8 +43,9 @@ class TrainingData:
         steps_per_epoch: batches per epoch (an epoch that lost unreadable files wraps around).
         description: where the images come from, for logs.
         seed: the shuffling seed (drawn at random when none was given).
-        checked: files the pipeline has tried to decode so far, over all passes (or None).
-        skipped: files of the first pass that could not be decoded (or None).
+        checked: files the pipeline has checked so far, over all passes (or None).
+        skipped: files of the first pass that could not be decoded or were over the pixel
+            limit (or None).
     """
 
     make_epoch: object  # (epoch tensor, first batch, shard count, shard index, batch) -> Dataset
@@ -115,29 +122,97 @@ def decode_and_resize(encoded, image_size: int):
     return image
 
 
-def _decode_or_flag(path, image_size):
-    """A one-element dataset: ``(image, True)``, or ``(zeros, False)`` if ``path`` is unreadable."""
-    decoded = tf.data.Dataset.from_tensors(path).map(
-        lambda p: (decode_and_resize(tf.io.read_file(p), image_size), True)
-    )
-    fallback = tf.data.Dataset.from_tensors((tf.zeros((image_size, image_size, 3)), False))
-    return decoded.ignore_errors().concatenate(fallback).take(1)
+def _or_flag(value, function, fallback):
+    """A one-element dataset: ``function(value)``, or ``fallback`` if that raises an error."""
+    result = tf.data.Dataset.from_tensors(value).map(function).ignore_errors()
+    return result.concatenate(tf.data.Dataset.from_tensors(fallback)).take(1)
 
 
-def _fixed_length_epoch(positions, first_file, length, load, batch, may_drop=False):
+def _decode_or_flag(path, image_size, max_pixels):
+    """A one-element dataset: ``(image, True)``, or ``(zeros, False)`` if ``path`` is unreadable
+    or its header declares more than ``max_pixels`` pixels (then it is not decoded at all)."""
+
+    def decode(path):
+        encoded = tf.io.read_file(path)
+        if max_pixels:  # an error before the decoder starts; _or_flag turns it into the flag
+            within = within_pixel_limit(encoded, max_pixels)
+            with tf.control_dependencies([tf.raw_ops.Assert(condition=within, data=[path])]):
+                encoded = tf.identity(encoded)
+        return decode_and_resize(encoded, image_size), tf.constant(True)
+
+    return _or_flag(path, decode, (tf.zeros((image_size, image_size, 3)), False))
+
+
+_NO_READABLE = "kstyle-no-readable-image"
+_NO_READABLE_MESSAGES = {}  # marker -> the one-line message it stands for
+_message_keys = itertools.count()
+
+
+def unreadable_epoch_message(error: BaseException) -> str | None:
+    """The one-line message of the error that a pipeline which cannot read a single image
+    raises (the exception that iterating ``TrainingData.stream`` or ``fit`` gives), else None.
+    """
+    found = re.search(rf"\[{_NO_READABLE} \d+\]", str(error))
+    if found is None:
+        return None
+    return _NO_READABLE_MESSAGES.get(found.group(0), "no readable image; check the data")
+
+
+class _Skips:
+    """Drops and counts the unreadable items of a source of ``total`` ``kind`` (files or
+    images) named ``source``, and stops a pipeline that goes a whole pass without one."""
+
+    def __init__(self, total: int, source: str, kind: str):
+        self.total, self.source, self.kind = total, source, kind
+        self.checked = tf.Variable(0, dtype=tf.int64, trainable=False, name="files_checked")
+        self.skipped = tf.Variable(0, dtype=tf.int64, trainable=False, name="files_skipped")
+
+    def drop(self, flagged, per_epoch=None, shards=1, index=0):
+        """``(item, readable)`` pairs -> the pairs of readable items, counted (strip the flag
+        after any ``take``, so that a parallel map never reads past it). With ``per_epoch``,
+        ``flagged`` is input pipeline ``index`` of ``shards``'s share of ``per_epoch`` items:
+        it is repeated without end, and a whole pass without a readable item raises
+        InvalidArgumentError."""
+        pass_length = len(range(index, per_epoch or self.total, shards))
+        marker = f"[{_NO_READABLE} {next(_message_keys)}]"
+        whose = f"all {self.total} {self.kind}"
+        if pass_length < self.total:  # an epoch's share: whole batches, or one input pipeline's
+            pipeline = f" (input pipeline {index} of {shards})" if shards > 1 else ""
+            whose = f"all {pass_length} {self.kind} of an epoch{pipeline}"
+        _NO_READABLE_MESSAGES[marker] = (
+            f"no readable image in {self.source}: {whose} failed to decode (or were over "
+            "--max-pixels); check the data"
+        ).replace("\n", " ")
+
+        def count(in_a_row, element):  # in order, once per item: one sequential stage
+            in_first_pass = self.checked.assign_add(1) <= self.total  # the first pass's checks
+            unreadable = tf.logical_not(element[1])
+            self.skipped.assign_add(tf.cast(in_first_pass & unreadable, tf.int64))
+            in_a_row = tf.where(unreadable, in_a_row + 1, 0)
+            # a graph-side error once a whole pass (counted in full) had no readable item
+            check = tf.raw_ops.Assert(condition=in_a_row <= pass_length, data=[marker])
+            with tf.control_dependencies([check]):
+                return tf.identity(in_a_row), element
+
+        flagged = flagged if per_epoch is None else flagged.repeat()
+        return flagged.scan(tf.constant(0, tf.int64), count).filter(lambda item, readable: readable)
+
+
+def _fixed_length_epoch(positions, first_file, length, load, batch, keep=None):
     """One epoch of one input pipeline: ``length`` images in ``positions``'s order, batched.
 
-    ``load`` turns positions into images. With ``may_drop``, it may drop unreadable ones: the
-    epoch then wraps around to its start, so that every epoch has exactly ``length`` images
-    and step ``s`` is always batch ``s % steps_per_epoch`` of epoch ``s // steps_per_epoch``.
-    The first ``first_file`` images (already trained on) are left out: counted after the
-    drops, so they have to be decoded again (a resumed folder run re-reads the part of the
-    epoch it had done); without drops they are skipped before decoding.
+    ``load`` turns positions into images (None: they are images). ``keep``, for sources that
+    may lose items, turns positions into ``(item, True)`` pairs of the readable ones, repeated
+    without end after the parallel decoding (which then never reads past an epoch's end): the
+    epoch wraps around to its start, so that every epoch has exactly ``length`` images and
+    step ``s`` is always batch ``s % steps_per_epoch`` of epoch ``s // steps_per_epoch``. The
+    first ``first_file`` images (already trained on) are left out after ``keep`` (a resumed
+    folder run re-decodes the part of the epoch it had done), but before ``load``.
     """
-    if not may_drop:
+    if keep is None:
         return load(positions.skip(first_file)).batch(batch, drop_remainder=True)
-    images = load(positions).repeat().skip(first_file).take(length - first_file)
-    return images.batch(batch, drop_remainder=True)
+    kept = keep(positions).skip(first_file).take(length - first_file).map(lambda item, _: item)
+    return (load(kept) if load else kept).batch(batch, drop_remainder=True)
 
 
 def _epoch_order(size, seed, epoch):
@@ -160,17 +235,19 @@ def _materialize(images: tf.data.Dataset) -> tf.Variable | None:
     return tf.Variable(np.concatenate(chunks), trainable=False, name="image_cache")
 
 
-def _permuted_epochs(count, seed, batch_size, load, may_drop=False):
+def _permuted_epochs(count, seed, batch_size, load, skips=None):
     """``make_epoch`` over ``count`` indexed images: a full permutation per epoch, cut to
-    whole batches, sharded between input pipelines; ``load`` turns indices into images."""
+    whole batches, sharded between input pipelines; ``load`` turns indices into
+    ``(image, readable)`` pairs when there are ``skips`` to drop them, else into images."""
     per_epoch = count // batch_size * batch_size
 
     def make_epoch(epoch, first_file, shards, shard_index, batch):
         order = _epoch_order(count, seed, epoch)[:per_epoch]
         positions = tf.data.Dataset.from_tensor_slices(order).shard(shards, shard_index)
-        return _fixed_length_epoch(
-            positions, first_file, per_epoch // shards, load, batch, may_drop=may_drop
-        )
+        if skips is None:
+            return _fixed_length_epoch(positions, first_file, per_epoch // shards, load, batch)
+        keep = lambda all_: skips.drop(load(all_), per_epoch, shards, shard_index)  # noqa: E731
+        return _fixed_length_epoch(positions, first_file, per_epoch // shards, None, batch, keep)
 
     return make_epoch
 
@@ -192,14 +269,17 @@ def folder_dataset(
     fraction=1.0,
     seed=None,
     cache=False,
+    max_pixels=DEFAULT_MAX_PIXELS,
 ) -> TrainingData:
     """Training batches from every image under ``folder`` (see ``list_image_files``).
 
     File order is reshuffled every epoch, as a function of ``seed`` and the epoch. Files that
-    cannot be decoded (truncated, empty, not an image) are dropped and counted in
-    ``TrainingData.skipped``; an epoch that lost files wraps around to keep its length.
-    ``cache``: decode every image once, up front, and keep it in memory as uint8
-    (N x image_size² x 3 bytes), instead of decoding every epoch.
+    cannot be decoded (truncated, empty, not an image), and files whose header declares more
+    than ``max_pixels`` pixels (they are not decoded; 0 or None: no limit), are dropped and
+    counted in ``TrainingData.skipped``; an epoch that lost files wraps around to keep its
+    length. An input pipeline whose files are all dropped raises an error that
+    :func:`unreadable_epoch_message` explains. ``cache``: decode every image once, up front,
+    and keep it in memory as uint8 (N x image_size² x 3 bytes), instead of decoding every epoch.
     """
     files = list_image_files(folder, fraction)
     if len(files) // batch_size == 0:
@@ -208,29 +288,21 @@ def folder_dataset(
             "add images or lower --batch-size"
         )
     seed = resolve_seed(seed)
-    checked = tf.Variable(0, dtype=tf.int64, trainable=False, name="files_checked")
-    skipped = tf.Variable(0, dtype=tf.int64, trainable=False, name="files_skipped")
-    num_files = tf.constant(len(files), tf.int64)
+    skips = _Skips(len(files), folder, "files")
     paths = tf.constant(files)
 
-    def keep_readable(image, readable):
-        # Runs once per file, in order; the first len(files) checks are the first pass.
-        in_first_pass = checked.assign_add(1) <= num_files
-        skipped.assign_add(tf.cast(in_first_pass & tf.logical_not(readable), tf.int64))
-        return readable
-
-    def load(positions):
-        images = positions.interleave(
-            lambda index: _decode_or_flag(paths[index], image_size),
+    def load(positions):  # -> (image, readable) pairs
+        return positions.interleave(
+            lambda index: _decode_or_flag(paths[index], image_size, max_pixels),
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=True,
         )
-        return images.filter(keep_readable).map(lambda image, readable: image)
 
     description = f"{len(files)} images from {folder}"
     steps_per_epoch = len(files) // batch_size
     if cache:
-        store = _materialize(load(tf.data.Dataset.range(len(files))))
+        images = skips.drop(load(tf.data.Dataset.range(len(files))))
+        store = _materialize(images.map(lambda image, _: image))
         kept = 0 if store is None else int(store.shape[0])
         if kept < batch_size:
             raise KstyleError(f"{kept} readable images in {folder} make no batch of {batch_size}")
@@ -238,7 +310,7 @@ def folder_dataset(
         steps_per_epoch = kept // batch_size
         description = f"{kept} images from {folder}, decoded once and kept in memory"
     else:
-        make_epoch = _permuted_epochs(len(files), seed, batch_size, load, may_drop=True)
+        make_epoch = _permuted_epochs(len(files), seed, batch_size, load, skips)
 
     return TrainingData(
         make_epoch=make_epoch,
@@ -247,8 +319,8 @@ def folder_dataset(
         batch_size=batch_size,
         description=description,
         seed=seed,
-        checked=checked,
-        skipped=skipped,
+        checked=skips.checked,
+        skipped=skips.skipped,
     )
 
 
@@ -273,6 +345,7 @@ def tfds_dataset(
     seed=None,
     download=True,
     cache=False,
+    max_pixels=DEFAULT_MAX_PIXELS,
 ) -> TrainingData:
     """Training batches from a TensorFlow Datasets image dataset (COCO 2014 train by default).
 
@@ -281,7 +354,10 @@ def tfds_dataset(
     the first ``floor(N * fraction)`` examples of the split, as the reference does with files.
     The record files are read in an order fixed by ``seed``; each epoch then permutes blocks
     of 2048 encoded images with seeds of its own (stateless, so that a resumed run sees the
-    same order). ``cache`` as in ``folder_dataset``.
+    same order). ``cache`` and ``max_pixels`` as in ``folder_dataset``: images whose header
+    declares more pixels, or whose header cannot be read, are skipped without decoding and
+    counted in ``TrainingData.skipped``; with ``max_pixels`` 0 or None nothing is skipped (and
+    an image that fails to decode stops the run, as it always does with tfds).
     """
     import tensorflow_datasets as tfds
 
@@ -322,12 +398,28 @@ def tfds_dataset(
             deterministic=True,
         )
 
+    skips = _Skips(keep, f"tfds {name} {split}", "images") if max_pixels else None
+
+    def flag(images):  # -> (encoded, within the pixel limit) pairs
+        return images.interleave(
+            lambda image: _or_flag(
+                image, lambda e: (e, within_pixel_limit(e, max_pixels)), (image, False)
+            ),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
+
     description = f"{keep} images from tfds {name} {split}"
     steps_per_epoch = keep // batch_size
     if cache:
-        store = _materialize(decode(encoded))
+        kept = skips.drop(flag(encoded)).map(lambda image, _: image) if skips else encoded
+        store = _materialize(decode(kept))
+        kept = 0 if store is None else int(store.shape[0])
+        if kept < batch_size:
+            raise KstyleError(f"{kept} readable images in {name} {split} make no batch")
         make_epoch = _cached_epochs(store, seed, batch_size)
-        description += ", decoded once and kept in memory"
+        steps_per_epoch = kept // batch_size
+        description = f"{kept} images from tfds {name} {split}, decoded once and kept in memory"
     else:
         per_epoch = steps_per_epoch * batch_size
 
@@ -339,7 +431,11 @@ def tfds_dataset(
             blocks = encoded.batch(SHUFFLE_BLOCK).enumerate()
             images = blocks.map(lambda i, block: shuffled_block(epoch * 1_000_003 + i, block))
             images = images.unbatch().take(per_epoch).shard(shards, shard_index)
-            return _fixed_length_epoch(images, first_file, per_epoch // shards, decode, batch)
+            readable = skips and (
+                lambda all_: skips.drop(flag(all_), per_epoch, shards, shard_index)
+            )
+            length = per_epoch // shards
+            return _fixed_length_epoch(images, first_file, length, decode, batch, readable)
 
     return TrainingData(
         make_epoch=make_epoch,
@@ -348,4 +444,6 @@ def tfds_dataset(
         batch_size=batch_size,
         description=description,
         seed=seed,
+        checked=skips and skips.checked,
+        skipped=skips and skips.skipped,
     )

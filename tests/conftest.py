@@ -221,3 +221,23 @@ def tensorboard_scalars(log_dir):
                 number = float(tf.make_ndarray(value.tensor))
                 scalars.setdefault(value.tag, []).append((event.step, number))
     return {tag: sorted(points) for tag, points in scalars.items()}
+
+
+def raises_within(seconds, function):
+    """The exception that ``function()`` raises, or None if it returns; it runs in a daemon
+    thread that must end within ``seconds``, so that a hang fails the test, not the suite."""
+    import threading
+
+    outcome = {}
+
+    def target():
+        try:
+            function()
+        except BaseException as error:  # noqa: BLE001 - handed back to the test
+            outcome["error"] = error
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"still running after {seconds} s: it hangs"
+    return outcome.get("error")

@@ -1,12 +1,17 @@
+import json
 import os
+import struct
+import subprocess
+import sys
+import zlib
 
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import random_image, write_image_folder
+from conftest import ROOT, raises_within, random_image, write_image_folder
 from PIL import Image
 
-from kstyle.data import folder_dataset, list_image_files, tfds_dataset
+from kstyle.data import folder_dataset, list_image_files, tfds_dataset, unreadable_epoch_message
 from kstyle.errors import KstyleError
 
 
@@ -216,3 +221,180 @@ def test_resume_is_exact_with_replicas_uneven_epochs_and_unreadable_files(tmp_pa
     epoch = [image for batch in full[: 2 * steps] for image in batch]
     # no image twice within an epoch, except one that stands in for the unreadable file
     assert len(set(epoch)) >= len(epoch) - (0 if cache else 1)
+
+
+def write_junk(folder, names, seed=0):
+    """Files of random bytes (never a decodable image) named ``names`` in ``folder``."""
+    os.makedirs(folder, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for name in names:
+        with open(os.path.join(folder, name), "wb") as file:
+            file.write(rng.bytes(300))
+
+
+def test_a_folder_without_a_readable_file_fails_instead_of_hanging(tmp_path):
+    import keras
+
+    folder = str(tmp_path / "junk")
+    write_junk(folder, [f"junk_{index}.jpg" for index in range(4)])
+    data = folder_dataset(folder, image_size=16, batch_size=2, seed=0)
+    error = raises_within(60, lambda: next(iter(data.stream(0))))
+    assert isinstance(error, tf.errors.InvalidArgumentError), repr(error)
+    message = unreadable_epoch_message(error)
+    assert message == (
+        f"no readable image in {folder}: all 4 files failed to decode (or were over "
+        "--max-pixels); check the data"
+    )
+    assert data.skipped_files() == (4, True)  # the whole pass is counted before it stops
+    resumed = raises_within(60, lambda: next(iter(data.stream(5))))  # mid-stream as well
+    assert unreadable_epoch_message(resumed) == message
+    # what fit raises, as the run catches it
+    model = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Conv2D(3, 1)])
+    model.compile("adam", "mse")
+    pairs = data.stream(0).map(lambda batch: (batch, batch))
+    fitted = raises_within(
+        60, lambda: model.fit(pairs, steps_per_epoch=2, shuffle=False, verbose=0)
+    )
+    assert unreadable_epoch_message(fitted) == message
+    assert unreadable_epoch_message(tf.errors.InvalidArgumentError(None, None, "other")) is None
+    assert unreadable_epoch_message(ValueError(message)) is None
+
+
+def test_one_worker_without_a_readable_file_fails_and_the_other_reads(tmp_path):
+    from kstyle.data import _epoch_order, decode_and_resize
+
+    folder = str(tmp_path / "imgs")
+    names = [f"img_{index:02d}.jpg" for index in range(8)]
+    order = _epoch_order(8, 4, tf.constant(0, tf.int64)).numpy()  # epoch 0 with seed 4
+    write_junk(folder, [names[i] for i in order[1::2]])  # input pipeline 1's files
+    for index in order[0::2]:
+        Image.fromarray(random_image(20, 24, seed=int(index))).save(
+            os.path.join(folder, names[index])
+        )
+    data = folder_dataset(folder, image_size=16, batch_size=4, seed=4)
+    contexts = [
+        tf.distribute.InputContext(
+            num_input_pipelines=2, input_pipeline_id=i, num_replicas_in_sync=2
+        )
+        for i in range(2)
+    ]
+    good = [b.numpy() for b in data.stream(0, contexts[0]).take(2)]  # its half of epoch 0
+    assert [b.shape for b in good] == [(2, 16, 16, 3)] * 2
+    expected = {
+        decode_and_resize(tf.io.read_file(os.path.join(folder, names[index])), 16).numpy().tobytes()
+        for index in order[0::2]
+    }
+    assert {image.tobytes() for batch in good for image in batch} == expected
+    error = raises_within(60, lambda: list(data.stream(0, contexts[1]).take(2)))
+    assert unreadable_epoch_message(error) == (
+        f"no readable image in {folder}: all 4 files of an epoch (input pipeline 1 of 2) failed "
+        "to decode (or were over --max-pixels); check the data"
+    )
+
+
+def test_a_pixel_limit_skips_larger_files_and_zero_turns_it_off(tmp_path):
+    folder = str(tmp_path / "imgs")
+    os.makedirs(folder)
+    for index, (height, width) in enumerate([(40, 48), (40, 48), (20, 24), (20, 24)]):
+        Image.fromarray(random_image(height, width, seed=index)).save(
+            os.path.join(folder, f"img_{index}.png")
+        )
+    small = folder_dataset(folder, image_size=16, batch_size=2, seed=0, max_pixels=1919)
+    kept = {image.tobytes() for batch in small.one_epoch(0) for image in batch.numpy()}
+    assert len(kept) == 2 and small.skipped_files() == (2, True)  # 40 x 48 = 1920 > 1919
+    for limit in (1920, 0, None):
+        every = folder_dataset(folder, image_size=16, batch_size=2, seed=0, max_pixels=limit)
+        seen = {image.tobytes() for batch in every.one_epoch(0) for image in batch.numpy()}
+        assert len(seen) == 4 and every.skipped_files() == (0, True), limit
+    assert kept < seen  # the small ones, decoded the same way
+    none = folder_dataset(folder, image_size=16, batch_size=2, seed=0, max_pixels=1)
+    assert unreadable_epoch_message(raises_within(60, lambda: list(none.one_epoch(0))))
+
+
+def big_png(side=20000, rows=5000):
+    """A PNG whose header declares side x side RGB pixels, with the first ``rows`` rows of
+    zeros (a few hundred kB): decoding it fills rows x side x 3 bytes, then fails."""
+
+    def chunk(kind, data):
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    compressor, row = zlib.compressobj(9), b"\0" * (1 + 3 * side)
+    idat = b"".join(compressor.compress(row) for _ in range(rows)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)  # 8-bit RGB
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    )
+
+
+PEAK_SCRIPT = """
+import json, resource, sys
+from kstyle.data import folder_dataset
+data = folder_dataset(sys.argv[1], image_size=32, batch_size=2, seed=0, max_pixels=int(sys.argv[2]))
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+batches = [b.numpy() for b in data.stream(0).take(2)]
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps(dict(batches=len(batches), skipped=data.skipped_files(), kib=[before, peak])))
+"""
+
+
+def peak_of_one_epoch(folder, max_pixels):
+    """Runs one epoch of ``folder`` in a fresh process: ``(batches, skipped_files(), peak
+    memory in kiB, growth of the peak while streaming in kiB)``."""
+    env = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run(
+        [sys.executable, "-c", PEAK_SCRIPT, folder, str(max_pixels)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    before, peak = out["kib"]
+    return out["batches"], tuple(out["skipped"]), peak, peak - before
+
+
+def test_a_file_declaring_too_many_pixels_is_skipped_without_decoding(tmp_path):
+    folder = str(tmp_path / "imgs")
+    write_image_folder(folder, count=3, size=(20, 24))
+    (tmp_path / "imgs" / "bomb.png").write_bytes(big_png())  # 20000 x 20000 declared
+    batches, skipped, peak, growth = peak_of_one_epoch(folder, 89_478_485)  # Pillow's limit
+    assert batches == 2 and skipped == (1, True)
+    assert peak < 2.5 * 2**20 and growth < 150 * 2**10, (peak, growth)
+    # without the limit the same file is decoded (and fails only at its missing rows): the
+    # guard is what keeps its 5000 x 20000 x 3 bytes (286 MiB) of rows out of memory
+    batches, skipped, _, growth = peak_of_one_epoch(folder, 0)
+    assert batches == 2 and skipped == (1, True)
+    assert growth > 250 * 2**10, growth
+
+
+def test_tfds_images_over_the_pixel_limit_are_skipped_and_counted(tmp_path):
+    import io
+
+    import tensorflow_datasets as tfds
+
+    with tfds.testing.mock_data(num_examples=12):
+        options = dict(data_dir=str(tmp_path), image_size=16, batch_size=2, seed=3)
+        builder = tfds.builder("coco/2014", data_dir=str(tmp_path))
+        only_bytes = tfds.decode.PartialDecoding(
+            {"image": True}, decoders={"image": tfds.decode.SkipDecoding()}
+        )
+        examples = builder.as_dataset(split="train", decoders=only_bytes)
+        sizes = [Image.open(io.BytesIO(ex["image"])).size for ex in tfds.as_numpy(examples)]
+        over = sum(width * height > 1000 for width, height in sizes)
+        assert 0 < over < 12, sizes  # the mock images straddle the limit
+        data = tfds_dataset("coco/2014", max_pixels=1000, **options)
+        full = _signature(b.numpy() for b in data.stream(0).take(9))
+        assert data.skipped_files() == (over, True) and len(full) == 9
+        resumed = _signature(b.numpy() for b in data.stream(5).take(4))
+        assert resumed == full[5:]  # an epoch that lost images still resumes exactly
+        unlimited = tfds_dataset("coco/2014", max_pixels=0, **options)
+        assert len(list(unlimited.one_epoch(0))) == 6 and unlimited.skipped_files() == (0, True)
+        none = tfds_dataset("coco/2014", max_pixels=1, **options)
+        error = raises_within(60, lambda: next(iter(none.stream(0))))
+    assert unreadable_epoch_message(error) == (
+        "no readable image in tfds coco/2014 train: all 12 images failed to decode (or were "
+        "over --max-pixels); check the data"
+    )
