@@ -20,6 +20,7 @@ from kstyle.constants import (
 )
 from kstyle.distribute import JIT_COMPILE, MIXED_PRECISION, STRATEGIES
 from kstyle.errors import KstyleError
+from kstyle.images import DEFAULT_MAX_PIXELS
 
 
 def option(default=dataclasses.MISSING, *, doc, default_text=None, choices=None, keep=False):
@@ -138,6 +139,13 @@ class TrainConfig:
         default_text="decode every epoch",
         keep=True,
     )
+    max_pixels: int = option(
+        DEFAULT_MAX_PIXELS,
+        doc="skip training images whose header declares more pixels (a decompression-bomb "
+        "guard; they are counted like unreadable files, never decoded; 0: no limit)",
+        default_text=f"{DEFAULT_MAX_PIXELS}, Pillow's limit",
+        keep=True,
+    )
 
     def resolved_output(self) -> str:
         """The run directory: ``output``, or ``runs/<style file name without extension>``."""
@@ -162,7 +170,7 @@ class TrainConfig:
         for name, value in positive.items():
             if value is not None and value <= 0:
                 raise KstyleError(f"{flag_of(name)} must be positive, got {value}")
-        for name in ("content_weight", "style_weight", "tv_weight"):
+        for name in ("content_weight", "style_weight", "tv_weight", "max_pixels"):
             value = getattr(self, name)
             if value < 0:
                 raise KstyleError(f"{flag_of(name)} must not be negative, got {value}")

@@ -55,6 +55,7 @@ def build_training_data(config: TrainConfig, seed: int | None):
         fraction=config.fraction,
         seed=seed,
         cache=config.cache,
+        max_pixels=config.max_pixels,
     )
     if config.data is not None:
         return folder_dataset(config.data, **common)
@@ -364,6 +365,7 @@ def fit_run(run: Run) -> None:
             signal, ends the process without them).
     """
     from kstyle.callbacks import NonFiniteLoss, save_model_atomically
+    from kstyle.data import unreadable_epoch_message
     from kstyle.distribute import float32_copy
     from kstyle.stopping import TrainingStopped
 
@@ -404,6 +406,10 @@ def fit_run(run: Run) -> None:
             "rerun the same command to resume",
             exit_code=130,
         ) from stopped
+    except Exception as error:  # a pipeline that cannot read one image stops with its line
+        if unreadable_epoch_message(error) is None:
+            raise
+        raise KstyleError(unreadable_epoch_message(error)) from error
     except KeyboardInterrupt as interrupt:  # a second Ctrl-C of a library call: at once
         kept = checkpoint.manager.latest_checkpoint
         where = f"resume from the last checkpoint ({kept})" if kept else "no checkpoint yet"
