@@ -8,7 +8,8 @@ import sys
 from conftest import ROOT
 
 PACKAGE = os.path.join(ROOT, "kstyle")
-BASE = {"errors", "constants", "files", "images", "memory", "progress", "demo", "internals"}
+BASE = {"errors", "constants", "files", "images", "image_headers", "memory", "progress", "demo"}
+BASE |= {"internals"}
 TRAINING = {"data", "transform_net", "loss_net", "losses", "trainer", "callbacks", "distribute"}
 TRAINING |= {"config", "stopping", "run_dir", "run"}
 INFERENCE = {"graph", "forward", "staged", "tiling", "inference", "video", "stylize_files"}

@@ -16,7 +16,6 @@ from kstyle.callbacks import (
     NonFiniteLossGuard,
     SaveTransformNet,
     SkippedFilesReport,
-    StopRequest,
     TrainingCheckpoint,
     TrainingMonitor,
 )
@@ -32,6 +31,7 @@ from kstyle.run import (
     total_steps_of,
     train,
 )
+from kstyle.stopping import StopRequest
 
 
 @pytest.mark.parametrize(
