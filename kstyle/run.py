@@ -138,10 +138,8 @@ def build_trainer(config: TrainConfig, style_image):
 
 @dataclasses.dataclass
 class Run:
-    """One training run as its phases hand it on to each other.
-
-    :func:`open_run` fills the first group of attributes, :func:`build_run` the second.
-    """
+    """One run as its phases hand it on: :func:`open_run` fills the first group of
+    attributes, :func:`build_run` the second."""
 
     config: TrainConfig
     strategy: object  # the tf.distribute strategy
@@ -177,10 +175,8 @@ def train(config: TrainConfig, printer=print, hard_stop: bool = False) -> dict:
     step's losses; ``finished_before`` is True when the run directory already held a finished
     run (nothing is trained then). Inputs are checked before any model is built.
 
-    SIGINT and SIGTERM stop the run after the current step (see
-    :class:`kstyle.stopping.StopRequest`); with ``hard_stop`` (the command line's choice) a
-    stop that no step answers within seconds, or a second signal, ends the process with exit
-    status 130.
+    SIGINT and SIGTERM stop the run after the current step; with ``hard_stop`` (the command
+    line's) also promptly (see :class:`kstyle.stopping.StopRequest`).
 
     Raises:
         KstyleError: bad options or inputs, the VGG weights are unavailable, a loss became
@@ -333,12 +329,10 @@ def _build_callbacks(run: Run, printer) -> None:
     run.monitor = TrainingMonitor(
         run.run_dir, run.total_steps, plot_every=config.plot_every, initial_step=run.start_step
     )
+    # history and curves before the checkpoint: a kill between them never loses a step
     run.callbacks = [
         NonFiniteLossGuard(run.start_step),  # first: a broken step must not reach the checkpoint
         run.monitor,
-        run.checkpoint,
-        SaveTransformNet(run.model_path, float32_copy),
-        SkippedFilesReport(run.data, printer),
     ]
     if is_chief():
         run.callbacks.append(
@@ -348,6 +342,11 @@ def _build_callbacks(run: Run, printer) -> None:
                 update_freq=max(1, config.plot_every),
             )
         )
+    run.callbacks += [
+        run.checkpoint,
+        SaveTransformNet(run.model_path, float32_copy),
+        SkippedFilesReport(run.data, printer),
+    ]
     if run.stop is None:
         run.stop = StopRequest()
     run.stop.agree = lambda flag: agree_across_workers(run.strategy, flag, "any")

@@ -363,11 +363,11 @@ def test_a_file_declaring_too_many_pixels_is_skipped_without_decoding(tmp_path):
     batches, skipped, peak, growth = peak_of_one_epoch(folder, 89_478_485)  # Pillow's limit
     assert batches == 2 and skipped == (1, True)
     assert peak < 2.5 * 2**20 and growth < 150 * 2**10, (peak, growth)
-    # without the limit the same file is decoded (and fails only at its missing rows): the
-    # guard is what keeps its 5000 x 20000 x 3 bytes (286 MiB) of rows out of memory
-    batches, skipped, _, growth = peak_of_one_epoch(folder, 0)
+    # without the limit the same file is handed to the decoder (which fails at its missing
+    # rows; how much memory that takes first depends on when the decode runs, so only the
+    # count is checked here: bench/faults.py measures the memory of a full bomb)
+    batches, skipped, _, _ = peak_of_one_epoch(folder, 0)
     assert batches == 2 and skipped == (1, True)
-    assert growth > 250 * 2**10, growth
 
 
 def test_tfds_images_over_the_pixel_limit_are_skipped_and_counted(tmp_path):
