@@ -100,9 +100,14 @@ def test_the_phases_of_a_new_run(tmp_path, image_folder, style_file):
     assert saved["style_size_used"] == 32 and saved["batch_size"] == 2
     kinds = [type(callback) for callback in run.callbacks]
     assert kinds == [
-        NonFiniteLossGuard, TrainingMonitor, TrainingCheckpoint, SaveTransformNet,
-        SkippedFilesReport, LossTensorBoard, StopRequest,
-    ]  # fmt: skip
+        NonFiniteLossGuard,
+        TrainingMonitor,
+        LossTensorBoard,
+        TrainingCheckpoint,
+        SaveTransformNet,
+        SkippedFilesReport,
+        StopRequest,
+    ]  # fmt: skip  (history and curves before the checkpoint, the stop last)
 
     fit_run(run)
     assert history_steps(output) == [1, 2, 3, 4, 5, 6]
