@@ -36,21 +36,27 @@ def _inner(serving):
     return inner
 
 
+def save_photo_crops(folder, count, smallest, seed):
+    """Saves ``count`` random square crops (``smallest`` to all of the shorter side) of
+    matplotlib's second sample photo into ``folder`` (the held-out portrait is the first)."""
+    from kstyle.demo import sample_photo_paths
+
+    with Image.open(sample_photo_paths()[1]) as photo:
+        photo = photo.convert("RGB")
+    width, height = photo.size
+    rng = np.random.default_rng(seed)
+    for index in range(count):
+        side = int(min(width, height) * rng.uniform(smallest, 1.0))
+        left, top = rng.integers(0, width - side + 1), rng.integers(0, height - side + 1)
+        photo.crop((left, top, left + side, top + side)).save(folder / f"photo{index:02d}.png")
+
+
 @pytest.fixture(scope="module")
 def calibration(tmp_path_factory):
     """Representative photos: crops of matplotlib's second sample photo (the held-out portrait
     is the first) and a few smooth random images, loaded at 32 x 32."""
-    from kstyle.demo import sample_photo_paths
-
     folder = tmp_path_factory.mktemp("calibration")
-    with Image.open(sample_photo_paths()[1]) as photo:
-        photo = photo.convert("RGB")
-    width, height = photo.size
-    rng = np.random.default_rng(0)
-    for index in range(12):
-        side = int(min(width, height) * rng.uniform(0.3, 1.0))
-        left, top = rng.integers(0, width - side + 1), rng.integers(0, height - side + 1)
-        photo.crop((left, top, left + side, top + side)).save(folder / f"photo{index:02d}.png")
+    save_photo_crops(folder, count=12, smallest=0.3, seed=0)
     for index in range(4):
         Image.fromarray(random_image(40, 40, seed=index)).save(folder / f"random{index}.png")
     return load_calibration_images(str(folder), count=16, size=32)
@@ -183,18 +189,9 @@ def test_float_convs_stay_float():
 
 def test_int8_meets_its_bar_at_256(export_net, tmp_path):
     """The issue's size: calibrated on 256² crops, checked on the held-out portrait at 256²."""
-    from kstyle.demo import sample_photo_paths
-
     folder = tmp_path / "calibration"
     folder.mkdir()
-    with Image.open(sample_photo_paths()[1]) as photo:
-        photo = photo.convert("RGB")
-    width, height = photo.size
-    rng = np.random.default_rng(1)
-    for index in range(8):
-        side = int(min(width, height) * rng.uniform(0.4, 1.0))
-        left, top = rng.integers(0, width - side + 1), rng.integers(0, height - side + 1)
-        photo.crop((left, top, left + side, top + side)).save(folder / f"photo{index}.png")
+    save_photo_crops(folder, count=8, smallest=0.4, seed=1)
     calibration = load_calibration_images(str(folder), count=8, size=256)
     path = tmp_path / "model_int8.tflite"
     path.write_bytes(tflite_bytes(export_net, "int8", calibration_images=calibration))
