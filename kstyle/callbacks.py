@@ -13,7 +13,7 @@ import time
 
 import keras
 
-from kstyle.errors import KstyleError
+from kstyle.errors import KstyleError, cause_of
 from kstyle.files import atomic_output, flush_folder, flush_to_disk
 from kstyle.images import save_image, side_by_side, to_uint8
 from kstyle.trainer import LOSS_NAMES
@@ -301,7 +301,7 @@ class TrainingCheckpoint(keras.callbacks.Callback):
             self.checkpoint.restore(path).assert_existing_objects_matched().expect_partial()
         except Exception as error:
             raise KstyleError(
-                f"could not restore the checkpoint {path}: {type(error).__name__}; "
+                f"could not restore the checkpoint {path}: {cause_of(error)}; "
                 "pass --restart to start this run over"
             ) from error
         self.step = self.saved_step = int(self.step_variable.numpy())

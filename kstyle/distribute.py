@@ -9,7 +9,7 @@ import contextlib
 import json
 import os
 
-from kstyle.errors import KstyleError
+from kstyle.errors import KstyleError, cause_of
 
 STRATEGIES = ("auto", "default", "mirrored", "multiworker", "tpu")
 MIXED_PRECISION = {"off": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
@@ -54,10 +54,7 @@ def _tpu_strategy():
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
     except Exception as error:  # no TPU here, or it cannot be reached
-        first_line = (str(error).strip().splitlines() or [""])[0]
-        raise KstyleError(
-            f"--strategy tpu: no TPU found ({type(error).__name__}: {first_line})"
-        ) from error
+        raise KstyleError(f"--strategy tpu: no TPU found ({cause_of(error)})") from error
     return tf.distribute.TPUStrategy(resolver)
 
 

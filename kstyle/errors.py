@@ -10,3 +10,21 @@ class KstyleError(Exception):
     def __init__(self, message: str, exit_code: int = 2):
         super().__init__(message)
         self.exit_code = exit_code
+
+
+def cause_of(error: BaseException, limit: int = 200) -> str:
+    """What went wrong, in one line: the first line of the error's message, or of the first
+    chained cause that has one (a wrapper such as Keras's download ``Exception`` often holds
+    the real reason, e.g. ``[Errno -3] Temporary failure in name resolution``, in its cause
+    or in ``reason``). Falls back to the class name only for errors without any message."""
+    seen = set()
+    current = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        reason = getattr(current, "reason", None)  # urllib's URLError keeps its cause here
+        for text in (str(current), str(reason) if reason is not None else ""):
+            lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+            if lines and lines[0] not in ("None", "''"):
+                return lines[0][:limit]
+        current = current.__cause__ or current.__context__
+    return type(error).__name__

@@ -10,7 +10,7 @@ import os
 import keras
 from keras import layers, ops
 
-from kstyle.errors import KstyleError
+from kstyle.errors import KstyleError, cause_of
 
 STYLE_LAYERS = ("block1_conv2", "block2_conv2", "block3_conv3", "block4_conv3")
 CONTENT_LAYER = "block3_conv3"
@@ -52,7 +52,7 @@ def _vgg16(weights):
             return keras.applications.VGG16(include_top=False, weights="imagenet")
         except Exception as error:  # urllib, HTTP and truncated-file errors alike
             raise KstyleError(
-                f"could not download the VGG-16 ImageNet weights ({type(error).__name__}). "
+                f"could not download the VGG-16 ImageNet weights ({cause_of(error)}). "
                 f"Put {VGG16_NOTOP_FILE} at {keras_cache_path()}, or pass --vgg-weights PATH, "
                 "or --vgg-weights random (an untrained loss network, for offline smoke runs only)"
             ) from error

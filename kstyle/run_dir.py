@@ -15,7 +15,7 @@ import shutil
 import sys
 
 from kstyle.config import RESUME_KEYS, TrainConfig, flag_of
-from kstyle.errors import KstyleError
+from kstyle.errors import KstyleError, cause_of
 from kstyle.files import PREFIX, write_json_atomically
 
 RUN_FILES = ("model.keras", "config.json", "history.csv", "losses.png", "preview.png")
@@ -105,7 +105,7 @@ def read_json(path: str) -> dict:
             data = json.load(file)
     except (OSError, ValueError) as error:
         raise KstyleError(
-            f"could not read {path} ({type(error).__name__}); pass --restart to start over"
+            f"could not read {path}: {cause_of(error)}; pass --restart to start over"
         ) from error
     if not isinstance(data, dict):
         raise KstyleError(f"{path} is not a JSON object; pass --restart to start over")

@@ -12,7 +12,7 @@ import keras
 from keras import layers, ops
 
 from kstyle.constants import PADDINGS
-from kstyle.errors import KstyleError
+from kstyle.errors import KstyleError, cause_of
 
 INSTANCE_NORM_EPSILON = 1e-5  # the reference (MATLAB) default; Keras's own default is 1e-3
 
@@ -133,10 +133,7 @@ def load_transform_net(path: str):
     try:
         model = keras.saving.load_model(path, compile=False)
     except Exception as error:
-        raise KstyleError(
-            f"could not load model {path}: {type(error).__name__}: "
-            + (str(error).strip().splitlines() or [""])[0][:200]
-        ) from error
+        raise KstyleError(f"could not load model {path}: {cause_of(error)}") from error
     check_transform_net(model, path)
     return model
 

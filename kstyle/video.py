@@ -12,7 +12,8 @@ import subprocess
 import numpy as np
 
 from kstyle.constants import VIDEO_EXTENSIONS
-from kstyle.errors import KstyleError
+from kstyle.errors import KstyleError, cause_of
+from kstyle.extras import require
 from kstyle.files import atomic_output
 from kstyle.images import check_pixels, side_by_side
 from kstyle.inference import Tilers, stylize_array, stylize_batch
@@ -30,8 +31,7 @@ def is_video(path: str) -> bool:
 
 def has_audio(path: str) -> bool:
     """Whether ffmpeg sees an audio stream in the media file at ``path``."""
-    import imageio_ffmpeg
-
+    imageio_ffmpeg = require("imageio_ffmpeg", "video")
     result = subprocess.run(
         [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", path],
         capture_output=True,
@@ -84,7 +84,7 @@ def stylize_video(
     Returns:
         The number of frames written.
     """
-    import imageio.v2 as imageio
+    imageio = require("imageio.v2", "video")
 
     if not os.path.isfile(input_path):
         raise KstyleError(f"input not found: {input_path}")
@@ -175,7 +175,6 @@ def stylize_video(
         raise
     except Exception as error:
         raise KstyleError(
-            f"video stylization failed for {input_path}: {type(error).__name__}: "
-            + (str(error).strip().splitlines() or [""])[0][:200]
+            f"video stylization failed for {input_path}: {cause_of(error)}"
         ) from error
     return written

@@ -1,5 +1,6 @@
 """What every kstyle command shares: one-line errors and exit codes instead of tracebacks,
-and the choice of oneDNN for the machine it runs on."""
+the choice of oneDNN for the machine it runs on, and the console set-up of
+:mod:`kstyle.cli.console`."""
 
 import argparse
 import errno
@@ -71,19 +72,33 @@ def _tensorflow_error_line(error) -> str | None:
     if not isinstance(error, file_errors):
         return None
     message = (str(error.message).strip().splitlines() or [type(error).__name__])[0]
-    message = re.sub(r"^\{\{function_node [^}]*\}\}\s*|\s*\[Op:\w+\]$", "", message)
-    return f"{message[:300]} ({type(error).__name__})"
+    return re.sub(r"^\{\{function_node [^}]*\}\}\s*|\s*\[Op:\w+\]$", "", message)[:300]
 
 
-def run_command(function, argv=None) -> int:
-    """Runs ``function(argv)``: a KstyleError becomes ``error: ...`` on stderr and its code; an
-    operating-system error (full disk, no permission, a name too long) or a TensorFlow file
-    error becomes ``error: <what> <path>: <reason>`` and exit status 2; never a traceback
-    for those."""
+def start_command(args, task: str | None, from_shell: bool):
+    """What a command does once its arguments are parsed, before any work: picks oneDNN for
+    ``task`` (``train``, ``stylize``; None: leave TensorFlow's default) when run from a shell,
+    sets up logging from ``args.quiet``/``args.verbose``, and, from a shell, imports
+    TensorFlow with its start-up lines kept off the console. Returns the ``kstyle`` logger."""
+    from kstyle.cli.console import quiet_dependencies, setup_logging
+
+    if task is not None and from_shell:
+        use_fastest_onednn(task, None)
+    logger = setup_logging(quiet=args.quiet, verbose=args.verbose)
+    if from_shell:
+        quiet_dependencies(verbose=args.verbose)
+    return logger
+
+
+def run_command(function, argv=None, **options) -> int:
+    """Runs ``function(argv, **options)``: a KstyleError becomes ``error: ...`` on stderr and
+    its code; an operating-system error (full disk, no permission, a name too long) or a
+    TensorFlow file error becomes ``error: <what> <path>: <reason>`` and exit status 2; never
+    a traceback for those."""
     from kstyle.errors import KstyleError
 
     try:
-        return function(argv) or 0
+        return function(argv, **options) or 0
     except KstyleError as error:
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code

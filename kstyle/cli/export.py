@@ -4,7 +4,8 @@ import argparse
 import functools
 import sys
 
-from kstyle.cli.common import OneLineErrorParser, add_option, run_command
+from kstyle.cli.common import OneLineErrorParser, add_option, run_command, start_command
+from kstyle.cli.console import add_verbosity, program_name
 from kstyle.constants import (
     DEFAULT_CALIBRATION_COUNT,
     DEFAULT_VERIFY_SIZE,
@@ -17,10 +18,11 @@ from kstyle.constants import (
 ALL = "all"  # every format, or every quantization
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The parser of ``kstyle-export``."""
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    """The parser of ``kstyle export``; ``prog`` names the command in its usage (default: as
+    typed)."""
     parser = OneLineErrorParser(
-        prog="kstyle-export",
+        prog=prog or program_name("kstyle-export"),
         description="Export a trained transform network (uint8 RGB in, uint8 RGB out, any "
         "H x W) and verify each file against the Keras model on a held-out photo. Exits "
         "non-zero when a fidelity bar is missed.",
@@ -57,12 +59,16 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_VERIFY_SIZE,
         doc="height of the held-out verification photo (its width is about 1.25x)",
     )
+    add_verbosity(parser)
     return parser
 
 
-def main_with_args(argv=None) -> int:
-    """Exports as ``argv`` (None: the command line) says; 1 when a file missed its bar."""
-    args = build_parser().parse_args(argv)
+def main_with_args(argv=None, prog=None, from_shell=None) -> int:
+    """Exports as ``argv`` (None: the command line) says; 1 when a file missed its bar.
+    ``from_shell`` (default: ``argv`` is None) marks a command typed in a shell."""
+    from_shell = argv is None if from_shell is None else from_shell
+    args = build_parser(prog).parse_args(argv)
+    logger = start_command(args, None, from_shell)
     from kstyle.errors import KstyleError
     from kstyle.export import export
 
@@ -84,16 +90,13 @@ def main_with_args(argv=None) -> int:
     )
     failed = [result for result in results if not result.passed]
     for result in failed:
-        print(
-            f"error: {result.path} missed its bar ({result.bar}): {result.shortfall}",
-            file=sys.stderr,
-        )
+        logger.error(f"{result.path} missed its bar ({result.bar}): {result.shortfall}")
     return 1 if failed else 0
 
 
-def main(argv=None) -> int:
+def main(argv=None, prog=None, from_shell=None) -> int:
     """Console entry point; returns the exit status."""
-    return run_command(main_with_args, argv)
+    return run_command(main_with_args, argv, prog=prog, from_shell=from_shell)
 
 
 if __name__ == "__main__":

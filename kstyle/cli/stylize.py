@@ -3,7 +3,8 @@
 import argparse
 import sys
 
-from kstyle.cli.common import OneLineErrorParser, add_option, run_command, use_fastest_onednn
+from kstyle.cli.common import OneLineErrorParser, add_option, run_command, start_command
+from kstyle.cli.console import add_verbosity, program_name
 from kstyle.constants import SIZE_MULTIPLE, VIDEO_EXTENSIONS
 from kstyle.images import DEFAULT_MAX_PIXELS
 from kstyle.memory import DEFAULT_MAX_MEMORY
@@ -11,10 +12,11 @@ from kstyle.memory import DEFAULT_MAX_MEMORY
 DEFAULT_MAX_MEMORY_TEXT = f"{DEFAULT_MAX_MEMORY / 2**30:g}GB"  # parse_memory reads it back
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The parser of ``kstyle-stylize``."""
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    """The parser of ``kstyle stylize``; ``prog`` names the command in its usage (default: as
+    typed)."""
     parser = OneLineErrorParser(
-        prog="kstyle-stylize",
+        prog=prog or program_name("kstyle-stylize"),
         description="Stylize images with a trained transform network. The output keeps the "
         "input's size unless --max-size shrinks it.",
     )
@@ -87,13 +89,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--no-progress", action="store_true", help="hide the progress bar (video, tiles)"
     )
+    add_verbosity(parser)
     return parser
 
 
-def main_with_args(argv=None) -> int:
-    """Stylizes as ``argv`` (None: the command line) says; 1 when every input failed."""
-    args = build_parser().parse_args(argv)
-    use_fastest_onednn("stylize", argv)
+def main_with_args(argv=None, prog=None, from_shell=None) -> int:
+    """Stylizes as ``argv`` (None: the command line) says; 1 when every input failed.
+    ``from_shell`` (default: ``argv`` is None) marks a command typed in a shell."""
+    from_shell = argv is None if from_shell is None else from_shell
+    args = build_parser(prog).parse_args(argv)
+    logger = start_command(args, "stylize", from_shell)
     from kstyle.errors import KstyleError
     from kstyle.inference import check_strength, check_tile
     from kstyle.memory import parse_memory
@@ -119,11 +124,11 @@ def main_with_args(argv=None) -> int:
         tile=args.tile,
         max_memory=max_memory,
         max_pixels=args.max_pixels,
-        progress=not args.no_progress,
+        progress=not (args.no_progress or args.quiet),
         work_dir=args.work_dir,
     )
     for source, reason in failed:
-        print(f"skipped {source}: {reason}", file=sys.stderr)
+        logger.warning(f"skipped {source}: {reason}")
     print(
         f"wrote {len(written)} file(s)"
         + (f": {written[0]}" if len(written) == 1 else f" under {args.output}")
@@ -131,9 +136,9 @@ def main_with_args(argv=None) -> int:
     return 1 if failed and not written else 0
 
 
-def main(argv=None) -> int:
+def main(argv=None, prog=None, from_shell=None) -> int:
     """Console entry point; returns the exit status."""
-    return run_command(main_with_args, argv)
+    return run_command(main_with_args, argv, prog=prog, from_shell=from_shell)
 
 
 if __name__ == "__main__":

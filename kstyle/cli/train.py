@@ -6,17 +6,19 @@ import os
 import sys
 import typing
 
-from kstyle.cli.common import OneLineErrorParser, add_option, run_command, use_fastest_onednn
+from kstyle.cli.common import OneLineErrorParser, add_option, run_command, start_command
+from kstyle.cli.console import add_verbosity, program_name
 from kstyle.config import TrainConfig, flag_of
 
 DEMO_OPTIONS = dict(image_size=128, steps=112, epochs=100, plot_every=10)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The parser of ``kstyle-train``: one option per :class:`TrainConfig` field (its default,
-    help and choices), and ``--demo``."""
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    """The parser of ``kstyle train``: one option per :class:`TrainConfig` field (its default,
+    help and choices), ``--demo``, ``-q`` and ``-v``; ``prog`` names the command in its usage
+    (default: as typed)."""
     parser = OneLineErrorParser(
-        prog="kstyle-train",
+        prog=prog or program_name("kstyle-train"),
         description="Train a fast style-transfer network (Johnson et al. 2016) on COCO or a "
         "folder of images. Defaults are the reference example's.",
     )
@@ -41,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="train on a demo set made from matplotlib's sample photos with a generated style "
         f"image ({', '.join(f'{k}={v}' for k, v in DEMO_OPTIONS.items())}), then stylize a photo",
     )
+    add_verbosity(parser)
     return parser
 
 
@@ -57,16 +60,20 @@ def _explicit(argv, name) -> bool:
     return any(arg == flag or arg.startswith(flag + "=") for arg in argv)
 
 
-def main_with_args(argv=None) -> int:
-    """Trains as ``argv`` (None: the command line) says; a KstyleError reports bad input."""
+def main_with_args(argv=None, prog=None, from_shell=None) -> int:
+    """Trains as ``argv`` (None: the command line) says; a KstyleError reports bad input.
+    ``from_shell`` (default: ``argv`` is None) marks a command typed in a shell."""
+    from_shell = argv is None if from_shell is None else from_shell
     arguments = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser()
+    parser = build_parser(prog)
     args = parser.parse_args(arguments)
-    use_fastest_onednn("train", argv)
+    logger = start_command(args, "train", from_shell)
     from kstyle.errors import KstyleError
     from kstyle.run import train
 
-    options = {k: v for k, v in vars(args).items() if k != "demo"}
+    options = {k: v for k, v in vars(args).items() if k not in ("demo", "quiet", "verbose")}
+    if args.quiet:
+        options["verbose"] = 0  # no Keras progress bar either
     if args.demo:
         from kstyle.demo import prepare_demo
         from kstyle.run_dir import check_ownership
@@ -82,7 +89,7 @@ def main_with_args(argv=None) -> int:
                 options[name] = value
     if not options["style"]:
         raise KstyleError("--style is required (or use --demo)")
-    summary = train(TrainConfig(**options), hard_stop=True)
+    summary = train(TrainConfig(**options), printer=logger.info, hard_stop=True)
     if summary.get("finished_before"):
         return 0
     losses = {k: float("nan") if v is None else v for k, v in summary["losses"].items()}
@@ -100,9 +107,9 @@ def main_with_args(argv=None) -> int:
     return 0
 
 
-def main(argv=None) -> int:
+def main(argv=None, prog=None, from_shell=None) -> int:
     """Console entry point; returns the exit status."""
-    return run_command(main_with_args, argv)
+    return run_command(main_with_args, argv, prog=prog, from_shell=from_shell)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,9 @@ import numpy as np
 
 from kstyle.constants import FORMATS
 from kstyle.errors import KstyleError
+from kstyle.extras import require
 from kstyle.images import psnr
+from kstyle.quiet import filtered_stderr
 
 # Minimum PSNR (dB) of each TFLite quantization against the Keras model; fp32 formats instead
 # must stay within 1 uint8 level everywhere.
@@ -40,15 +42,13 @@ class Runner:
 
             self.function = tf.saved_model.load(path).signatures["serving_default"]
         elif fmt == "tflite":
-            from ai_edge_litert.interpreter import Interpreter
-
-            self.interpreter = Interpreter(model_path=path, num_threads=os.cpu_count())
+            interpreter = require("ai_edge_litert.interpreter", "export")
+            self.interpreter = interpreter.Interpreter(model_path=path, num_threads=os.cpu_count())
             self.input = self.interpreter.get_input_details()[0]
             self.output = self.interpreter.get_output_details()[0]
             self.shape = None
         elif fmt == "onnx":
-            import onnxruntime
-
+            onnxruntime = require("onnxruntime", "export")
             onnxruntime.set_default_logger_severity(3)
             self.session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
             self.input_name = self.session.get_inputs()[0].name
@@ -62,9 +62,13 @@ class Runner:
         if self.format == "onnx":
             return self.session.run(None, {self.input_name: batch})[0][0]
         if self.shape != batch.shape:
-            if -1 in self.input["shape_signature"]:
-                self.interpreter.resize_tensor_input(self.input["index"], batch.shape)
-            self.interpreter.allocate_tensors()
+            # LiteRT announces its XNNPACK delegate when it applies it, at the first invoke
+            with filtered_stderr():
+                if -1 in self.input["shape_signature"]:
+                    self.interpreter.resize_tensor_input(self.input["index"], batch.shape)
+                self.interpreter.allocate_tensors()
+                self.interpreter.set_tensor(self.input["index"], batch)
+                self.interpreter.invoke()
             self.shape = batch.shape
         self.interpreter.set_tensor(self.input["index"], batch)
         self.interpreter.invoke()

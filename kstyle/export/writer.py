@@ -19,6 +19,7 @@ from kstyle.errors import KstyleError
 from kstyle.export.int8 import int8_flatbuffer
 from kstyle.export.serving import export_model, plain_tflite_bytes, serving_archive
 from kstyle.export.verify import held_out_image, verify
+from kstyle.extras import require
 from kstyle.files import (
     StagedOutput,
     list_image_files,
@@ -173,6 +174,12 @@ def export(
             raise KstyleError(f"unknown quantization {quantize!r}; use one of {QUANTIZATIONS}")
     if input_size is not None and (input_size < SIZE_MULTIPLE):
         raise KstyleError(f"--input-size must be at least {SIZE_MULTIPLE}, got {input_size}")
+    # Before any work: the verifying runtimes (and ONNX's converter) come with kstyle[export].
+    if "tflite" in formats:
+        require("ai_edge_litert", "export")
+    if "onnx" in formats:
+        require("tf2onnx", "export")
+        require("onnxruntime", "export")
     calibration = None
     if "tflite" in formats and "int8" in quantizations:
         calibration = load_calibration_images(

@@ -1,0 +1,121 @@
+"""``kstyle info``: what kstyle runs on: versions, extras, CPU features, the oneDNN choice,
+GPUs, and whether the VGG-16 weights are cached."""
+
+import argparse
+import importlib.metadata
+import os
+import platform
+import sys
+
+from kstyle.cli.common import (
+    ONEDNN_VARIABLE,
+    TENSORFLOW_ONEDNN_FEATURES,
+    OneLineErrorParser,
+    cpu_flags,
+    preferred_onednn,
+    run_command,
+    start_command,
+    tensorflow_onednn_default,
+)
+from kstyle.cli.console import add_verbosity, program_name
+
+# CPU features that change which kernels (and which oneDNN choice) kstyle gets.
+CPU_FEATURES = ("avx2", "fma", "avx512f", *TENSORFLOW_ONEDNN_FEATURES)
+# Distributions of each extra, as pip names them.
+EXTRA_PACKAGES = {
+    "export": ("ai-edge-litert", "onnxruntime", "tf2onnx"),
+    "video": ("imageio", "imageio-ffmpeg"),
+    "coco": ("tensorflow-datasets", "importlib_resources"),
+}
+
+
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    """The parser of ``kstyle info``."""
+    parser = OneLineErrorParser(
+        prog=prog or program_name("kstyle info"),
+        description="Print kstyle's version and what it runs on: Python, TensorFlow, Keras, "
+        "the installed extras, CPU features, oneDNN, GPUs, and the VGG-16 weights cache.",
+    )
+    add_verbosity(parser)
+    return parser
+
+
+def version_of(distribution: str) -> str | None:
+    """The installed version of ``distribution``, or None."""
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _onednn_line(flags) -> str:
+    def state(on):
+        return "unknown" if on is None else "on" if on else "off"
+
+    choices = {task: preferred_onednn(task, flags) for task in ("train", "stylize")}
+    if ONEDNN_VARIABLE in os.environ:
+        return f"{ONEDNN_VARIABLE}={os.environ[ONEDNN_VARIABLE]} (set by you; kstyle keeps it)"
+    return (
+        f"train {state(choices['train'])}, stylize {state(choices['stylize'])} "
+        f"(kstyle's choice for this CPU; TensorFlow's default: "
+        f"{state(tensorflow_onednn_default(flags))})"
+    )
+
+
+def info_lines() -> list[str]:
+    """The lines ``kstyle info`` prints."""
+    import keras
+    import tensorflow as tf
+
+    from kstyle import __version__
+    from kstyle.loss_net import keras_cache_path
+
+    lines = [
+        f"kstyle {__version__} ({os.path.dirname(os.path.dirname(os.path.abspath(__file__)))})",
+        f"python {platform.python_version()} ({sys.executable})",
+        f"tensorflow {tf.__version__}, keras {keras.__version__} "
+        f"(backend {keras.backend.backend()}), numpy {version_of('numpy')}",
+    ]
+    for extra, packages in EXTRA_PACKAGES.items():
+        versions = {name: version_of(name) for name in packages}
+        missing = [name for name, version in versions.items() if version is None]
+        if missing:
+            lines.append(f'extra {extra}: not installed (pip install "kstyle[{extra}]")')
+        else:
+            found = ", ".join(f"{name} {version}" for name, version in versions.items())
+            lines.append(f"extra {extra}: {found}")
+    flags = cpu_flags()
+    features = [feature for feature in CPU_FEATURES if feature in flags]
+    lines.append(
+        f"cpu: {platform.machine()}, {os.cpu_count()} logical cores; "
+        f"features: {' '.join(features) or 'none of ' + ' '.join(CPU_FEATURES)}"
+    )
+    lines.append(f"oneDNN: {_onednn_line(flags)}")
+    gpus = tf.config.list_physical_devices("GPU")
+    lines.append(f"gpus: {', '.join(gpu.name for gpu in gpus) if gpus else 'none seen'}")
+    vgg = keras_cache_path()
+    if os.path.isfile(vgg):
+        lines.append(f"vgg16 weights: {vgg} (cached, {os.path.getsize(vgg) / 1e6:.1f} MB)")
+    else:
+        lines.append(
+            f"vgg16 weights: {vgg} (not cached: the first training run downloads them, ~58 MB)"
+        )
+    return lines
+
+
+def main_with_args(argv=None, prog=None, from_shell=None) -> int:
+    """Prints :func:`info_lines` to stdout."""
+    from_shell = argv is None if from_shell is None else from_shell
+    args = build_parser(prog).parse_args(argv)
+    start_command(args, None, from_shell)
+    print("\n".join(info_lines()))
+    return 0
+
+
+def main(argv=None, prog=None, from_shell=None) -> int:
+    """Console entry point; returns the exit status."""
+    return run_command(main_with_args, argv, prog=prog, from_shell=from_shell)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
