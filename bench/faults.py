@@ -1160,7 +1160,7 @@ def main(argv=None) -> int:
         parser.error(f"unknown rows {', '.join(unknown)}; choose from {', '.join(ROWS)}")
     output = args.output or (PAGE if not args.rows else None)
     command = shlex.join(["python", "bench/faults.py", *(sys.argv[1:] if argv is None else argv)])
-    started = datetime.datetime.now(datetime.timezone.utc)
+    started = datetime.datetime.now(datetime.UTC)
     clock = time.monotonic()
     base = tempfile.mkdtemp(prefix="kstyle-faults-")
     rows = []

@@ -80,7 +80,7 @@ def test_train_writes_a_complete_run_dir(trained_run):
             assert value == pytest.approx(float(rows[step - 1][name]), rel=1e-6), name
     preview = Image.open(out / "preview.png")
     assert preview.size == (32 * 2 + 8, 32)
-    assert "skipped 1 unreadable image file(s) of 9" in result.stdout
+    assert "skipped 1 unreadable image file(s) of 9" in result.stderr  # a message, not a result
     assert "4/4" in result.stdout  # Keras progress bar with step/total
 
 
@@ -196,11 +196,12 @@ def help_entries(script):
 
 
 # Options whose help states no default: required ones, positional arguments, plain flags.
+VERBOSITY = {"-q", "-v"}  # flags: off unless given
 NO_DEFAULT = {
-    "train.py": {"-h", "--style", "--restart", "--demo"},
+    "train.py": {"-h", "--style", "--restart", "--demo", *VERBOSITY},
     "stylize.py": {"-h", "input", "--model", "--output", "--side-by-side", "--preserve-color",
-                   "--no-progress"},
-    "export.py": {"-h", "model", "--calibration-data"},
+                   "--no-progress", *VERBOSITY},
+    "export.py": {"-h", "model", "--calibration-data", *VERBOSITY},
 }  # fmt: skip
 
 
@@ -267,6 +268,7 @@ def test_the_train_parser_and_train_config_agree():
     def config_of(*argv):
         options = vars(parser.parse_args(["--style", "s.png", *argv]))
         assert options.pop("demo") is False
+        assert options.pop("quiet") is False and options.pop("verbose") is False
         return TrainConfig(**options)
 
     assert config_of() == TrainConfig(style="s.png")  # every default, the same

@@ -110,7 +110,9 @@ def test_readme_opens_with_the_quick_start_and_stays_short():
 
 def test_docs_name_only_options_that_exist():
     module = _cli_reference()
-    known = set(OTHER_PROGRAMS_FLAGS)
+    from kstyle.cli.main import build_parser
+
+    known = set(OTHER_PROGRAMS_FLAGS) | module.option_strings(build_parser("kstyle"))
     for _, parser in module.parsers():
         known |= module.option_strings(parser)
     for folder in ("bench", "scripts"):  # the benchmarks' and tools' parsers

@@ -5,11 +5,12 @@ import os
 import subprocess
 import sys
 
+import pytest
 from conftest import ROOT
 
 PACKAGE = os.path.join(ROOT, "kstyle")
 BASE = {"errors", "constants", "files", "images", "image_headers", "memory", "progress", "demo"}
-BASE |= {"internals"}
+BASE |= {"internals", "extras", "quiet"}
 TRAINING = {"data", "transform_net", "loss_net", "losses", "trainer", "callbacks", "distribute"}
 TRAINING |= {"config", "stopping", "run_dir", "run"}
 INFERENCE = {"graph", "forward", "staged", "tiling", "inference", "video", "stylize_files"}
@@ -89,3 +90,19 @@ def test_no_import_circles():
 
     circles = [module for module in imports if reaches(module, module, {module})]
     assert not circles, f"modules on an import circle: {sorted(circles)}"
+
+
+@pytest.mark.skipif(
+    not os.environ.get("KSTYLE_TEST_INSTALLED"), reason="CI's check of the installed wheel"
+)
+def test_the_tests_run_against_the_installed_wheel():
+    """In CI the tests must import kstyle from the installed wheel, not the checkout, and so
+    must the scripts they run."""
+    import kstyle
+
+    assert not os.path.abspath(kstyle.__file__).startswith(PACKAGE), kstyle.__file__
+    result = subprocess.run(
+        [sys.executable, "-c", "import kstyle; print(kstyle.__file__)"],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+    )  # fmt: skip
+    assert not result.stdout.strip().startswith(PACKAGE), result.stdout
