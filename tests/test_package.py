@@ -9,7 +9,7 @@ from conftest import ROOT
 
 PACKAGE = os.path.join(ROOT, "kstyle")
 BASE = {"errors", "constants", "files", "images", "image_headers", "memory", "progress", "demo"}
-BASE |= {"internals"}
+BASE |= {"internals", "extras", "coco"}
 TRAINING = {"data", "transform_net", "loss_net", "losses", "trainer", "callbacks", "distribute"}
 TRAINING |= {"config", "stopping", "run_dir", "run"}
 INFERENCE = {"graph", "forward", "staged", "tiling", "inference", "video", "stylize_files"}
