@@ -159,6 +159,16 @@ def test_a_whole_part_is_checked_and_extracted(tmp_path, server, coco_zip):
     assert server.requests == [f"bytes={len(payload)}-"] and server.sent == [0]  # a 416
 
 
+def test_an_extraction_cut_short_is_redone_from_the_verified_zip(tmp_path, server, coco_zip):
+    payload, images, sha256 = coco_zip
+    (tmp_path / "train2014.zip").write_bytes(payload)  # renamed only once verified
+    staging = tmp_path / ".kstyle-a1b2c3.tmp"  # what a kill during the extraction leaves
+    staging.mkdir()
+    (staging / "COCO_train2014_000000000000.jpg").write_bytes(b"half a file")
+    assert_extracted(fetch(tmp_path, server, sha256), images)
+    assert server.requests == [] and leftovers(tmp_path) == []
+
+
 def test_workers_sharing_a_data_dir_download_once(tmp_path, server, coco_zip):
     payload, images, sha256 = coco_zip
     folders = []
