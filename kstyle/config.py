@@ -8,6 +8,7 @@ offers. This module does not import TensorFlow, so ``--help`` stays quick.
 import dataclasses
 import os
 
+from kstyle.coco import DATA_DIR_HELP
 from kstyle.constants import (
     BATCH_SIZE,
     CONTENT_WEIGHT,
@@ -20,6 +21,7 @@ from kstyle.constants import (
 )
 from kstyle.distribute import JIT_COMPILE, MIXED_PRECISION, STRATEGIES
 from kstyle.errors import KstyleError
+from kstyle.extras import install_command
 from kstyle.images import DEFAULT_MAX_PIXELS
 
 
@@ -50,14 +52,27 @@ class TrainConfig:
     data: str | None = option(
         None,
         doc="folder of content images, searched recursively",
-        default_text="the tfds dataset",
+        default_text="the COCO 2014 train images, fetched once into --data-dir",
         keep=True,
     )
-    tfds_name: str = option(
-        DEFAULT_TFDS_NAME, doc="tfds dataset used when --data is not given", keep=True
+    data_dir: str | None = option(
+        None,
+        doc="where the COCO 2014 train images are downloaded (a 13.5 GB zip, resumed if cut "
+        "short, checksum-verified) and extracted once (13.5 GB) when neither --data nor "
+        "--tfds-name is given; later runs reuse them",
+        default_text=DATA_DIR_HELP,
     )
-    tfds_split: str = option("train", doc="tfds split", keep=True)
-    tfds_data_dir: str | None = option(None, doc="tfds data directory", default_text="tfds's own")
+    tfds_name: str | None = option(
+        None,
+        doc=f"train on this tensorflow-datasets dataset instead, e.g. {DEFAULT_TFDS_NAME} "
+        f"(every split, prepared by tfds; needs {install_command('coco')})",
+        default_text="none",
+        keep=True,
+    )
+    tfds_split: str = option("train", doc="tfds split (with --tfds-name)", keep=True)
+    tfds_data_dir: str | None = option(
+        None, doc="tfds data directory (with --tfds-name)", default_text="tfds's own"
+    )
     output: str | None = option(None, doc="run directory", default_text="runs/<style name>")
     epochs: int = option(2, doc="passes over the content images", keep=True)
     batch_size: int = option(BATCH_SIZE, doc="images per step", keep=True)

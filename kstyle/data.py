@@ -1,10 +1,10 @@
 """Content images for training, as batched ``tf.data`` pipelines of float32 RGB in [0, 255].
 
-Two sources: a folder of images (searched recursively) or a TensorFlow Datasets dataset
-(``coco/2014`` train by default, the reference's data). Every image is decoded, made RGB
-(gray repeated, alpha dropped), resized to ``image_size`` × ``image_size`` without keeping the
-aspect ratio (as the reference does), reshuffled every epoch and batched with the last
-partial batch dropped. Unreadable files, and files whose header declares more than
+Two sources: a folder of images (searched recursively), such as the COCO 2014 train images
+of ``kstyle.coco``, or a TensorFlow Datasets dataset (``coco/2014``). Every image is decoded,
+made RGB (gray repeated, alpha dropped), resized to ``image_size`` × ``image_size`` without
+keeping the aspect ratio (as the reference does), reshuffled every epoch and batched with the
+last partial batch dropped. Unreadable files, and files whose header declares more than
 ``max_pixels`` pixels (never decoded), are skipped and counted; a pipeline that cannot read a
 single image stops with an error (see :func:`unreadable_epoch_message`) instead of looping.
 """
@@ -23,8 +23,6 @@ from kstyle.image_headers import within_pixel_limit
 from kstyle.images import DEFAULT_MAX_PIXELS
 
 SHUFFLE_BLOCK = 2048  # tfds images are shuffled in blocks of this many encoded images
-
-
 MAX_EPOCHS = 2**31  # streams are "endless"; ``fit`` decides how many steps to take
 
 
@@ -349,8 +347,9 @@ def tfds_dataset(
 ) -> TrainingData:
     """Training batches from a TensorFlow Datasets image dataset (COCO 2014 train by default).
 
-    The dataset is downloaded and prepared by tfds on first use (COCO 2014 is about 13 GB)
-    into ``data_dir`` (tfds's default ``~/tensorflow_datasets`` when None). ``fraction`` keeps
+    Needs the ``coco`` extra. tfds downloads and prepares the dataset on first use (all of
+    COCO 2014: 40 GB of zips) into ``data_dir`` (None: ``~/tensorflow_datasets``); offline, a
+    KstyleError comes at once (``kstyle.coco.check_tfds_reachable``). ``fraction`` keeps
     the first ``floor(N * fraction)`` examples of the split, as the reference does with files.
     The record files are read in an order fixed by ``seed``; each epoch then permutes blocks
     of 2048 encoded images with seeds of its own (stateless, so that a resumed run sees the
@@ -359,14 +358,16 @@ def tfds_dataset(
     counted in ``TrainingData.skipped``; with ``max_pixels`` 0 or None nothing is skipped (and
     an image that fails to decode stops the run, as it always does with tfds).
     """
-    import tensorflow_datasets as tfds
+    from kstyle.coco import check_tfds_reachable, tfds_module
 
+    tfds = tfds_module()  # a one-line error naming the coco extra where it is missing
     seed = resolve_seed(seed)
     if not 0.0 < fraction <= 1.0:
         raise KstyleError(f"--fraction must be in (0, 1], got {fraction}")
     try:
         builder = tfds.builder(name, data_dir=data_dir)
         if download:
+            check_tfds_reachable(builder, name)  # offline: one line within seconds
             builder.download_and_prepare()
         dataset = builder.as_dataset(
             split=split,

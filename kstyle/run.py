@@ -46,22 +46,16 @@ def load_style_image(path: str, size: int) -> np.ndarray:
 
 
 def build_training_data(config: TrainConfig, seed: int | None):
-    """The content pipeline of ``config``: its folder, or its tfds dataset."""
+    """The content pipeline of ``config``: its folder, its tfds dataset, or else the COCO 2014
+    train images (fetched once into ``config.data_dir``, see ``kstyle.coco``)."""
+    from kstyle.coco import coco_train_folder
     from kstyle.data import folder_dataset, tfds_dataset
 
-    common = dict(
-        image_size=config.image_size,
-        batch_size=config.batch_size,
-        fraction=config.fraction,
-        seed=seed,
-        cache=config.cache,
-        max_pixels=config.max_pixels,
-    )
-    if config.data is not None:
-        return folder_dataset(config.data, **common)
-    return tfds_dataset(
-        config.tfds_name, config.tfds_split, data_dir=config.tfds_data_dir, **common
-    )
+    common = dict(image_size=config.image_size, batch_size=config.batch_size, seed=seed)
+    common.update(fraction=config.fraction, cache=config.cache, max_pixels=config.max_pixels)
+    if config.tfds_name is not None and config.data is None:
+        return tfds_dataset(config.tfds_name, config.tfds_split, config.tfds_data_dir, **common)
+    return folder_dataset(config.data or coco_train_folder(config.data_dir), **common)
 
 
 @dataclasses.dataclass

@@ -15,6 +15,7 @@ import shutil
 import sys
 
 from kstyle.config import RESUME_KEYS, TrainConfig, flag_of
+from kstyle.constants import DEFAULT_TFDS_NAME
 from kstyle.errors import KstyleError, cause_of
 from kstyle.files import PREFIX, write_json_atomically
 
@@ -86,16 +87,35 @@ def previous_run(run_dir: str, config: TrainConfig) -> dict | None:
     saved = read_json(config_path)
     if "data_seed" not in saved:
         raise KstyleError(f"{config_path} lacks data_seed; pass --restart to start over")
+    adopt_old_default(saved, config)
     now = dataclasses.asdict(config)
     for key in RESUME_KEYS:
         if key in saved and saved[key] != now[key]:
             raise KstyleError(
-                f"{run_dir} holds a run started with {flag_of(key)} {saved[key]} "
-                f"(now {now[key]}); rerun it with its options to resume, pass --restart to "
-                "start over, "
-                "or choose another --output"
+                f"{run_dir} holds a run started with {flag_of(key)} {_shown(saved[key])} "
+                f"(now {_shown(now[key])}); rerun it with its options to resume, pass "
+                "--restart to start over, or choose another --output"
             )
     return saved
+
+
+def adopt_old_default(saved: dict, config: TrainConfig) -> None:
+    """Lets a run started before kstyle fetched COCO itself resume as the same command.
+
+    Such a run (its ``config.json`` has no ``data_dir``) trained without ``--data`` on the
+    tfds dataset that was then the default; when it is resumed with neither ``--data`` nor
+    ``--tfds-name``, ``config.tfds_name`` is set to that dataset, so that the run continues
+    on the very batches it would have seen (a run started with an explicit ``--tfds-name``
+    must be resumed with it, like any option that defines what a run computes).
+    """
+    old_run = "data_dir" not in saved and saved.get("data") is None
+    if old_run and saved.get("tfds_name") == DEFAULT_TFDS_NAME and config.data is None:
+        config.tfds_name = config.tfds_name or DEFAULT_TFDS_NAME
+
+
+def _shown(value) -> str:
+    """An option's value in a message (None: "not given")."""
+    return "not given" if value is None else str(value)
 
 
 def read_json(path: str) -> dict:

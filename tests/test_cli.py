@@ -223,9 +223,13 @@ def test_help_states_every_default():
         "(default: imagenet)",
         "(default: zeros)",
         "(default: 10)",
-        "--data DATA folder of content images, searched recursively (default: the tfds dataset)",
+        "--data DATA folder of content images, searched recursively (default: the COCO 2014 "
+        "train images, fetched once into --data-dir)",
+        "(default: $KERAS_HOME/datasets/coco2014, KERAS_HOME defaulting to ~/.keras)",
         "--style-size STYLE_SIZE style image is resized to this square (default: --image-size)",
-        "(default: coco/2014)",
+        "--tfds-name TFDS_NAME train on this tensorflow-datasets dataset instead, e.g. "
+        'coco/2014 (every split, prepared by tfds; needs pip install "kstyle[coco]") (default: '
+        "none)",
     ):
         assert fragment in text, fragment
     for script, no_default in NO_DEFAULT.items():  # each default stated exactly once

@@ -13,8 +13,9 @@ def test_the_defaults_are_the_reference_examples():
     assert (config.epochs, config.batch_size, config.image_size) == (2, 4, 256)
     assert (config.learning_rate, config.beta1, config.beta2) == (1e-3, 0.9, 0.999)
     assert (config.content_weight, config.style_weight, config.tv_weight) == (1e-4, 3e-8, 0.0)
-    assert (config.tfds_name, config.tfds_split, config.padding) == ("coco/2014", "train", "zeros")
+    assert (config.tfds_name, config.tfds_split, config.padding) == (None, "train", "zeros")
     assert config.data is None and config.style_size is None and config.steps is None
+    assert config.data_dir is None  # the COCO train images, under Keras's cache folder
     assert (config.plot_every, config.checkpoint_every) == (10, 500)
     assert (config.mixed_precision, config.jit_compile, config.strategy) == ("off", "auto", "auto")
     assert not config.restart and not config.cache and config.verbose == "auto"

@@ -116,6 +116,7 @@ def test_tfds_path_with_mock_data(tmp_path):
             batch_size=4,
             fraction=0.75,
             seed=0,
+            download=False,  # mock data: nothing to download (the check would go online)
         )
         assert data.num_images == 9 and data.steps_per_epoch == 2
         batches = [b.numpy() for b in data.one_epoch(0)]
@@ -126,6 +127,49 @@ def test_tfds_path_with_mock_data(tmp_path):
 def test_unknown_tfds_dataset_is_a_clear_error(tmp_path):
     with pytest.raises(KstyleError, match="could not load tfds dataset"):
         tfds_dataset("no_such_dataset_kstyle", data_dir=str(tmp_path), download=False)
+
+
+def test_the_real_coco_builder_gets_ready_to_download_offline(tmp_path):
+    """What ``download_and_prepare`` runs before its first request, on the real coco/2014
+    builder: tfds 4.9.10 imports importlib_resources there without declaring it (fails
+    with ModuleNotFoundError where the coco extra does not install it)."""
+    from kstyle.coco import COCO_SHA256, COCO_SIZE, COCO_URL, tfds_module
+
+    tfds = tfds_module()
+    builder = tfds.builder("coco/2014", data_dir=str(tmp_path))
+    builder.assert_is_not_blocked()
+    assert not builder.data_path.exists()  # not prepared: download_and_prepare goes on
+    config = tfds.download.DownloadConfig()
+    assert type(builder).code_path.name == "coco.py"  # needs importlib_resources
+    info = type(builder).url_infos[COCO_URL]  # the checksums tfds verifies downloads with
+    assert (info.size, info.checksum) == (COCO_SIZE, COCO_SHA256)
+    manager = builder._make_download_manager(download_dir=None, download_config=config)
+    assert str(manager.download_dir) == str(tmp_path / "downloads")
+    assert [names for _, _, names in os.walk(tmp_path) if names] == []  # folders, no file
+
+
+def test_an_unreachable_tfds_host_fails_at_once_in_one_line(tmp_path, monkeypatch):
+    import socket
+
+    import tensorflow_datasets as tfds
+
+    with socket.socket() as probe:  # a port where connections are refused
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    refused = [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *args, **kwargs: refused)
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("download_and_prepare ran: it would go online")
+
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", must_not_run)
+    error = raises_within(30, lambda: tfds_dataset("coco/2014", data_dir=str(tmp_path)))
+    assert isinstance(error, KstyleError), error
+    assert str(error).startswith(
+        f"cannot reach images.cocodataset.org to download tfds dataset coco/2014 into "
+        f"{tmp_path} (--tfds-data-dir) (images.cocodataset.org:80: [Errno 111] Connection "
+        "refused); offline, train on a folder of your own images with --data FOLDER"
+    )
 
 
 def test_decode_handles_gif_and_bmp(tmp_path):
@@ -191,7 +235,7 @@ def test_the_tfds_stream_resumes_with_the_same_batches(tmp_path):
 
     with tfds.testing.mock_data(num_examples=12):
         data = tfds_dataset(
-            "coco/2014", data_dir=str(tmp_path), image_size=16, batch_size=2, seed=3
+            "coco/2014", data_dir=str(tmp_path), image_size=16, batch_size=2, seed=3, download=False
         )
         assert data.steps_per_epoch == 6
         full = _signature(b.numpy() for b in data.stream(0).take(9))
@@ -376,7 +420,7 @@ def test_tfds_images_over_the_pixel_limit_are_skipped_and_counted(tmp_path):
     import tensorflow_datasets as tfds
 
     with tfds.testing.mock_data(num_examples=12):
-        options = dict(data_dir=str(tmp_path), image_size=16, batch_size=2, seed=3)
+        options = dict(data_dir=str(tmp_path), image_size=16, batch_size=2, seed=3, download=False)
         builder = tfds.builder("coco/2014", data_dir=str(tmp_path))
         only_bytes = tfds.decode.PartialDecoding(
             {"image": True}, decoders={"image": tfds.decode.SkipDecoding()}

@@ -10,7 +10,7 @@ from conftest import ROOT
 
 PACKAGE = os.path.join(ROOT, "kstyle")
 BASE = {"errors", "constants", "files", "images", "image_headers", "memory", "progress", "demo"}
-BASE |= {"internals", "extras", "quiet"}
+BASE |= {"internals", "extras", "quiet", "coco"}
 TRAINING = {"data", "transform_net", "loss_net", "losses", "trainer", "callbacks", "distribute"}
 TRAINING |= {"config", "stopping", "run_dir", "run"}
 INFERENCE = {"graph", "forward", "staged", "tiling", "inference", "video", "stylize_files"}

@@ -162,3 +162,25 @@ def test_the_phases_of_a_resumed_run(tmp_path, image_folder, style_file):
     assert history_steps(output) == [1, 2, 3, 4, 5, 6]  # step 3 of the killed run redone once
     steps = [step for step, _ in tensorboard_scalars(output / "logs" / "train")["loss"]]
     assert steps == [2, 4, 6]
+
+
+def test_the_data_comes_from_the_folder_else_tfds_else_the_coco_download(
+    tmp_path, monkeypatch, image_folder
+):
+    import socket
+
+    from kstyle.run import build_training_data
+
+    with socket.socket() as probe:  # every host resolves to a port that refuses connections
+        probe.bind(("127.0.0.1", 0))
+        refused = [(socket.AF_INET, socket.SOCK_STREAM, 6, "", probe.getsockname())]
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *args, **kwargs: refused)
+    config = TrainConfig(style="s.png", data=image_folder, tfds_name="coco/2014", batch_size=2)
+    data = build_training_data(config, seed=1)  # --data wins
+    assert data.description == f"8 images from {image_folder}"
+    tfds_dir, coco_dir = str(tmp_path / "tfds"), str(tmp_path / "coco")
+    config = dataclasses.replace(config, data=None, tfds_data_dir=tfds_dir, data_dir=coco_dir)
+    with pytest.raises(KstyleError, match=f"into {tfds_dir} \\(--tfds-data-dir\\)"):
+        build_training_data(config, seed=1)
+    with pytest.raises(KstyleError, match=f"images into {coco_dir} \\(--data-dir\\)"):
+        build_training_data(dataclasses.replace(config, tfds_name=None), seed=1)

@@ -76,6 +76,25 @@ def test_a_previous_run_is_resumed_only_with_its_options(tmp_path):
         previous_run(str(tmp_path), config)
 
 
+def test_a_run_started_on_the_old_tfds_default_resumes_on_it(tmp_path):
+    """A run started before kstyle fetched COCO itself trained on tfds coco/2014 without
+    --data; the same command (no --data, no --tfds-name) resumes it on that dataset."""
+    config = TrainConfig(style="s.png", output=str(tmp_path))
+    saved = {**dataclasses.asdict(config), "tfds_name": "coco/2014", "data_seed": 9}
+    del saved["data_dir"]  # an option that did not exist then
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    write_checkpoint(str(tmp_path), 3)
+    assert previous_run(str(tmp_path), config) == saved
+    assert config.tfds_name == "coco/2014"  # so build_training_data reads tfds again
+    on_a_folder = TrainConfig(style="s.png", output=str(tmp_path), data="photos")
+    with pytest.raises(KstyleError, match="started with --data not given \\(now photos\\)"):
+        previous_run(str(tmp_path), on_a_folder)
+    saved["data_dir"] = None  # a new run started with --tfds-name must be given it again
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(KstyleError, match="--tfds-name coco/2014 \\(now not given\\); rerun"):
+        previous_run(str(tmp_path), TrainConfig(style="s.png", output=str(tmp_path)))
+
+
 @pytest.mark.parametrize(
     "cluster, task, folder",
     [
