@@ -80,3 +80,5 @@ def test_info_reports_versions_and_the_vgg_cache(tmp_path):
     weights.write_bytes(b"\0" * 2_500_000)
     cached = kstyle_command("info", env=env).stdout
     assert f"vgg16 weights: {weights} (cached, 2.5 MB)" in cached
+    coco = tmp_path / "keras" / "datasets" / "coco2014" / "train2014"
+    assert f"coco train2014 images: {coco} (not there" in cached

@@ -68,6 +68,8 @@ def info_lines() -> list[str]:
     import tensorflow as tf
 
     from kstyle import __version__
+    from kstyle.coco import FOLDER as COCO_FOLDER
+    from kstyle.coco import default_data_dir
     from kstyle.loss_net import keras_cache_path
 
     lines = [
@@ -100,6 +102,9 @@ def info_lines() -> list[str]:
         lines.append(
             f"vgg16 weights: {vgg} (not cached: the first training run downloads them, ~58 MB)"
         )
+    coco = os.path.join(default_data_dir(), COCO_FOLDER)
+    there = "downloaded" if os.path.isdir(coco) else "not there: training without --data fetches it"
+    lines.append(f"coco train2014 images: {coco} ({there})")
     return lines
 
 
