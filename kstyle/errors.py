@@ -22,7 +22,12 @@ def cause_of(error: BaseException, limit: int = 200) -> str:
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         reason = getattr(current, "reason", None)  # urllib's URLError keeps its cause here
-        for text in (str(current), str(reason) if reason is not None else ""):
+        if isinstance(reason, BaseException):
+            current = reason
+            continue
+        if isinstance(current, OSError) and current.strerror:  # the path is said elsewhere
+            return current.strerror[:limit]
+        for text in (str(reason) if reason is not None else "", str(current)):
             lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
             if lines and lines[0] not in ("None", "''"):
                 return lines[0][:limit]
