@@ -18,6 +18,7 @@ OTHER_PROGRAMS_FLAGS = {
     "--check": "ruff format",
     "--logdir": "tensorboard",
     "--model_base_path": "TF Serving",
+    "--resolution": "uv pip install",
 }
 FLAG = re.compile(r"(?<![\w-])--[A-Za-z][\w-]*")
 LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
