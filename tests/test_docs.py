@@ -18,6 +18,7 @@ OTHER_PROGRAMS_FLAGS = {
     "--check": "ruff format",
     "--logdir": "tensorboard",
     "--model_base_path": "TF Serving",
+    "--durations": "pytest",
     "--resolution": "uv pip install",
 }
 FLAG = re.compile(r"(?<![\w-])--[A-Za-z][\w-]*")
