@@ -18,6 +18,8 @@ OTHER_PROGRAMS_FLAGS = {
     "--check": "ruff format",
     "--logdir": "tensorboard",
     "--model_base_path": "TF Serving",
+    "--durations": "pytest",
+    "--resolution": "uv pip install",
 }
 FLAG = re.compile(r"(?<![\w-])--[A-Za-z][\w-]*")
 LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
