@@ -8,7 +8,7 @@ import zlib
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import ROOT, raises_within, random_image, write_image_folder
+from conftest import raises_within, random_image, write_image_folder
 from PIL import Image
 
 from kstyle.data import folder_dataset, list_image_files, tfds_dataset, unreadable_epoch_message
@@ -386,7 +386,7 @@ print(json.dumps(dict(batches=len(batches), skipped=data.skipped_files(), kib=[b
 def peak_of_one_epoch(folder, max_pixels):
     """Runs one epoch of ``folder`` in a fresh process: ``(batches, skipped_files(), peak
     memory in kiB, growth of the peak while streaming in kiB)``."""
-    env = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}  # kstyle as installed
     result = subprocess.run(
         [sys.executable, "-c", PEAK_SCRIPT, folder, str(max_pixels)],
         capture_output=True,

@@ -42,8 +42,9 @@ def _png_outputs(notebook) -> list[bytes]:
 
 @pytest.fixture(scope="module")
 def executed(tmp_path_factory):
-    """The notebook run by nbclient in an empty folder, offline: the python3 kernel with this
-    checkout first on PYTHONPATH and an empty KERAS_HOME (no cached VGG weights)."""
+    """The notebook run by nbclient in an empty folder, offline: the python3 kernel of this
+    interpreter (kstyle as the tests import it) and an empty KERAS_HOME (no cached VGG
+    weights)."""
     nbformat = pytest.importorskip("nbformat", reason="nbformat is in the dev extra")
     nbclient = pytest.importorskip("nbclient", reason="nbclient is in the dev extra")
     pytest.importorskip("ipykernel", reason="ipykernel is in the dev extra")
@@ -51,9 +52,7 @@ def executed(tmp_path_factory):
     folder = tmp_path_factory.mktemp("quickstart")
     keras_home = tmp_path_factory.mktemp("keras_home")
     notebook = nbformat.read(NOTEBOOK, as_version=4)
-    paths = [ROOT, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
     with pytest.MonkeyPatch.context() as patch:  # the kernel inherits this environment
-        patch.setenv("PYTHONPATH", os.pathsep.join(paths))
         patch.setenv("KERAS_HOME", str(keras_home))
         patch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
         client = nbclient.NotebookClient(
