@@ -2,6 +2,7 @@
 
 import argparse
 import dataclasses
+import functools
 import os
 import sys
 import typing
@@ -82,14 +83,18 @@ def main_with_args(argv=None) -> int:
                 options[name] = value
     if not options["style"]:
         raise KstyleError("--style is required (or use --demo)")
-    summary = train(TrainConfig(**options), hard_stop=True)
+    # flushed: a log (nohup, SLURM) shows each line, progress lines too, as it is printed
+    summary = train(
+        TrainConfig(**options), printer=functools.partial(print, flush=True), hard_stop=True
+    )
     if summary.get("finished_before"):
         return 0
     losses = {k: float("nan") if v is None else v for k, v in summary["losses"].items()}
+    note = f" ({summary['note']})" if summary.get("note") else ""  # a smoke test's
     print(
         f"done: {summary['steps']} steps, last loss {losses['loss']:.4g} "
         f"(content {losses['content']:.4g}, style {losses['style']:.4g}); "
-        f"model: {summary['model_path']}"
+        f"model: {summary['model_path']}{note}"
     )
     if args.demo:
         from kstyle.stylize_files import stylize
