@@ -74,7 +74,8 @@ def train_step_seconds(image_size, batch_size, jit_compile, repeats, mixed_preci
     import keras
     import numpy as np
 
-    from kstyle.run import TrainConfig, build_trainer
+    from kstyle.config import TrainConfig
+    from kstyle.trainer import build_trainer
 
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)

@@ -13,6 +13,7 @@ import time
 
 import keras
 
+from kstyle.constants import LOG_INTERVAL_SECONDS
 from kstyle.errors import KstyleError, cause_of
 from kstyle.files import atomic_output, flush_folder, flush_to_disk
 from kstyle.images import save_image, side_by_side, to_uint8
@@ -75,6 +76,13 @@ def write_history_atomically(rows, path: str) -> None:
         writer.writerow(HISTORY_FIELDS)
         for row in rows:
             writer.writerow([row[field] for field in HISTORY_FIELDS])
+
+
+def preview_picture(trainer):
+    """The trainer's last preview, its first content image | its stylization, as one (H, 2W + 8,
+    3) uint8 picture: what ``preview.png`` and TensorBoard's ``preview`` image show."""
+    content = to_uint8(trainer.preview_input.numpy())
+    return side_by_side(content, to_uint8(trainer.preview_output.numpy()))
 
 
 def _format_seconds(seconds: float) -> str:
@@ -146,9 +154,7 @@ class TrainingMonitor(keras.callbacks.Callback):
     def write_figures(self) -> None:
         """Refreshes ``losses.png`` and ``preview.png`` from what was seen so far."""
         plot_losses(self.rows, self.losses_path, self.title())
-        content = to_uint8(self.model.preview_input.numpy())
-        output = to_uint8(self.model.preview_output.numpy())
-        save_image(side_by_side(content, output), self.preview_path)
+        save_image(preview_picture(self.model), self.preview_path)
 
 
 class SaveTransformNet(keras.callbacks.Callback):
@@ -320,7 +326,9 @@ def latest_checkpoint_step(directory: str) -> int | None:
 
 class LossTensorBoard(keras.callbacks.Callback):
     """Writes each step's losses (the trainer's ``last_losses``: loss, content, style, tv) as
-    TensorBoard scalars at the run's global step, every ``update_freq`` steps.
+    TensorBoard scalars at the run's global step, every ``update_freq`` steps, and the preview
+    picture (:func:`preview_picture`, as in ``preview.png``) as the image ``preview`` every
+    ``preview_every`` steps and at the end of every ``fit`` (like ``TrainingMonitor``).
 
     Steps count on from ``initial_step`` (the checkpoint's step when resuming), so a resumed
     run, and a run made of several ``fit`` calls, continues the curves instead of writing over
@@ -330,13 +338,15 @@ class LossTensorBoard(keras.callbacks.Callback):
         log_dir: the event files' folder (``<run>/logs/train``).
         initial_step: steps done before this run (0 for a new run).
         update_freq: write the steps that are multiples of this.
+        preview_every: write the preview at the steps that are multiples of this (0: never).
     """
 
-    def __init__(self, log_dir, initial_step=0, update_freq=1):
+    def __init__(self, log_dir, initial_step=0, update_freq=1, preview_every=0):
         super().__init__()
         self.log_dir = log_dir
         self.step = int(initial_step)
         self.update_freq = max(1, int(update_freq))
+        self.preview_every = int(preview_every)
         self.writer = None
 
     def on_train_begin(self, logs=None):
@@ -349,6 +359,8 @@ class LossTensorBoard(keras.callbacks.Callback):
         import tensorflow as tf
 
         self.step += 1
+        if self.preview_every > 0 and self.step % self.preview_every == 0:
+            self._write_preview()
         if self.step % self.update_freq:
             return
         with self.writer.as_default():
@@ -357,6 +369,80 @@ class LossTensorBoard(keras.callbacks.Callback):
                 tf.summary.scalar(name, value, step=self.step)
         self.writer.flush()
 
+    def _write_preview(self):
+        import tensorflow as tf
+
+        with self.writer.as_default():
+            tf.summary.image("preview", preview_picture(self.model)[None], step=self.step)
+        self.writer.flush()
+
     def on_train_end(self, logs=None):
+        if self.preview_every > 0 and self.step % self.preview_every:  # not written yet
+            self._write_preview()
         self.writer.close()
         self.writer = None
+
+
+class ProgressLog(keras.callbacks.Callback):
+    """Prints one progress line every ``every`` steps, for logs (nohup, SLURM, CI) where
+    Keras's progress bar would write one per step: the step out of the total, that step's
+    losses (as in ``history.csv``), steps per second, elapsed time and the time left.
+
+    ``every`` None: a line once ``interval`` seconds have passed since the last one. The run's
+    last step always gets a line. Steps per second count from the end of the first step this
+    process ran (it includes tracing and compiling). ``printer`` takes each line.
+    """
+
+    interval = LOG_INTERVAL_SECONDS  # seconds between lines when ``every`` is None
+    clock = staticmethod(time.monotonic)  # seconds; tests replace it
+
+    def __init__(self, total_steps, every=None, initial_step=0, printer=print):
+        super().__init__()
+        self.total_steps, self.every, self.step = int(total_steps), every, int(initial_step)
+        self.printer = printer
+        self.start = self.first = self.last_line = None  # times; first: (step, time)
+
+    def on_train_begin(self, logs=None):
+        if self.start is None:  # not again in a later ``fit`` of the same run
+            self.start = self.last_line = self.clock()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
+        now = self.clock()
+        if self.first is None:
+            self.first = (self.step, now)
+        due = self.step % self.every == 0 if self.every else now - self.last_line >= self.interval
+        if due or self.step == self.total_steps:
+            self.printer(self.line(now))
+            self.last_line = now
+
+    def line(self, now: float) -> str:
+        """The progress line of the current step at time ``now``."""
+        losses = ", ".join(
+            f"{name} {float(self.model.last_losses[name].numpy()):.6g}" for name in LOSS_NAMES
+        )
+        done = 100.0 * self.step / max(1, self.total_steps)
+        text = f"step {self.step}/{self.total_steps} ({done:.0f}%): {losses}; "
+        text += f"elapsed {_format_seconds(now - self.start)}"
+        steps, seconds = self.step - self.first[0], now - self.first[1]
+        if steps > 0 and seconds > 0:
+            rate = steps / seconds
+            left = _format_seconds((self.total_steps - self.step) / rate)
+            text += f", {rate:.3g} steps/s, ETA {left}"
+        return text
+
+
+def progress_lines_wanted(verbose, log_every, stream=None) -> bool:
+    """Whether a run prints :class:`ProgressLog` lines instead of Keras's progress bar.
+
+    ``verbose`` (Keras's fit verbosity) 0: never; ``log_every`` given: always; otherwise with
+    the verbosity ``"auto"`` when ``stream`` (None: stdout) is not a terminal (a log file, a
+    pipe) and no notebook kernel runs.
+    """
+    import sys
+
+    if verbose == 0 or log_every is not None:
+        return verbose != 0
+    stream = sys.stdout if stream is None else stream
+    interactive = getattr(stream, "isatty", lambda: False)() or "ipykernel" in sys.modules
+    return verbose == "auto" and not interactive

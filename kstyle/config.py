@@ -14,6 +14,7 @@ from kstyle.constants import (
     CONTENT_WEIGHT,
     DEFAULT_TFDS_NAME,
     IMAGE_SIZE,
+    LOG_INTERVAL_SECONDS,
     PADDINGS,
     SIZE_MULTIPLE,
     STYLE_WEIGHT,
@@ -110,7 +111,16 @@ class TrainConfig:
         "zeros", doc="convolution padding of the transform net", choices=PADDINGS, keep=True
     )
     plot_every: int = option(
-        10, doc="refresh losses.png and preview.png every N steps (0: only at the end)"
+        10,
+        doc="refresh losses.png and preview.png (and TensorBoard's preview image) every N steps "
+        "(0: only at the end)",
+    )
+    log_every: int | None = option(
+        None,
+        doc="print a progress line (step, losses, steps/s, ETA) every N steps instead of "
+        "Keras's progress bar",
+        default_text=f"Keras's bar in a terminal; when stdout is not one (a log: nohup, "
+        f"SLURM, CI), a line every {LOG_INTERVAL_SECONDS} s or so",
     )
     seed: int | None = option(
         None,
@@ -119,7 +129,7 @@ class TrainConfig:
         "data order",
         keep=True,
     )
-    verbose: int | str = "auto"  # Keras's fit verbosity; not a command-line option
+    verbose: int | str = "auto"  # Keras's fit verbosity (0: no progress lines); not an option
     checkpoint_every: int = option(
         500,
         doc="write a checkpoint (weights, optimizer, step) every N steps; rerunning the same "
@@ -181,6 +191,7 @@ class TrainConfig:
             "learning_rate": self.learning_rate,
             "style_size": self.style_size,
             "steps": self.steps,
+            "log_every": self.log_every,
         }
         for name, value in positive.items():
             if value is not None and value <= 0:

@@ -30,3 +30,6 @@ QUANTIZATIONS = (NO_QUANTIZATION, "float16", "dynamic", "int8")
 # ``kstyle.export.export``'s calibration photos for int8, and its verification photo's height.
 DEFAULT_CALIBRATION_COUNT = 100
 DEFAULT_VERIFY_SIZE = 256
+# Seconds between training's progress lines in a log (stdout not a terminal) when no
+# ``--log-every`` is given.
+LOG_INTERVAL_SECONDS = 30

@@ -24,10 +24,13 @@ from kstyle.config import TrainConfig
 from kstyle.errors import KstyleError
 from kstyle.files import remove_leftovers, write_json_atomically
 from kstyle.run_dir import (
+    SMOKE_TEST_NOTE,
+    check_loss_net,
     check_ownership,
     clear_run,
     previous_run,
     read_json,
+    smoke_test_fields,
     worker_dir,
     write_run_config,
 )
@@ -96,40 +99,6 @@ def total_steps_of(steps_per_epoch: int, epochs: int, max_steps: int | None) -> 
     return min(total, max_steps) if max_steps is not None else total
 
 
-def build_trainer(config: TrainConfig, style_image):
-    """The compiled ``StyleTransferTrainer`` of ``config`` and its (built) optimizer.
-
-    Call it inside the strategy's scope. Layers are built with ``config.mixed_precision``'s
-    dtype policy; float16 wraps Adam in a ``LossScaleOptimizer``.
-    """
-    import keras
-
-    from kstyle.distribute import JIT_COMPILE, dtype_policy
-    from kstyle.loss_net import build_loss_net
-    from kstyle.trainer import StyleTransferTrainer
-    from kstyle.transform_net import build_transform_net
-
-    with dtype_policy(config.mixed_precision):
-        transform_net = build_transform_net(padding=config.padding)
-        trainer = StyleTransferTrainer(
-            transform_net,
-            build_loss_net(config.vgg_weights),
-            style_image,
-            content_weight=config.content_weight,
-            style_weight=config.style_weight,
-            tv_weight=config.tv_weight,
-            image_size=config.image_size,
-        )
-        optimizer = keras.optimizers.Adam(
-            learning_rate=config.learning_rate, beta_1=config.beta1, beta_2=config.beta2
-        )
-        if config.mixed_precision == "float16":  # bfloat16 has float32's range: no scaling
-            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-        trainer.compile(optimizer=optimizer, jit_compile=JIT_COMPILE[config.jit_compile])
-        optimizer.build(transform_net.trainable_variables)
-    return trainer, optimizer
-
-
 @dataclasses.dataclass
 class Run:
     """One run as its phases hand it on: :func:`open_run` fills the first group of
@@ -150,6 +119,7 @@ class Run:
     callbacks: list = dataclasses.field(default_factory=list)
     start_step: int = 0
     total_steps: int = 0
+    verbose: int | str = "auto"  # fit's: 0 when a ProgressLog prints lines instead
 
     @property
     def model_path(self) -> str:
@@ -186,8 +156,9 @@ def train(config: TrainConfig, printer=print, hard_stop: bool = False) -> dict:
         run = open_run(config)
         run.stop = stop
         if run.finished is not None:
+            note = f", {run.finished['note']}" if run.finished.get("note") else ""
             printer(
-                f"{run.run_dir} holds a finished run ({run.finished.get('steps')} steps; "
+                f"{run.run_dir} holds a finished run ({run.finished.get('steps')} steps{note}; "
                 f"model: {run.finished.get('model_path')}); nothing to do. Pass --restart to "
                 "train it again from scratch, or choose another --output"
             )
@@ -203,7 +174,9 @@ def open_run(config: TrainConfig) -> Run:
     The returned run has ``finished`` (the summary of a run that finished before: nothing
     more to do), or ``previous`` (the saved config of a run to resume) or neither, and the
     data seed: the resumed run's, else ``config.seed``, else one that every worker shares.
-    With ``config.restart``, what a previous run wrote is removed first.
+    With ``config.restart``, what a previous run wrote is removed first; without it, a smoke
+    test (``--vgg-weights random``) and a run with a trained loss network never continue each
+    other (:func:`kstyle.run_dir.check_loss_net`).
     """
     config.validate()
     from kstyle.distribute import (
@@ -226,6 +199,7 @@ def open_run(config: TrainConfig) -> Run:
     remove_leftovers(run.run_dir)  # temporary files of writes that a kill cut short
     if config.restart:
         clear_run(run.run_dir)
+    check_loss_net(run.run_dir, config)  # a smoke test and a real run never continue each other
     finished_here = int(os.path.isfile(run.summary_path))
     finished = agree_across_workers(strategy, finished_here, "all")
     if finished != agree_across_workers(strategy, finished_here, "any"):
@@ -272,6 +246,8 @@ def build_run(run: Run, printer=print) -> None:
             f"resuming {run.run_dir} at step {run.start_step} of {run.total_steps} "
             f"(epoch {epoch + 1}, batch {batch}) from its last checkpoint"
         )
+    if smoke_test_fields(config)["smoke_test"]:
+        printer(f"note: {SMOKE_TEST_NOTE} (--vgg-weights random); the model learns no style")
     _build_callbacks(run, printer)
 
 
@@ -281,6 +257,7 @@ def _build_models(run: Run, printer) -> None:
 
     from kstyle.callbacks import TrainingCheckpoint, latest_checkpoint_step
     from kstyle.distribute import agree_across_workers
+    from kstyle.trainer import build_trainer
 
     config = run.config
     if config.seed is not None:
@@ -312,9 +289,11 @@ def _build_callbacks(run: Run, printer) -> None:
     from kstyle.callbacks import (
         LossTensorBoard,
         NonFiniteLossGuard,
+        ProgressLog,
         SaveTransformNet,
         SkippedFilesReport,
         TrainingMonitor,
+        progress_lines_wanted,
     )
     from kstyle.distribute import agree_across_workers, float32_copy, is_chief
     from kstyle.stopping import StopRequest
@@ -334,6 +313,7 @@ def _build_callbacks(run: Run, printer) -> None:
                 os.path.join(run.run_dir, "logs", "train"),
                 initial_step=run.start_step,
                 update_freq=max(1, config.plot_every),
+                preview_every=config.plot_every,
             )
         )
     run.callbacks += [
@@ -341,6 +321,12 @@ def _build_callbacks(run: Run, printer) -> None:
         SaveTransformNet(run.model_path, float32_copy),
         SkippedFilesReport(run.data, printer),
     ]
+    lines = progress_lines_wanted(config.verbose, config.log_every)
+    run.verbose = 0 if lines else config.verbose  # lines instead of Keras's bar
+    if lines:
+        run.callbacks.append(
+            ProgressLog(run.total_steps, config.log_every, run.start_step, printer)
+        )
     if run.stop is None:
         run.stop = StopRequest()
     run.stop.agree = lambda flag: agree_across_workers(run.strategy, flag, "any")
@@ -373,7 +359,7 @@ def fit_run(run: Run) -> None:
                 steps_per_epoch=call.steps_per_epoch,
                 callbacks=run.callbacks,
                 shuffle=False,  # the stream reshuffles every epoch itself
-                verbose=run.config.verbose,
+                verbose=run.verbose,
             )
     except NonFiniteLoss as error:  # the bad step was not applied: the weights are finite
         save_model_atomically(float32_copy(run.trainer.transform_net), run.model_path)
@@ -428,6 +414,7 @@ def finish_run(run: Run) -> dict:
         "resumed_from": run.start_step,
         "losses": {name: last.get(name) for name in ("loss", "content", "style", "tv")},
         "skipped_images": run.data.skipped_files()[0],
+        **smoke_test_fields(run.config),
     }
     write_json_atomically(summary, run.summary_path)
     shutil.rmtree(run.checkpoint.directory, ignore_errors=True)

@@ -25,6 +25,8 @@ RESTART_REMOVES = (*RUN_FILES, "summary.json", "stylized.png", "checkpoints", "l
 # Other names kstyle itself puts into a run directory: the demo's data, the folders of the
 # other workers of a multi-worker run, and temporary files of a write that was cut short.
 _OWN_NAMES = re.compile(rf"demo_data|(worker|chief)-\d+|{re.escape(PREFIX)}.*")
+# What a run with an untrained loss network (--vgg-weights random) says about itself.
+SMOKE_TEST_NOTE = "untrained loss network: smoke test only"
 
 
 def check_ownership(run_dir: str) -> None:
@@ -118,6 +120,42 @@ def _shown(value) -> str:
     return "not given" if value is None else str(value)
 
 
+def smoke_test_fields(config: TrainConfig) -> dict:
+    """``{"smoke_test": bool}``, and for a run with an untrained loss network (``--vgg-weights
+    random``: its losses measure nothing, its model learns no style) ``"note"``: the
+    :data:`SMOKE_TEST_NOTE`. ``config.json`` and ``summary.json`` hold them."""
+    if config.vgg_weights != "random":
+        return {"smoke_test": False}
+    return {"smoke_test": True, "note": SMOKE_TEST_NOTE}
+
+
+def check_loss_net(run_dir: str, config: TrainConfig) -> None:
+    """Refuses a run whose loss network is trained (ImageNet or a weights file) in a folder
+    that holds a smoke test's run (``--vgg-weights random``), and the other way round: neither
+    may resume the other or count as done. Other option changes are :func:`previous_run`'s.
+
+    Raises:
+        KstyleError: the kinds differ; the message names ``--restart``.
+    """
+    config_path = os.path.join(run_dir, "config.json")
+    if not os.path.isfile(config_path):
+        return
+    saved = read_json(config_path).get("vgg_weights")
+    if (saved == "random") == (config.vgg_weights == "random"):
+        return
+    if saved == "random":
+        raise KstyleError(
+            f"{run_dir} holds a smoke-test run (--vgg-weights random, an untrained loss network) "
+            f"that a run with --vgg-weights {config.vgg_weights} must not continue; pass "
+            "--restart to train from scratch, or choose another --output"
+        )
+    raise KstyleError(
+        f"{run_dir} holds a run trained with --vgg-weights {saved}; a --vgg-weights random "
+        "smoke test must not continue it or pass for it: pass --restart to replace it (its "
+        "model is deleted), or choose another --output"
+    )
+
+
 def read_json(path: str) -> dict:
     """A JSON object from ``path``, or a KstyleError that names the file."""
     try:
@@ -156,6 +194,7 @@ def write_run_config(run_dir: str, config: TrainConfig, data, total_steps: int, 
             "steps_per_epoch": data.steps_per_epoch,
             "total_steps": total_steps,
             "strategy_used": strategy,
+            **smoke_test_fields(config),
             "command": sys.argv,
             "versions": library_versions(),
         },

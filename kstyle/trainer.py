@@ -215,3 +215,35 @@ def _replica_copy(shape, name):
         name=name,
         aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
     )
+
+
+def build_trainer(config, style_image):
+    """The compiled :class:`StyleTransferTrainer` of ``config`` (a ``kstyle.config.TrainConfig``)
+    and its (built) optimizer; ``style_image`` as the trainer takes it.
+
+    Call it inside the strategy's scope. Layers are built with ``config.mixed_precision``'s
+    dtype policy; float16 wraps Adam in a ``LossScaleOptimizer``.
+    """
+    from kstyle.distribute import JIT_COMPILE, dtype_policy
+    from kstyle.loss_net import build_loss_net
+    from kstyle.transform_net import build_transform_net
+
+    with dtype_policy(config.mixed_precision):
+        transform_net = build_transform_net(padding=config.padding)
+        trainer = StyleTransferTrainer(
+            transform_net,
+            build_loss_net(config.vgg_weights),
+            style_image,
+            content_weight=config.content_weight,
+            style_weight=config.style_weight,
+            tv_weight=config.tv_weight,
+            image_size=config.image_size,
+        )
+        optimizer = keras.optimizers.Adam(
+            learning_rate=config.learning_rate, beta_1=config.beta1, beta_2=config.beta2
+        )
+        if config.mixed_precision == "float16":  # bfloat16 has float32's range: no scaling
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        trainer.compile(optimizer=optimizer, jit_compile=JIT_COMPILE[config.jit_compile])
+        optimizer.build(transform_net.trainable_variables)
+    return trainer, optimizer

@@ -210,17 +210,41 @@ def max_level_diff(a, b) -> int:
 def tensorboard_scalars(log_dir):
     """``{tag: [(step, value), ...]}`` of every scalar in the event files under ``log_dir``,
     read back through TensorFlow's public event reader, sorted by step."""
+    import tensorflow as tf
+
+    scalars = {}
+    for step, value in _tensorboard_values(log_dir, "scalars"):
+        number = float(tf.make_ndarray(value.tensor))
+        scalars.setdefault(value.tag, []).append((step, number))
+    return {tag: sorted(points) for tag, points in scalars.items()}
+
+
+def tensorboard_images(log_dir):
+    """``{tag: [(step, (H, W, 3) uint8 array), ...]}`` of every image summary under
+    ``log_dir`` (each decoded from its PNG), sorted by step."""
+    import tensorflow as tf
+
+    images = {}
+    for step, value in _tensorboard_values(log_dir, "images"):
+        width, height, encoded = tf.make_ndarray(value.tensor)  # one image per summary
+        picture = tf.io.decode_png(encoded).numpy()
+        assert picture.shape[:2] == (int(height), int(width)), (picture.shape, width, height)
+        images.setdefault(value.tag, []).append((step, picture))
+    return {tag: sorted(points, key=lambda point: point[0]) for tag, points in images.items()}
+
+
+def _tensorboard_values(log_dir, plugin):
+    """``(step, summary value)`` of every value of the TensorBoard ``plugin`` ("scalars",
+    "images") in the event files under ``log_dir``."""
     import glob
 
     import tensorflow as tf
 
-    scalars = {}
     for path in sorted(glob.glob(os.path.join(str(log_dir), "**", "*tfevents*"), recursive=True)):
         for event in tf.compat.v1.train.summary_iterator(path):
             for value in event.summary.value:
-                number = float(tf.make_ndarray(value.tensor))
-                scalars.setdefault(value.tag, []).append((event.step, number))
-    return {tag: sorted(points) for tag, points in scalars.items()}
+                if value.metadata.plugin_data.plugin_name == plugin:
+                    yield event.step, value
 
 
 def raises_within(seconds, function):

@@ -1,5 +1,6 @@
 """The training callbacks on a real (tiny) trainer: history CSV, figures, atomic writes, the
-NaN guard, checkpoints, the TensorBoard scalars and the stop request."""
+NaN guard, checkpoints, the TensorBoard scalars and previews, progress lines and the stop
+request."""
 
 import csv
 import os
@@ -8,7 +9,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import random_image, tensorboard_scalars
+from conftest import random_image, tensorboard_images, tensorboard_scalars
 from keras import ops
 from PIL import Image
 
@@ -16,9 +17,11 @@ from kstyle.callbacks import (
     LossTensorBoard,
     NonFiniteLoss,
     NonFiniteLossGuard,
+    ProgressLog,
     TrainingCheckpoint,
     TrainingMonitor,
     latest_checkpoint_step,
+    progress_lines_wanted,
     save_model_atomically,
     write_history_atomically,
 )
@@ -181,3 +184,102 @@ def test_tensorboard_scalars_are_each_steps_losses_at_the_global_step(trainer, t
     assert [step for step, _ in points] == [2, 4, 6, 8]
     assert points[2][1] == pytest.approx(recorder.steps[0]["loss"], rel=1e-6)
     assert points[3][1] == pytest.approx(recorder.steps[2]["loss"], rel=1e-6)
+
+
+class PreviewRecorder(keras.callbacks.Callback):
+    """Keeps every step's preview content and output as uint8 arrays."""
+
+    def __init__(self):
+        super().__init__()
+        self.steps = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        pictures = (self.model.preview_input.numpy(), self.model.preview_output.numpy())
+        self.steps.append(tuple(np.clip(np.round(p), 0, 255).astype(np.uint8) for p in pictures))
+
+
+def test_tensorboard_previews_are_the_preview_pictures_at_the_plot_cadence(trainer, tmp_path):
+    log_dir = str(tmp_path / "logs" / "train")
+    board = LossTensorBoard(log_dir, update_freq=2, preview_every=2)
+    recorder = PreviewRecorder()
+    fit(trainer, 3, [board, recorder])
+    fit(trainer, 2, [board, recorder], seed=1)  # a second fit call of the same run
+    previews = tensorboard_images(log_dir)["preview"]
+    # every 2 steps, and at the end of each fit call (step 3: not a multiple of 2)
+    assert [step for step, _ in previews] == [2, 3, 4, 5]
+    for step, picture in previews:
+        content, output = recorder.steps[step - 1]
+        assert picture.shape == (32, 32 * 2 + 8, 3) and picture.dtype == np.uint8
+        np.testing.assert_array_equal(picture[:, :32], content)
+        np.testing.assert_array_equal(picture[:, -32:], output)
+    assert not np.array_equal(previews[0][1], previews[-1][1])  # the net changed in between
+    assert [step for step, _ in tensorboard_scalars(log_dir)["loss"]] == [2, 4]
+
+    quiet = str(tmp_path / "quiet")
+    fit(trainer, 2, [LossTensorBoard(quiet, update_freq=1, preview_every=0)])
+    assert tensorboard_images(quiet) == {}  # --plot-every 0: preview.png is not written either
+
+
+class FakeClock:
+    """Seconds that move on by the given amounts, one per call."""
+
+    def __init__(self, *steps):
+        self.now, self.steps = 0.0, list(steps)
+
+    def __call__(self):
+        self.now += self.steps.pop(0)
+        return self.now
+
+
+def test_progress_lines_every_n_steps_hold_each_steps_losses(trainer):
+    lines, recorder = [], Recorder()
+    log = ProgressLog(total_steps=7, every=2, initial_step=2, printer=lines.append)
+    log.clock = FakeClock(0, 10, 1, 1, 1, 1)  # train begin, then steps 3 to 7
+    fit(trainer, 5, [log, recorder])
+    assert [line.split(":")[0] for line in lines] == [
+        "step 4/7 (57%)", "step 6/7 (86%)", "step 7/7 (100%)",  # and the run's last step
+    ]  # fmt: skip
+    for line, step in zip(lines, (4, 6, 7), strict=True):
+        seen = recorder.steps[step - 3]
+        for name in ("loss", "content", "style", "tv"):
+            value = float(line.split(f" {name} ")[1].split(",")[0].split(";")[0])
+            assert value == pytest.approx(seen[name], rel=1e-5), (name, line)
+    # the first step (3, at 10 s) traced and compiled: the rate counts the steps after it
+    assert lines[0].endswith("; elapsed 0:00:11, 1 steps/s, ETA 0:00:03"), lines[0]
+    assert lines[2].endswith("; elapsed 0:00:14, 1 steps/s, ETA 0:00:00"), lines[2]
+
+
+def test_progress_lines_without_n_come_every_interval(trainer):
+    lines = []
+    log = ProgressLog(total_steps=6, printer=lines.append)
+    log.interval = 30
+    log.clock = FakeClock(0, 40, 10, 10, 5, 20, 5)  # train begin, then steps 1 to 6
+    fit(trainer, 6, [log])
+    # 40 s (step 1); 25 s later not yet (step 4); 45 s after step 1 (step 5); the last step
+    assert [line.split(" (")[0] for line in lines] == ["step 1/6", "step 5/6", "step 6/6"]
+    assert "steps/s" not in lines[0]  # one step: no rate yet
+    assert lines[1].endswith("elapsed 0:01:25, 0.0889 steps/s, ETA 0:00:11"), lines[1]
+
+
+class Stream:
+    def __init__(self, terminal):
+        self.terminal = terminal
+
+    def isatty(self):
+        return self.terminal
+
+
+@pytest.mark.parametrize(
+    "verbose, log_every, terminal, wanted",
+    [
+        ("auto", None, False, True),  # a log: lines instead of Keras's bar
+        ("auto", None, True, False),  # a terminal: Keras's bar
+        ("auto", 5, True, True),  # --log-every asks for lines everywhere
+        (0, 5, False, False),  # a quiet library call stays quiet
+        (0, None, False, False),
+        (1, None, False, False),  # Keras's own verbosity, asked for explicitly
+        (2, 3, True, True),
+    ],
+)
+def test_progress_lines_are_for_logs_unless_asked_for(verbose, log_every, terminal, wanted):
+    assert progress_lines_wanted(verbose, log_every, Stream(terminal)) is wanted

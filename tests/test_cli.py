@@ -16,6 +16,7 @@ from conftest import (
     assert_one_line_error,
     random_image,
     run,
+    tensorboard_images,
     tensorboard_scalars,
     write_image_folder,
 )
@@ -80,8 +81,12 @@ def test_train_writes_a_complete_run_dir(trained_run):
             assert value == pytest.approx(float(rows[step - 1][name]), rel=1e-6), name
     preview = Image.open(out / "preview.png")
     assert preview.size == (32 * 2 + 8, 32)
+    previews = tensorboard_images(out / "logs" / "train")["preview"]  # next to the scalars
+    assert [step for step, _ in previews] == [2, 4]
+    np.testing.assert_array_equal(previews[-1][1], np.asarray(preview))  # input | output
+    assert not np.array_equal(previews[0][1][:, -32:], previews[-1][1][:, -32:])
     assert "skipped 1 unreadable image file(s) of 9" in result.stderr  # a message, not a result
-    assert "4/4" in result.stdout  # Keras progress bar with step/total
+    assert "step 4/4 (100%): loss " in result.stderr  # not a terminal: progress lines
 
 
 def test_stylize_cli_file_and_folder(trained_run, tmp_path):
@@ -559,3 +564,55 @@ def test_a_folder_that_is_not_a_kstyle_run_is_refused_and_kept(tmp_path):
     (foreign / "model.keras").write_bytes(b"someone's model")
     assert_one_line_error(run(*train, "--restart"), "holds no kstyle run")
     assert (foreign / "model.keras").read_bytes() == b"someone's model"
+
+
+SMOKE_NOTE = "untrained loss network: smoke test only"
+
+
+def test_a_smoke_run_says_so_and_never_passes_for_a_real_run(tmp_path):
+    import keras
+
+    data, style, out = tmp_path / "data", tmp_path / "style.png", tmp_path / "run"
+    write_image_folder(str(data), count=8, size=(40, 48))  # 4 steps per epoch
+    Image.fromarray(random_image(50, 40, seed=99)).save(style)
+    weights = str(tmp_path / "vgg16.weights.h5")  # a real run's loss net, from a file
+    keras.applications.VGG16(include_top=False, weights=None).save_weights(weights)
+    train = ["train.py", "--style", style, "--data", data, "--output", out]
+    train += ["--image-size", 32, "--batch-size", 2]
+
+    smoke = run(*train, "--vgg-weights", "random", "--steps", 6, "--log-every", 2)
+    assert smoke.returncode == 0, smoke.stderr[-3000:]
+    assert f"note: {SMOKE_NOTE}" in smoke.stderr  # a message; the result line says it too
+    assert f"({SMOKE_NOTE})" in smoke.stdout.splitlines()[-1]
+    for name in ("config.json", "summary.json"):
+        marks = json.loads((out / name).read_text())
+        assert (marks["smoke_test"], marks["note"]) == (True, SMOKE_NOTE), name
+    # not a terminal: one line every 2 steps, over both fit calls, no Keras bar
+    lines = [line for line in smoke.stderr.splitlines() if line.startswith("step ")]
+    assert [line.split(" (")[0] for line in lines] == ["step 2/6", "step 4/6", "step 6/6"]
+    output = smoke.stdout + smoke.stderr
+    assert "━" not in output and "\r" not in output
+    with open(out / "history.csv") as file:
+        rows = list(csv.DictReader(file))
+    for line in lines:
+        row = rows[int(line.split()[1].split("/")[0]) - 1]
+        for name in ("loss", "content", "style", "tv"):
+            value = float(line.split(f" {name} ")[1].split(",")[0].split(";")[0])
+            assert value == pytest.approx(float(row[name]), rel=1e-5), (name, line)
+    model_bytes = (out / "model.keras").read_bytes()
+
+    real = run(*train, "--vgg-weights", weights, "--steps", 2)  # refused before any work
+    assert_one_line_error(real, "holds a smoke-test run", "--vgg-weights random", "--restart")
+    assert "training on" not in real.stdout + real.stderr
+    assert (out / "model.keras").read_bytes() == model_bytes
+    assert json.loads((out / "summary.json").read_text())["smoke_test"] is True
+
+    restarted = run(*train, "--vgg-weights", weights, "--steps", 2, "--restart")
+    assert restarted.returncode == 0, restarted.stderr[-3000:]
+    assert "smoke test" not in restarted.stdout + restarted.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["smoke_test"] is False and "note" not in summary and summary["steps"] == 2
+
+    back = run(*train, "--vgg-weights", "random", "--steps", 2)  # nor the other way round
+    assert_one_line_error(back, f"holds a run trained with --vgg-weights {weights}", "--restart")
+    assert "nothing to do" not in back.stdout + back.stderr

@@ -40,6 +40,7 @@ def test_resolved_output_and_style_size():
         ({"learning_rate": 0.0}, "--learning-rate must be positive, got 0.0"),
         ({"style_size": 0}, "--style-size must be positive, got 0"),
         ({"steps": -1}, "--steps must be positive, got -1"),
+        ({"log_every": 0}, "--log-every must be positive, got 0"),
         ({"content_weight": -1e-4}, "--content-weight must not be negative, got -0.0001"),
         ({"style_weight": -1.0}, "--style-weight must not be negative, got -1.0"),
         ({"tv_weight": -0.5}, "--tv-weight must not be negative, got -0.5"),

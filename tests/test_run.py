@@ -14,6 +14,7 @@ from conftest import tensorboard_scalars
 from kstyle.callbacks import (
     LossTensorBoard,
     NonFiniteLossGuard,
+    ProgressLog,
     SaveTransformNet,
     SkippedFilesReport,
     TrainingCheckpoint,
@@ -58,6 +59,9 @@ def test_total_steps_of():
     assert total_steps_of(5, 2, 30) == 10
 
 
+SMOKE_NOTE = "untrained loss network: smoke test only"
+
+
 def small_config(style_file, image_folder, output, **changes):
     options = dict(
         style=style_file,
@@ -93,7 +97,8 @@ def test_the_phases_of_a_new_run(tmp_path, image_folder, style_file):
     assert (run.data.steps_per_epoch, run.total_steps, run.start_step) == (4, 6, 0)
     assert lines == [
         f"training on 8 images from {image_folder}: 6 steps on default strategy "
-        f"(1 replica(s)), run directory {output}"
+        f"(1 replica(s)), run directory {output}",
+        f"note: {SMOKE_NOTE} (--vgg-weights random); the model learns no style",
     ]
     saved = json.loads((output / "config.json").read_text())
     assert (saved["total_steps"], saved["steps_per_epoch"], saved["data_seed"]) == (6, 4, 5)
@@ -118,7 +123,8 @@ def test_the_phases_of_a_new_run(tmp_path, image_folder, style_file):
     with open(output / "history.csv", newline="") as file:
         last = list(csv.DictReader(file))[-1]
     assert summary["losses"] == {name: float(last[name]) for name in summary["losses"]}
-    assert json.loads((output / "summary.json").read_text())["steps"] == 6
+    saved = json.loads((output / "summary.json").read_text())
+    assert (saved["steps"], saved["smoke_test"], saved["note"]) == (6, True, SMOKE_NOTE)
     assert not (output / "checkpoints").exists()
     scalars = tensorboard_scalars(output / "logs" / "train")
     assert [step for step, _ in scalars["loss"]] == [2, 4, 6]
@@ -129,7 +135,7 @@ def test_the_phases_of_a_new_run(tmp_path, image_folder, style_file):
     lines = []
     result = train(config, printer=lines.append)
     assert result["finished_before"] is True and result["steps"] == 6
-    assert lines[0].startswith(f"{output} holds a finished run (6 steps; model: ")
+    assert lines[0].startswith(f"{output} holds a finished run (6 steps, {SMOKE_NOTE}; model: ")
     restarted = open_run(dataclasses.replace(config, restart=True))
     assert restarted.finished is None and sorted(os.listdir(output)) == []
 
@@ -145,7 +151,7 @@ def test_the_phases_of_a_resumed_run(tmp_path, image_folder, style_file):
 
     with pytest.raises(KstyleError, match="started with --batch-size 2 \\(now 4\\)"):
         open_run(dataclasses.replace(config, batch_size=4))
-    slower = dataclasses.replace(config, learning_rate=5e-4)
+    slower = dataclasses.replace(config, learning_rate=5e-4, verbose="auto", log_every=3)
     run = open_run(slower)
     assert run.previous["data_seed"] == 5 and run.data_seed == 5
     lines = []
@@ -154,12 +160,15 @@ def test_the_phases_of_a_resumed_run(tmp_path, image_folder, style_file):
     assert lines == [
         "learning rate changed from 0.001 to 0.0005 for the rest of the run",
         f"resuming {output} at step 2 of 6 (epoch 1, batch 2) from its last checkpoint",
+        f"note: {SMOKE_NOTE} (--vgg-weights random); the model learns no style",
     ]
+    assert isinstance(run.callbacks[-2], ProgressLog) and run.verbose == 0  # lines, no bar
     assert float(run.trainer.optimizer.learning_rate.numpy()) == pytest.approx(5e-4)
     fit_run(run)
     summary = finish_run(run)
     assert (summary["steps"], summary["resumed_from"]) == (6, 2)
     assert history_steps(output) == [1, 2, 3, 4, 5, 6]  # step 3 of the killed run redone once
+    assert [line.split(" (")[0] for line in lines[3:]] == ["step 3/6", "step 6/6"]  # --log-every
     steps = [step for step, _ in tensorboard_scalars(output / "logs" / "train")["loss"]]
     assert steps == [2, 4, 6]
 

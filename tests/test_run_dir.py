@@ -10,6 +10,7 @@ import pytest
 from kstyle.config import TrainConfig
 from kstyle.errors import KstyleError
 from kstyle.run_dir import (
+    check_loss_net,
     clear_run,
     previous_run,
     read_json,
@@ -131,3 +132,43 @@ def test_config_json_holds_the_options_and_what_the_run_made_of_them(tmp_path):
     assert saved["strategy_used"] == "default strategy (1 replica(s))"
     assert set(saved["versions"]) == {"kstyle", "python", "tensorflow", "keras"}
     assert isinstance(saved["command"], list)
+    assert saved["smoke_test"] is False and "note" not in saved  # the ImageNet loss net
+    smoke = dataclasses.replace(config, vgg_weights="random")
+    write_run_config(str(tmp_path), smoke, data, 4, "default strategy (1 replica(s))")
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["smoke_test"] is True
+    assert saved["note"] == "untrained loss network: smoke test only"
+
+
+@pytest.mark.parametrize("state", ["resumable", "finished", "config only"])
+def test_a_smoke_test_and_a_real_run_never_continue_each_other(tmp_path, state):
+    config = TrainConfig(style="s.png", data="d", output=str(tmp_path), vgg_weights="random")
+    weights_file = dataclasses.replace(config, vgg_weights="vgg16.weights.h5")
+    imagenet = dataclasses.replace(config, vgg_weights="imagenet")
+    for everything in (config, weights_file, imagenet):
+        check_loss_net(str(tmp_path), everything)  # an empty folder: any run
+    (tmp_path / "config.json").write_text(json.dumps(dataclasses.asdict(config)))
+    if state == "resumable":
+        write_checkpoint(str(tmp_path), 3)
+    elif state == "finished":
+        (tmp_path / "summary.json").write_text('{"steps": 6, "smoke_test": true}')
+    check_loss_net(str(tmp_path), config)  # a smoke test may continue a smoke test
+    for real in (weights_file, imagenet):
+        with pytest.raises(KstyleError) as caught:
+            check_loss_net(str(tmp_path), real)
+        assert str(caught.value) == (
+            f"{tmp_path} holds a smoke-test run (--vgg-weights random, an untrained loss "
+            f"network) that a run with --vgg-weights {real.vgg_weights} must not continue; "
+            "pass --restart to train from scratch, or choose another --output"
+        )
+
+    (tmp_path / "config.json").write_text(json.dumps(dataclasses.asdict(weights_file)))
+    check_loss_net(str(tmp_path), weights_file)
+    check_loss_net(str(tmp_path), imagenet)  # another trained loss net: previous_run's matter
+    with pytest.raises(KstyleError) as caught:
+        check_loss_net(str(tmp_path), config)
+    assert str(caught.value) == (
+        f"{tmp_path} holds a run trained with --vgg-weights vgg16.weights.h5; a --vgg-weights "
+        "random smoke test must not continue it or pass for it: pass --restart to replace it "
+        "(its model is deleted), or choose another --output"
+    )

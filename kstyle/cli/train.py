@@ -89,14 +89,16 @@ def main_with_args(argv=None, prog=None, from_shell=None) -> int:
                 options[name] = value
     if not options["style"]:
         raise KstyleError("--style is required (or use --demo)")
+    # progress lines and messages go to stderr through logging; results to stdout
     summary = train(TrainConfig(**options), printer=logger.info, hard_stop=True)
     if summary.get("finished_before"):
         return 0
     losses = {k: float("nan") if v is None else v for k, v in summary["losses"].items()}
+    note = f" ({summary['note']})" if summary.get("note") else ""  # a smoke test's
     print(
         f"done: {summary['steps']} steps, last loss {losses['loss']:.4g} "
         f"(content {losses['content']:.4g}, style {losses['style']:.4g}); "
-        f"model: {summary['model_path']}"
+        f"model: {summary['model_path']}{note}"
     )
     if args.demo:
         from kstyle.stylize_files import stylize
