@@ -18,6 +18,9 @@ OTHER_PROGRAMS_FLAGS = {
     "--check": "ruff format",
     "--logdir": "tensorboard",
     "--model_base_path": "TF Serving",
+    **dict.fromkeys(
+        ["--dir", "--tag_set", "--signature_def", "--inputs", "--outdir"], "saved_model_cli"
+    ),
 }
 FLAG = re.compile(r"(?<![\w-])--[A-Za-z][\w-]*")
 LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
