@@ -300,3 +300,27 @@ def size_multiple(model) -> int:
     (4 for the seed net: two stride-2 convolutions)."""
     scales = tensor_scales(Graph(model)).values()
     return math.lcm(*(scale.denominator for scale in scales))
+
+
+def output_tanh(graph: Graph):
+    """The call of a tanh ``Activation`` that the model's single output is a rescaling of (the
+    output itself, or reached back from it through ``Rescaling`` layers), each tensor on the
+    way read by the next call only; None where the model has no such output.
+
+    The default transform net's output is ``tanh`` then two ``Rescaling`` layers
+    (:func:`kstyle.transform_net.pixels_output`): this finds its tanh by structure.
+    """
+    if len(graph.outputs) != 1:
+        return None
+    tensor = graph.outputs[0]
+    while True:
+        node = graph.producer(tensor)
+        if graph.calls(node.layer) != 1 or len(node.inputs) != 1:
+            return None
+        if isinstance(node.layer, layers.Activation):
+            return node if node.layer.activation is keras.activations.tanh else None
+        if not isinstance(node.layer, layers.Rescaling):
+            return None
+        tensor = node.inputs[0]
+        if len(graph.consumers(tensor)) != 1 or graph.is_output(tensor):
+            return None

@@ -4,6 +4,10 @@ conv9x9/32 -> conv3x3/64 s2 -> conv3x3/128 s2 (each conv + instance norm + ReLU)
 5 residual blocks (conv-IN-ReLU-conv-IN + skip, no ReLU after the add),
 2 x (nearest upsample x2 + conv3x3 + IN + ReLU) to 64 and 32 channels, conv9x9/3,
 and the output scaling 255 * (tanh(y) + 1) / 2. With the defaults: 1,679,235 parameters.
+
+The default net (zero padding) is built from built-in Keras layers only, so its ``.keras`` file
+opens with ``keras.saving.load_model`` on any backend without ``import kstyle``
+(``docs/other-stacks.md``); reflect padding uses kstyle's ``ReflectionPadding2D``.
 """
 
 import os
@@ -48,7 +52,11 @@ class ReflectionPadding2D(layers.Layer):
 
 @keras.saving.register_keras_serializable(package="kstyle")
 class TanhToPixels(layers.Layer):
-    """Maps unbounded activations to pixel values: ``255 * (tanh(x) + 1) / 2``, in [0, 255]."""
+    """Maps unbounded activations to pixel values: ``255 * (tanh(x) + 1) / 2``, in [0, 255].
+
+    The output layer of models saved before the built-in output (:func:`pixels_output`); kept
+    registered so that their files still load. New nets do not use it.
+    """
 
     def call(self, inputs):
         return 127.5 * (ops.tanh(inputs) + 1.0)
@@ -80,6 +88,20 @@ def _residual_block(x, filters, padding, name):
     return layers.Add(name=f"{name}_add")([x, y])
 
 
+def pixels_output(x):
+    """``127.5 * (tanh(x) + 1)`` from built-in layers: (B, H, W, C) -> same shape, in [0, 255].
+
+    Computed in float32 (also under a mixed-precision policy), bit for bit as
+    :class:`TanhToPixels`: ``Rescaling(127.5, offset=127.5)`` would round ``t * 127.5`` before
+    adding (or fuse it into one FMA), which differs from ``127.5 * (t + 1)`` in the last bit for
+    many values; ``t * 1 + 1`` then ``u * 127.5 + 0`` is exact even as FMAs. The
+    gradient (``127.5 * (1 - t**2)``) is the same too.
+    """
+    t = layers.Activation("tanh", name="out_tanh", dtype="float32")(x)
+    t = layers.Rescaling(1.0, offset=1.0, name="to_pixels_offset", dtype="float32")(t)
+    return layers.Rescaling(127.5, name="to_pixels", dtype="float32")(t)
+
+
 def build_transform_net(
     padding: str = "zeros", num_residual_blocks: int = 5, width: float = 1.0, name="transform_net"
 ):
@@ -95,7 +117,8 @@ def build_transform_net(
     Returns:
         A ``keras.Model`` from RGB floats in [0, 255] of shape (B, H, W, 3) to RGB floats in
         [0, 255] of the same shape. H and W are free; multiples of 4 give an output of exactly
-        the input size (the two stride-2 convolutions round odd sizes up).
+        the input size (the two stride-2 convolutions round odd sizes up). The output is
+        float32 under any dtype policy; with ``padding="zeros"`` every layer is a built-in.
     """
     if padding not in PADDINGS:
         raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
@@ -113,8 +136,7 @@ def build_transform_net(
     x = layers.UpSampling2D(2, interpolation="nearest", name="up2_upsample")(x)
     x = _conv_norm_relu(x, c1, 3, 1, padding, "up2")
     x = _conv(x, 3, 9, 1, padding, "out_conv")
-    outputs = TanhToPixels(name="to_pixels", dtype="float32")(x)
-    return keras.Model(inputs, outputs, name=name)
+    return keras.Model(inputs, pixels_output(x), name=name)
 
 
 def load_transform_net(path: str):

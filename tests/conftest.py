@@ -125,6 +125,21 @@ def randomize_norms(net, seed=0):
     return net
 
 
+def with_old_output(net):
+    """A model of ``net``'s layers (shared, so the same weights) whose output is the older
+    ``TanhToPixels`` layer in place of the built-in tanh and rescalings, as nets saved before
+    the built-in output were built."""
+    import keras
+
+    from kstyle.graph import Graph, output_tanh
+    from kstyle.transform_net import TanhToPixels
+
+    graph = Graph(net)
+    pre_tanh = graph.producer(output_tanh(graph).inputs[0]).layer.output
+    outputs = TanhToPixels(name="to_pixels", dtype="float32")(pre_tanh)
+    return keras.Model(net.inputs, outputs, name=net.name)
+
+
 def renamed(net):
     """A copy of ``net`` (same weights) in which every layer has a new, meaningless name."""
     import keras

@@ -20,6 +20,9 @@ OTHER_PROGRAMS_FLAGS = {
     "--model_base_path": "TF Serving",
     "--durations": "pytest",
     "--resolution": "uv pip install",
+    **dict.fromkeys(
+        ["--dir", "--tag_set", "--signature_def", "--inputs", "--outdir"], "saved_model_cli"
+    ),
 }
 FLAG = re.compile(r"(?<![\w-])--[A-Za-z][\w-]*")
 LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")

@@ -14,6 +14,8 @@ from kstyle import internals
 from kstyle.errors import KstyleError
 from kstyle.export import Runner, export_model, tflite_bytes, verify
 from kstyle.export.int8 import (
+    TANH_CLIP,
+    ClippedTanh,
     ClippedTanhToPixels,
     equalized_export_model,
     int8_flatbuffer,
@@ -25,7 +27,7 @@ from kstyle.export.writer import load_calibration_images
 from kstyle.graph import Graph
 from kstyle.images import psnr
 from kstyle.inference import stylize_array
-from kstyle.transform_net import TanhToPixels
+from kstyle.transform_net import TanhToPixels, pixels_output
 
 NORMS = {"seed": 15, "renamed": 15, "slim3": 11, "reflect": 15}
 RESIDUAL_BLOCKS = {"seed": 5, "renamed": 5, "slim3": 3, "reflect": 5}
@@ -116,7 +118,8 @@ def test_equalized_export_model_is_the_same_function(variant_net, request):
         assert len(norms) == NORMS[kind]
         assert all(len(set(norm.epsilons)) > 1 for norm in norms)  # every norm equalized
         kinds = [type(layer) for layer in inner.layers]
-        assert kinds.count(ClippedTanhToPixels) == 1 and TanhToPixels not in kinds
+        # the output's tanh clips its input (found by structure, also in the renamed net)
+        assert kinds.count(ClippedTanh) == 1 and keras.layers.Activation not in kinds
         rescaled = [
             norm.name for norm in norms if not np.allclose(norm.get_weights()[0], gammas[norm.name])
         ]
@@ -125,7 +128,8 @@ def test_equalized_export_model_is_the_same_function(variant_net, request):
 
 
 def _small_net(kind):
-    """conv -> norm -> ReLU -> conv -> output, with one thing the int8 rewrites cannot use."""
+    """conv -> norm -> ReLU -> conv -> output, with one thing the int8 rewrites cannot use (or
+    ``tanh_to_pixels``: the older output layer)."""
     keras.utils.set_random_seed(5)
     inputs = keras.Input((None, None, 3))
     x = keras.layers.Conv2D(6, 3, padding="same", name="first_conv")(inputs)
@@ -138,8 +142,10 @@ def _small_net(kind):
     x = keras.layers.Conv2D(3, 3, padding="same")(keras.layers.ReLU()(y))
     if kind == "no_tanh":
         outputs = keras.layers.Rescaling(255.0)(keras.layers.Activation("sigmoid")(x))
-    else:
+    elif kind == "tanh_to_pixels":
         outputs = TanhToPixels()(x)
+    else:
+        outputs = pixels_output(x)
     return keras.Model(inputs, outputs)
 
 
@@ -149,7 +155,7 @@ def _small_net(kind):
         ("relu_before_norm", "instance norm 'the_norm' is not equalized: its input comes from"),
         ("conv_read_twice", "instance norm 'the_norm' is not equalized: the output of"),
         ("conv_read_twice", "residual stream is not rescaled: add 'the_add' reads 'first_conv'"),
-        ("no_tanh", "has no TanhToPixels output layer, so no pre-tanh clip"),
+        ("no_tanh", "has no tanh output layer, so no pre-tanh clip"),
     ],
 )
 def test_what_the_rewrites_cannot_use_is_logged_and_left_alone(kind, message, caplog):
@@ -158,6 +164,26 @@ def test_what_the_rewrites_cannot_use_is_logged_and_left_alone(kind, message, ca
     with caplog.at_level(logging.WARNING, logger="kstyle.export.int8"):
         model = equalized_export_model(net, images, batch_size=None, stream_exponent=1.0)
     assert any(message in record.getMessage() for record in caplog.records), caplog.text
+    image = random_image(20, 24, seed=1)
+    reference = export_model(net)(image[None]).numpy()[0]
+    assert max_level_diff(model(image[None]).numpy()[0], reference) <= 1
+
+
+@pytest.mark.parametrize(
+    "kind, clipped, pixels",
+    [("built_in", ClippedTanh, False), ("tanh_to_pixels", ClippedTanhToPixels, True)],
+)
+def test_the_output_tanh_of_new_and_older_nets_is_clipped(kind, clipped, pixels, caplog):
+    net = _small_net(kind)
+    images = [random_image(16, 16, seed=index) for index in range(2)]
+    with caplog.at_level(logging.WARNING, logger="kstyle.export.int8"):
+        model = equalized_export_model(net, images, batch_size=None)
+    assert "pre-tanh clip" not in caplog.text
+    (layer,) = [layer for layer in _inner(model).layers if isinstance(layer, clipped)]
+    assert type(layer) is clipped and layer.clip == TANH_CLIP
+    ends = np.tanh([-TANH_CLIP, TANH_CLIP])
+    expected = 127.5 * (ends + 1) if pixels else ends
+    np.testing.assert_allclose(layer(np.array([[-50.0, 50.0]], "float32"))[0], expected, atol=1e-4)
     image = random_image(20, 24, seed=1)
     reference = export_model(net)(image[None]).numpy()[0]
     assert max_level_diff(model(image[None]).numpy()[0], reference) <= 1

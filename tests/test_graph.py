@@ -5,10 +5,17 @@ import fractions
 import keras
 import numpy as np
 import pytest
-from conftest import build_variant
+from conftest import build_variant, with_old_output
 
 from kstyle.errors import KstyleError
-from kstyle.graph import Graph, Tensor, instance_norms, size_multiple, tensor_scales
+from kstyle.graph import (
+    Graph,
+    Tensor,
+    instance_norms,
+    output_tanh,
+    size_multiple,
+    tensor_scales,
+)
 
 
 @pytest.fixture(scope="module")
@@ -109,3 +116,36 @@ def test_a_sequential_model_is_read_through_its_functional_graph():
     assert size_multiple(model) == 2
     with pytest.raises(KstyleError, match="has no input shape yet"):
         Graph(keras.Sequential([keras.layers.Dense(2)]))
+
+
+@pytest.mark.parametrize("kind", ["seed", "renamed", "reflect"])
+def test_output_tanh_is_found_by_structure(kind):
+    graph = Graph(build_variant(kind))
+    node = output_tanh(graph)
+    assert node.layer.activation is keras.activations.tanh
+    # its input is the last convolution, and two Rescalings lead from it to the output
+    assert type(graph.producer(node.inputs[0]).layer) is keras.layers.Conv2D
+    (offset,) = graph.consumers(node.output)
+    (scale,) = graph.consumers(offset.output)
+    assert [offset.layer.scale, offset.layer.offset, scale.layer.scale] == [1.0, 1.0, 127.5]
+    assert graph.outputs == [scale.output]
+
+
+def _head(make_output):
+    inputs = keras.Input((None, None, 3))
+    return Graph(keras.Model(inputs, make_output(keras.layers.Conv2D(3, 3)(inputs))))
+
+
+def test_outputs_without_a_tanh_to_rescale_have_none(seed_net):
+    assert output_tanh(Graph(with_old_output(seed_net))) is None  # TanhToPixels: not built-in
+    activation, rescaling = keras.layers.Activation, keras.layers.Rescaling
+    assert output_tanh(_head(lambda x: rescaling(255.0)(activation("sigmoid")(x)))) is None
+    assert output_tanh(_head(lambda x: keras.layers.ReLU()(activation("tanh")(x)))) is None
+    assert output_tanh(_head(lambda x: activation("tanh")(x))) is not None  # no rescaling: fine
+    assert output_tanh(_head(lambda x: rescaling(2.0)(keras.layers.Add()([x, x])))) is None
+
+    def tanh_and_its_rescaling(x):  # two outputs
+        t = activation("tanh")(x)
+        return [rescaling(2.0)(t), t]
+
+    assert output_tanh(_head(tanh_and_its_rescaling)) is None

@@ -2,7 +2,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import random_image
+from conftest import random_image, with_old_output
 
 from kstyle.trainer import StyleTransferTrainer
 from kstyle.transform_net import build_transform_net
@@ -20,6 +20,35 @@ def make_trainer(loss_net, image_size=32, learning_rate=1e-3, **weights):
 
 def content_batch(count=2, size=32):
     return np.stack([random_image(size, size, seed=20 + i) for i in range(count)]).astype("float32")
+
+
+def test_the_built_in_output_trains_as_tanh_to_pixels_did_bit_for_bit(loss_net):
+    """Three steps of the seed net with the built-in output (tanh, then Rescalings) and with
+    the older TanhToPixels output, from the same weights on the same batches: the same losses
+    and weights, exactly. (Compiled as training compiles by default: "auto", XLA where Keras
+    picks it; test_transform_net checks the output's values and gradients with XLA too.)"""
+    style = random_image(40, 40, seed=11).astype("float32")
+    dataset = tf.data.Dataset.from_tensor_slices(content_batch(6)).batch(2)
+    losses, weights = {}, {}
+    for output in ("built_in", "tanh_to_pixels"):
+        keras.utils.set_random_seed(0)
+        net = build_transform_net()
+        trainer = StyleTransferTrainer(
+            with_old_output(net) if output == "tanh_to_pixels" else net, loss_net, style, 32
+        )
+        trainer.compile(optimizer=keras.optimizers.Adam(1e-3))
+        record = losses[output] = []
+        after_step = keras.callbacks.LambdaCallback(
+            on_train_batch_end=lambda _, logs, t=trainer, r=record: r.append(
+                {name: float(value.numpy()) for name, value in t.last_losses.items()}
+            )
+        )
+        trainer.fit(dataset, epochs=1, verbose=0, callbacks=[after_step], shuffle=False)
+        weights[output] = net.get_weights()
+    assert len(losses["built_in"]) == 3 and losses["built_in"] == losses["tanh_to_pixels"]
+    assert losses["built_in"][0]["loss"] != losses["built_in"][2]["loss"]  # it trained
+    for new, old in zip(weights["built_in"], weights["tanh_to_pixels"], strict=True):
+        np.testing.assert_array_equal(new, old)
 
 
 def test_style_grams_are_computed_once_and_batch_independent(loss_net):

@@ -3,14 +3,18 @@ import os
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
+from conftest import randomize_norms, with_old_output
 
 from kstyle.errors import KstyleError
 from kstyle.graph import Graph
+from kstyle.inference import stylize_array
 from kstyle.transform_net import (
     ReflectionPadding2D,
     TanhToPixels,
     build_transform_net,
     load_transform_net,
+    pixels_output,
 )
 
 
@@ -82,6 +86,78 @@ def test_reflection_padding_mirrors_the_border():
 def test_tanh_to_pixels():
     x = np.array([-100.0, -1.0, 0.0, 0.5, 100.0], dtype="float32")
     np.testing.assert_allclose(np.asarray(TanhToPixels()(x)), 255 * (np.tanh(x) + 1) / 2, 1e-5)
+
+
+def _tanh_inputs():
+    """float32 pre-tanh values: a fine grid over the steep part and a wide random spread."""
+    rng = np.random.default_rng(0)
+    spread = rng.normal(0, 3, 200_000).astype("float32")
+    grid = np.linspace(-6, 6, 200_001, dtype="float32")
+    return np.concatenate([grid, spread, [0.0, 50.0, -50.0]]).astype("float32")
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_pixels_output_is_tanh_to_pixels_bit_for_bit(jit):
+    """The built-in output computes TanhToPixels's values and gradients exactly (so training
+    losses do not change), where the one-layer ``Rescaling(127.5, offset=127.5)`` does not."""
+    inputs = keras.Input((None,))
+    built_in = keras.Model(inputs, pixels_output(inputs))
+    old, x = TanhToPixels(), tf.constant(_tanh_inputs())
+
+    def values_and_gradients(function):
+        @tf.function(jit_compile=jit)
+        def run():
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = function(x[None])[0]
+                target = y * tf.cos(x)  # a non-constant upstream gradient
+            return y, tape.gradient(target, x)
+
+        return run()
+
+    new_y, new_grad = values_and_gradients(built_in)
+    old_y, old_grad = values_and_gradients(old)
+    np.testing.assert_array_equal(new_y.numpy(), old_y.numpy())
+    np.testing.assert_array_equal(new_grad.numpy(), old_grad.numpy())
+    affine = keras.layers.Rescaling(127.5, offset=127.5)(tf.tanh(x)).numpy()
+    assert np.mean(affine != old_y.numpy()) > 0.1  # the check can tell the difference
+
+
+def test_default_net_is_built_from_built_in_layers_only():
+    def registered(model):
+        return {keras.saving.get_registered_name(type(layer)) for layer in model.layers}
+
+    assert not [name for name in registered(build_transform_net()) if "kstyle" in name]
+    kstyle_layers = [name for name in registered(build_transform_net(padding="reflect"))]
+    assert [name for name in kstyle_layers if "kstyle" in name] == ["kstyle>ReflectionPadding2D"]
+
+
+def test_output_stays_float32_under_mixed_precision():
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        mixed = build_transform_net()
+    finally:
+        keras.config.set_dtype_policy("float32")
+    assert mixed.get_layer("out_conv").compute_dtype == "bfloat16"
+    assert mixed.outputs[0].dtype == "float32"
+    y = mixed(np.full((1, 8, 8, 3), 100.0, "float32"))
+    assert keras.backend.standardize_dtype(y.dtype) == "float32"
+    assert 0 <= float(np.min(y)) <= float(np.max(y)) <= 255
+
+
+def test_older_files_with_tanh_to_pixels_still_load(tmp_path):
+    """A net saved with the older TanhToPixels output loads through kstyle and stylizes as the
+    same net with the built-in output does."""
+    keras.utils.set_random_seed(4)
+    net = randomize_norms(build_transform_net(), seed=4)
+    path = tmp_path / "old.keras"
+    with_old_output(net).save(path)
+    loaded = load_transform_net(str(path))
+    assert [type(layer) for layer in loaded.layers][-1] is TanhToPixels
+    image = np.random.default_rng(5).integers(0, 256, (36, 44, 3), dtype=np.uint8)
+    expected = stylize_array(net, image)
+    assert expected.std() > 5  # randomized norms: not a flat image
+    np.testing.assert_array_equal(stylize_array(loaded, image), expected)
 
 
 @pytest.mark.parametrize("layer", [ReflectionPadding2D(3, name="pad"), TanhToPixels(name="pixels")])

@@ -26,7 +26,7 @@ from kstyle.export.serving import (
     moment_norms,
     serving_archive,
 )
-from kstyle.graph import Graph, instance_norms
+from kstyle.graph import Graph, instance_norms, output_tanh
 from kstyle.transform_net import ReflectionPadding2D, TanhToPixels
 
 logger = logging.getLogger(__name__)
@@ -37,14 +37,14 @@ TANH_CLIP = 4.0
 
 
 @keras.saving.register_keras_serializable(package="kstyle")
-class ClippedTanhToPixels(keras.layers.Layer):
-    """``127.5 * (tanh(clip(x, -c, c)) + 1)`` (export graphs of int8 models only).
+class ClippedTanh(keras.layers.Layer):
+    """``tanh(clip(x, -c, c))``: the output tanh of int8 export graphs.
 
     The last convolution's int8 output has one scale per tensor, set by its calibrated range,
     and a net's pre-tanh activations can reach far beyond the few units where tanh is steep
     (``docs/int8.md`` has measured ranges): one int8 step then spans many output levels.
     Clipping to [-c, c] first gives the range 2c (c = 4: 4 levels per step) and changes the
-    output by at most ``127.5 * (1 - tanh(c))`` levels.
+    pixels (``127.5 * (tanh + 1)``) by at most ``127.5 * (1 - tanh(c))`` levels.
     """
 
     def __init__(self, clip=TANH_CLIP, **kwargs):
@@ -52,11 +52,19 @@ class ClippedTanhToPixels(keras.layers.Layer):
         self.clip = float(clip)
 
     def call(self, inputs):
-        inputs = tf.clip_by_value(inputs, -self.clip, self.clip)
-        return 127.5 * (tf.math.tanh(inputs) + 1.0)
+        return tf.math.tanh(tf.clip_by_value(inputs, -self.clip, self.clip))
 
     def get_config(self):
         return {**super().get_config(), "clip": self.clip}
+
+
+@keras.saving.register_keras_serializable(package="kstyle")
+class ClippedTanhToPixels(ClippedTanh):
+    """``127.5 * (tanh(clip(x, -c, c)) + 1)``: :class:`ClippedTanh` in place of an older net's
+    ``TanhToPixels`` output layer."""
+
+    def call(self, inputs):
+        return 127.5 * (super().call(inputs) + 1.0)
 
 
 def _why_not_equalizable(graph, norm) -> str | None:
@@ -240,8 +248,10 @@ def equalized_export_model(
     read it divide their input channels by the same factor (exact, as ReLU, padding and
     upsampling commute with a positive channel scale; see :func:`residual_stream`).
 
-    With ``tanh_clip`` c the output layer (a ``TanhToPixels``) clips its input to [-c, c]
-    before the tanh (:class:`ClippedTanhToPixels`); None keeps the plain output layer.
+    With ``tanh_clip`` c the output's tanh clips its input to [-c, c] first: the tanh
+    ``Activation`` the output rescales (:func:`kstyle.graph.output_tanh`) becomes a
+    :class:`ClippedTanh`, an older net's ``TanhToPixels`` a :class:`ClippedTanhToPixels`;
+    None keeps the plain output.
 
     Returns:
         A ``keras.Model`` from uint8 (B, H, W, 3) to uint8 (B, H, W, 3), as ``export_model``.
@@ -290,10 +300,10 @@ def equalized_export_model(
         weights[conv] = [kernel * scale, (bias - offset) * scale]
         epsilons[name] = clone.get_layer(name).epsilon * scale**2
     plain_norms = moment_norms(graph)
-    if tanh_clip and not graph.nodes_of(TanhToPixels):
+    tanh = output_tanh(graph)
+    if tanh_clip and not (tanh or graph.nodes_of(TanhToPixels)):
         logger.warning(
-            "int8 export: %r has no TanhToPixels output layer, so no pre-tanh clip",
-            transform_net.name,
+            "int8 export: %r has no tanh output layer, so no pre-tanh clip", transform_net.name
         )
 
     def substitute(layer):
@@ -305,6 +315,8 @@ def equalized_export_model(
             return ChannelEpsilonInstanceNorm(uniform, name=layer.name)
         if tanh_clip and isinstance(layer, TanhToPixels):
             return ClippedTanhToPixels(tanh_clip, name=layer.name, dtype=layer.dtype_policy)
+        if tanh_clip and tanh is not None and layer is tanh.layer:
+            return ClippedTanh(tanh_clip, name=layer.name, dtype=layer.dtype_policy)
         return layer.__class__.from_config(layer.get_config())
 
     equalized = keras.models.clone_model(clone, clone_function=substitute)
@@ -369,7 +381,7 @@ def int8_flatbuffer(
       every channel gets a similar share of its tensor's 256 levels (see
       :func:`equalized_export_model`); without it the narrowest channels keep a few levels.
     - ``tanh_clip`` (4.0): the pre-tanh activations are clipped to [-4, 4] before the int8
-      output convolution's range is calibrated (:class:`ClippedTanhToPixels`). Calibrated
+      output convolution's range is calibrated (:class:`ClippedTanh`). Calibrated
       ranges there can be far wider than the few units where tanh is steep, so one int8 step
       spans many output levels: the largest single loss of the model. The clip moves the
       float output by at most 0.085 levels and costs no float op. Keeping the output
