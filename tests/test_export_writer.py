@@ -39,9 +39,14 @@ def test_all_fp32_formats_match_keras_and_write_metadata(export_run, export_net,
         ("tflite", "model.tflite"),
         ("onnx", "model.onnx"),
     ):
-        output = Runner(fmt, str(tmp_path / path))(image)
+        runner = Runner(fmt, str(tmp_path / path))
+        output = runner(image)
         assert output.shape == (33, 47, 3) and output.dtype == np.uint8
         assert max_level_diff(output, reference) <= 1, fmt
+    # every format names its output as the sidecars say
+    onnx_output = runner.session.get_outputs()[0].name
+    sidecar = json.loads((tmp_path / "model.onnx.json").read_text())
+    assert onnx_output == sidecar["output"]["name"] == metadata["output"]["name"] == "stylized"
 
 
 def test_artifact_names():

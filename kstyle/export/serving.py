@@ -16,6 +16,8 @@ from kstyle.constants import NO_QUANTIZATION, SIZE_MULTIPLE
 from kstyle.forward import inference_net
 from kstyle.graph import Graph, is_instance_norm
 
+OUTPUT_NAME = "stylized"  # every format's output (the SavedModel signature's key too)
+
 
 @keras.saving.register_keras_serializable(package="kstyle")
 class PadToMultiple(keras.layers.Layer):
@@ -132,7 +134,7 @@ def export_model(transform_net, input_size=None, batch_size=None):
     )
     padded = PadToMultiple(name="pad_to_multiple")(images)
     stylized = clone(padded)
-    outputs = CropToPixels(name="stylized")(stylized, images)
+    outputs = CropToPixels(name=OUTPUT_NAME)(stylized, images)
     return keras.Model(images, outputs, name=f"{transform_net.name}_uint8")
 
 
@@ -149,7 +151,7 @@ def serving_archive(transform_net, directory, input_size=None, batch_size=None, 
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint(
-        "serving_default", lambda image: {"stylized": model(image)}, input_signature=[spec]
+        "serving_default", lambda image: {OUTPUT_NAME: model(image)}, input_signature=[spec]
     )
     archive.write_out(directory, verbose=False)
     return directory

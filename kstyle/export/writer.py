@@ -17,7 +17,7 @@ from kstyle.constants import (
 )
 from kstyle.errors import KstyleError
 from kstyle.export.int8 import int8_flatbuffer
-from kstyle.export.serving import export_model, plain_tflite_bytes, serving_archive
+from kstyle.export.serving import OUTPUT_NAME, export_model, plain_tflite_bytes, serving_archive
 from kstyle.export.verify import held_out_image, verify
 from kstyle.extras import require
 from kstyle.files import (
@@ -111,7 +111,7 @@ def write_metadata(path: str, fmt: str, quantize, input_size, description: dict)
             "min_size": SIZE_MULTIPLE,
         },
         "output": {
-            "name": "stylized",
+            "name": OUTPUT_NAME,
             "dtype": "uint8",
             "shape": "same as input",
             "channels": "RGB",
@@ -145,6 +145,22 @@ def _write_artifact(fmt, path, transform_net, quantize, input_size, calibration,
         onnx_model = export_model(transform_net, input_size=input_size)
         onnx_model(image[None])  # Keras's ONNX export needs a model that has been called
         onnx_model.export(path, format="onnx", verbose=False)
+        _name_onnx_output(path, OUTPUT_NAME)
+
+
+def _name_onnx_output(path: str, name: str) -> None:
+    """Renames the ONNX graph's single output to ``name`` (the converter calls it
+    ``Identity:0``), so that every format names its output as the sidecar does."""
+    onnx = require("onnx", "export")  # installed with tf2onnx
+    model = onnx.load(path)
+    old = model.graph.output[0].name
+    for node in model.graph.node:
+        for field in (node.input, node.output):
+            for index, tensor in enumerate(field):
+                if tensor == old:
+                    field[index] = name
+    model.graph.output[0].name = name
+    onnx.save(model, path)
 
 
 def export(
