@@ -300,7 +300,7 @@ def test_train_fetches_the_served_zip_then_trains_on_it(tmp_path, server, coco_z
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["data_description"] == f"{IMAGE_COUNT} images from {folder}"
     assert saved["data_dir"] == str(tmp_path / "cache") and saved["tfds_name"] is None
-    assert f"training on {IMAGE_COUNT} images from {folder}" in result.stdout
+    assert f"training on {IMAGE_COUNT} images from {folder}" in result.stderr
     assert "done: 2 steps" in result.stdout and server.requests == [None]
 
 

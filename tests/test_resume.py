@@ -91,7 +91,7 @@ def test_a_killed_run_resumes_where_it_stopped(inputs, uninterrupted):
     assert 6 <= killed_at < STEPS
     result = run(args)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert f"resuming {output} at step {killed_at}" in result.stdout
+    assert f"resuming {output} at step {killed_at}" in result.stderr
     rows = history(output)
     assert [step for step, _ in rows] == list(range(1, STEPS + 1))  # none repeated or missing
     # same optimizer state and data order: the very losses of the uninterrupted run
@@ -109,7 +109,7 @@ def test_a_killed_run_resumes_where_it_stopped(inputs, uninterrupted):
         np.testing.assert_allclose(mine, theirs, rtol=1e-3, atol=1e-5)
     assert not os.path.exists(output / "checkpoints")  # finished: model.keras is the result
     again = run(args)  # a finished run is reported and left alone
-    assert again.returncode == 0 and "holds a finished run" in again.stdout
+    assert again.returncode == 0 and "holds a finished run" in again.stderr
     assert history(output) == rows
 
 
@@ -147,7 +147,7 @@ def test_a_kill_during_a_checkpoint_write_loses_nothing_but_that_interval(inputs
     assert checkpoint_step(output) == 4  # the index still names the last complete checkpoint
     result = run(args)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert f"at step 4 of {STEPS}" in result.stdout
+    assert f"at step 4 of {STEPS}" in result.stderr
     assert [step for step, _ in history(output)] == list(range(1, STEPS + 1))
     reference = dict(history(uninterrupted))
     assert all(loss == pytest.approx(reference[step], rel=1e-4) for step, loss in history(output))
@@ -162,7 +162,7 @@ def test_restart_and_changed_options(inputs):
     assert "--batch-size 2 (now 4)" in changed.stderr and "--restart" in changed.stderr
     restarted = run([*command(inputs, output, steps=3), "--restart"])
     assert restarted.returncode == 0, restarted.stderr[-3000:]
-    assert "resuming" not in restarted.stdout
+    assert "resuming" not in restarted.stderr
     assert [step for step, _ in history(output)] == [1, 2, 3]
 
 
@@ -231,7 +231,7 @@ def test_sigterm_checkpoints_the_current_step_and_the_run_resumes(inputs):
     assert [step for step, _ in history(output)] == list(range(1, stopped_at + 1))
     result = run(args)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert f"at step {stopped_at} of 40" in result.stdout
+    assert f"at step {stopped_at} of 40" in result.stderr
     assert [step for step, _ in history(output)] == list(range(1, 41))
 
 
@@ -344,4 +344,4 @@ def test_sigterm_ends_a_run_whose_pipeline_blocks_within_10_seconds(inputs, tmp_
     assert checkpoint_step(output) == 2  # the last checkpoint is intact and still the newest
     result = run(command(inputs, output, "--checkpoint-every", "2"))
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "at step 2 of 24" in result.stdout
+    assert "at step 2 of 24" in result.stderr
