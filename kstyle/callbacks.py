@@ -139,8 +139,8 @@ class TrainingMonitor(keras.callbacks.Callback):
         if self.plot_every > 0 and self.step % self.plot_every == 0:
             self.write_figures()
 
-    def on_train_end(self, logs=None):
-        if self.rows and self.plot_every > 0:
+    def on_train_end(self, logs=None):  # the end of a fit call; with plot_every 0, of the run
+        if self.rows and (self.plot_every > 0 or self.step >= self.total_steps):
             self.write_figures()
 
     def title(self) -> str:
@@ -436,13 +436,15 @@ def progress_lines_wanted(verbose, log_every, stream=None) -> bool:
     """Whether a run prints :class:`ProgressLog` lines instead of Keras's progress bar.
 
     ``verbose`` (Keras's fit verbosity) 0: never; ``log_every`` given: always; otherwise with
-    the verbosity ``"auto"`` when ``stream`` (None: stdout) is not a terminal (a log file, a
-    pipe) and no notebook kernel runs.
+    the verbosity ``"auto"`` when ``stream`` is not a terminal (a log file, a pipe) and no
+    notebook kernel runs. ``stream`` None means stdout and stderr, both: Keras's bar goes to
+    stdout and the lines to stderr (the CLI's messages), so a log of either gets lines.
     """
     import sys
 
     if verbose == 0 or log_every is not None:
         return verbose != 0
-    stream = sys.stdout if stream is None else stream
-    interactive = getattr(stream, "isatty", lambda: False)() or "ipykernel" in sys.modules
+    streams = (sys.stdout, sys.stderr) if stream is None else (stream,)
+    terminals = all(getattr(each, "isatty", lambda: False)() for each in streams)
+    interactive = terminals or "ipykernel" in sys.modules
     return verbose == "auto" and not interactive

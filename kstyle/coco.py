@@ -217,7 +217,7 @@ def coco_train_folder(data_dir=None, url=None, sha256=None, stream=None) -> str:
         archive = os.path.join(data_dir, f"{FOLDER}.zip")
         if not os.path.isfile(archive):  # present only once verified
             part = archive + ".part"
-            found = _download(url, part, data_dir, stream)
+            found = _download(url, part, data_dir, stream, expected=sha256)
             if found != sha256:
                 os.remove(part)
                 raise KstyleError(
@@ -236,15 +236,18 @@ def coco_train_folder(data_dir=None, url=None, sha256=None, stream=None) -> str:
     return folder
 
 
-def _download(url: str, part: str, data_dir: str, stream) -> str:
+def _download(url: str, part: str, data_dir: str, stream, expected: str | None = None) -> str:
     """Completes ``part`` from ``url`` (a range request for what is missing) and returns the
-    SHA-256 of the whole file, in hex."""
+    SHA-256 of the whole file, in hex; a ``part`` whose hash is already ``expected`` (a run
+    killed between its last byte and the rename) needs no request at all."""
     digest = hashlib.sha256()
     offset = os.path.getsize(part) if os.path.isfile(part) else 0
     if offset:  # what the earlier runs fetched counts in the checksum
         with open(part, "rb") as file:
             while block := file.read(CHUNK):
                 digest.update(block)
+        if expected is not None and digest.hexdigest() == expected:
+            return expected
     reason = unreachable_reason(url)
     if reason is not None:
         raise KstyleError(
@@ -258,13 +261,22 @@ def _download(url: str, part: str, data_dir: str, stream) -> str:
         if error.code == 416 and offset:  # nothing left to fetch: the checksum decides
             return digest.hexdigest()
         raise KstyleError(f"downloading {url} failed: HTTP {error.code} {error.reason}") from error
-    except OSError as error:
+    except (OSError, http.client.HTTPException, ValueError) as error:  # ValueError: a bad URL
         raise KstyleError(
             f"cannot download {url} into {data_dir} (--data-dir) ({error}); {OFFLINE_ADVICE}"
         ) from error
     with response:
         if offset and response.status != 206:  # the server sends the whole file: start over
             offset, digest = 0, hashlib.sha256()
+        elif offset and not response.headers.get("Content-Range", "").startswith(
+            f"bytes {offset}-"
+        ):  # another range than asked for: appending it would corrupt the file
+            os.remove(part)
+            raise KstyleError(
+                f"{url} answered the request for bytes {offset}- with "
+                f"{response.headers.get('Content-Range')!r}; the partial download was removed, "
+                "rerun to download it again"
+            )
         length = response.headers.get("Content-Length")
         total = offset + int(length) if length is not None else None
         size = total or COCO_SIZE

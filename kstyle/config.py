@@ -113,7 +113,7 @@ class TrainConfig:
     plot_every: int = option(
         10,
         doc="refresh losses.png and preview.png (and TensorBoard's preview image) every N steps "
-        "(0: only at the end)",
+        "(0: the PNGs only at the end of the run, no TensorBoard preview)",
     )
     log_every: int | None = option(
         None,

@@ -99,6 +99,14 @@ def test_history_csv_has_every_step_and_a_resumed_run_continues_it(trainer, tmp_
     assert [float(row["loss"]) for row in again[3:]] == [s["loss"] for s in recorder.steps]
     assert float(again[3]["seconds"]) >= float(rows[2]["seconds"])  # the clock continues
 
+    quiet = tmp_path / "plot_every_0"
+    quiet.mkdir()
+    once = TrainingMonitor(str(quiet), total_steps=4, plot_every=0)
+    fit(trainer, 2, [once])  # half the run: no figures yet
+    assert not (quiet / "losses.png").exists() and not (quiet / "preview.png").exists()
+    fit(trainer, 2, [once], seed=1)  # the end of the run: both, once
+    assert (quiet / "losses.png").is_file() and (quiet / "preview.png").is_file()
+
 
 class FailingSave:
     def save(self, path):

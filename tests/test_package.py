@@ -105,4 +105,5 @@ def test_the_tests_run_against_the_installed_wheel():
         [sys.executable, "-c", "import kstyle; print(kstyle.__file__)"],
         capture_output=True, text=True, cwd=ROOT, timeout=120,
     )  # fmt: skip
+    assert result.returncode == 0 and result.stdout.strip(), result.stderr[-2000:]
     assert not result.stdout.strip().startswith(PACKAGE), result.stdout

@@ -110,6 +110,7 @@ def test_a_killed_run_resumes_where_it_stopped(inputs, uninterrupted):
     assert not os.path.exists(output / "checkpoints")  # finished: model.keras is the result
     again = run(args)  # a finished run is reported and left alone
     assert again.returncode == 0 and "holds a finished run" in again.stderr
+    assert again.stdout.startswith("done before: ")  # the result line, also under -q
     assert history(output) == rows
 
 

@@ -91,7 +91,8 @@ def main_with_args(argv=None, prog=None, from_shell=None) -> int:
         raise KstyleError("--style is required (or use --demo)")
     # progress lines and messages go to stderr through logging; results to stdout
     summary = train(TrainConfig(**options), printer=logger.info, hard_stop=True)
-    if summary.get("finished_before"):
+    if summary.get("finished_before"):  # the message said why; the result line says where
+        print(f"done before: {summary.get('steps')} steps; model: {summary.get('model_path')}")
         return 0
     losses = {k: float("nan") if v is None else v for k, v in summary["losses"].items()}
     note = f" ({summary['note']})" if summary.get("note") else ""  # a smoke test's

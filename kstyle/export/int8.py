@@ -18,6 +18,7 @@ from keras import layers
 from kstyle import internals
 from kstyle.errors import KstyleError
 from kstyle.export.serving import (
+    OUTPUT_NAME,
     ChannelEpsilonInstanceNorm,
     CropToPixels,
     NearestUpsample2x,
@@ -326,7 +327,7 @@ def equalized_export_model(
         shape=(input_size, input_size, 3), batch_size=batch_size, dtype="uint8", name="image"
     )
     padded = PadToMultiple(name="pad_to_multiple")(images)
-    outputs = CropToPixels(name="stylized")(equalized(padded), images)
+    outputs = CropToPixels(name=OUTPUT_NAME)(equalized(padded), images)
     return keras.Model(images, outputs, name=f"{transform_net.name}_uint8_equalized")
 
 

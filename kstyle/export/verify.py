@@ -10,6 +10,7 @@ import numpy as np
 
 from kstyle.constants import FORMATS
 from kstyle.errors import KstyleError
+from kstyle.export.serving import OUTPUT_NAME
 from kstyle.extras import require
 from kstyle.images import psnr
 from kstyle.quiet import filtered_stderr
@@ -58,7 +59,7 @@ class Runner:
     def __call__(self, image: np.ndarray) -> np.ndarray:
         batch = np.ascontiguousarray(image[None], dtype=np.uint8)
         if self.format == "saved_model":
-            return self.function(image=batch)["stylized"].numpy()[0]
+            return self.function(image=batch)[OUTPUT_NAME].numpy()[0]
         if self.format == "onnx":
             return self.session.run(None, {self.input_name: batch})[0][0]
         if self.shape != batch.shape:
