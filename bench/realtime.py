@@ -87,7 +87,10 @@ def gflop(net, height, width):
     try:
         from kstyle.graph import count_flops
     except ImportError:
-        return None
+        try:
+            from kstyle.flops import count_flops
+        except ImportError:
+            return None
     return count_flops(net, height, width) / 1e9
 
 
