@@ -306,7 +306,7 @@ def build_parser():
     add("--repeat", type=int, default=3, help="timed calls per figure, after one warm-up")
     add("--threads", default="1,2", help="thread counts, each in its own process")
     add("--skip-int8", action="store_true", help="no TFLite int8 (no calibration)")
-    add("--video-frames", type=int, default=8, help="frames of the 720p clip (0: no video)")
+    add("--video-frames", type=int, default=6, help="frames of the 720p clip (0: no video)")
     add("--calibration-count", type=int, default=16, help="int8 calibration photos")
     add("--json", default=None, help="also write the results to this file")
     add("--child", default=None, help=argparse.SUPPRESS)  # spec file of a measuring process
