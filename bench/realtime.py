@@ -17,7 +17,7 @@ TensorFlow fixes its thread pools when it starts (``tf.config.threading``: N int
 on a 1280x720, 30 fps H.264 clip (decode + stylize + encode) and reports frames per second and
 the fraction of real time (after a warm-up call at 720p, so the one-off tracing of a new
 frame size is left out). Ratios to Keras are measured in the same process. With the defaults
-the whole run takes a few minutes on a 2-core CPU.
+the whole run is sized for about 10 minutes at most on a 2-core CPU.
 """
 
 import argparse
