@@ -3,11 +3,15 @@
 Frames are read one by one, resized if ``max_size`` asks, stylized in batches (all frames of a
 video share one size), and written with the input's frame rate. The input's first audio
 stream, if there is one, is copied into the output (re-encoded to the container's usual codec).
+At the end, the frames per second achieved are logged against the source's frame rate.
 """
 
+import dataclasses
+import logging
 import os
 import re
 import subprocess
+import time
 
 import numpy as np
 
@@ -22,6 +26,41 @@ from kstyle.progress import ProgressBar
 
 AUDIO_CODECS = {".mp4": "aac", ".mov": "aac", ".mkv": "aac", ".avi": "libmp3lame"}
 VIDEO_CODECS = {".webm": "libvpx-vp9", ".avi": "mpeg4"}
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoSpeed:
+    """How fast a video was stylized, end to end (decode, stylize, encode).
+
+    Attributes:
+        frames: frames written.
+        seconds: wall-clock seconds from the first frame read to the output closed.
+        source_fps: the input's frame rate (frames per second of playback).
+    """
+
+    frames: int
+    seconds: float
+    source_fps: float
+
+    @property
+    def fps(self) -> float:
+        """Frames stylized per second of wall-clock time."""
+        return self.frames / max(self.seconds, 1e-9)
+
+    @property
+    def real_time(self) -> float:
+        """``fps`` as a fraction of the source's frame rate: 1.0 keeps up with playback."""
+        return self.fps / self.source_fps
+
+    def message(self) -> str:
+        """One line, e.g. ``stylized 120 frames in 40.1 s: 2.99 fps (source 30 fps: 0.10x real
+        time)``."""
+        return (
+            f"stylized {self.frames} frames in {self.seconds:.1f} s: {self.fps:.3g} fps "
+            f"(source {self.source_fps:.4g} fps: {self.real_time:.2f}x real time)"
+        )
 
 
 def is_video(path: str) -> bool:
@@ -82,7 +121,8 @@ def stylize_video(
         work_dir: folder for tiling's temporary files (None: the system's).
 
     Returns:
-        The number of frames written.
+        A :class:`VideoSpeed`: frames written, seconds taken and the source's frame rate
+        (also logged, as one line, on the ``kstyle`` logger at info level).
     """
     imageio = require("imageio.v2", "video")
 
@@ -143,6 +183,7 @@ def stylize_video(
             bar.update(len(batch))
         return len(batch)
 
+    start = time.perf_counter()
     try:
         with atomic_output(output_path) as temporary:
             writer = imageio.get_writer(temporary, format="FFMPEG", **writer_options)
@@ -177,4 +218,6 @@ def stylize_video(
         raise KstyleError(
             f"video stylization failed for {input_path}: {cause_of(error)}"
         ) from error
-    return written
+    speed = VideoSpeed(frames=written, seconds=time.perf_counter() - start, source_fps=fps)
+    logger.info(speed.message())
+    return speed

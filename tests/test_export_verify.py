@@ -45,3 +45,18 @@ def test_held_out_image_is_a_photo_of_the_asked_size():
     image = held_out_image(20, 33)
     assert image.shape == (20, 33, 3) and image.dtype.name == "uint8"
     assert image.std() > 20  # a photo, not a flat fill
+
+
+def test_tflite_runner_takes_a_thread_count(export_net, tmp_path):
+    import numpy as np
+
+    from kstyle.inference import stylize_array
+
+    path = tmp_path / "model.tflite"
+    path.write_bytes(tflite_bytes(export_net))
+    one = Runner("tflite", str(path), num_threads=1)
+    image = held_out_image(32, 36)
+    single, every = one(image), Runner("tflite", str(path))(image)
+    # one thread computes what every core does, and both what the Keras model does
+    assert np.abs(single.astype(int) - every).max() <= 1
+    assert np.abs(single.astype(int) - stylize_array(export_net, image)).max() <= 1

@@ -47,3 +47,47 @@ def test_video_keeps_audio(model, tmp_path):
     import imageio.v2 as imageio
 
     assert imageio.get_reader(target).get_meta_data()["size"] == (32, 24)
+
+
+def test_video_reports_frames_per_second_against_the_source(model, tmp_path):
+    import logging
+    import re
+
+    import imageio.v2 as imageio
+
+    from kstyle.video import VideoSpeed, stylize_video
+
+    source = str(tmp_path / "clip.mp4")
+    with imageio.get_writer(source, fps=12, macro_block_size=1, ffmpeg_log_level="error") as w:
+        for index in range(7):
+            w.append_data(random_image(32, 48, seed=index))
+    messages = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    kstyle_logger = logging.getLogger("kstyle")
+    kstyle_logger.addHandler(handler)
+    level = kstyle_logger.level
+    kstyle_logger.setLevel(logging.INFO)
+    try:
+        speed = stylize_video(model, source, str(tmp_path / "out.webm"), progress=False)
+    finally:
+        kstyle_logger.removeHandler(handler)
+        kstyle_logger.setLevel(level)
+    assert isinstance(speed, VideoSpeed)
+    written = imageio.get_reader(str(tmp_path / "out.webm"))
+    assert speed.frames == 7 == sum(1 for _ in written)
+    assert speed.source_fps == pytest.approx(12.0)
+    assert speed.seconds > 0 and speed.fps == pytest.approx(speed.frames / speed.seconds)
+    assert speed.real_time == pytest.approx(speed.fps / 12.0)
+    reports = [m for m in messages if m.startswith("stylized ")]
+    assert reports == [speed.message()], messages
+    found = re.fullmatch(
+        r"stylized (\d+) frames in ([\d.]+) s: ([\d.]+) fps \(source ([\d.]+) fps: "
+        r"([\d.]+)x real time\)",
+        reports[0],
+    )
+    assert found, reports[0]
+    frames, seconds, fps, source_fps, ratio = (float(value) for value in found.groups())
+    assert (frames, source_fps) == (7, 12)
+    assert fps > 0 and fps == pytest.approx(frames / max(seconds, 0.05), rel=0.5, abs=0.01)
+    assert ratio == pytest.approx(fps / source_fps, rel=0.02, abs=0.006)

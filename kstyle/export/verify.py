@@ -34,9 +34,11 @@ def held_out_image(height=256, width=256) -> np.ndarray:
 
 
 class Runner:
-    """Runs one exported artifact on a (H, W, 3) uint8 image and returns the uint8 result."""
+    """Runs one exported artifact on a (H, W, 3) uint8 image and returns the uint8 result.
 
-    def __init__(self, fmt, path):
+    ``num_threads``: LiteRT's CPU threads (None: every core); the other formats ignore it."""
+
+    def __init__(self, fmt, path, num_threads=None):
         self.format = fmt
         if fmt == "saved_model":
             import tensorflow as tf
@@ -44,7 +46,9 @@ class Runner:
             self.function = tf.saved_model.load(path).signatures["serving_default"]
         elif fmt == "tflite":
             interpreter = require("ai_edge_litert.interpreter", "export")
-            self.interpreter = interpreter.Interpreter(model_path=path, num_threads=os.cpu_count())
+            self.interpreter = interpreter.Interpreter(
+                model_path=path, num_threads=num_threads or os.cpu_count()
+            )
             self.input = self.interpreter.get_input_details()[0]
             self.output = self.interpreter.get_output_details()[0]
             self.shape = None
