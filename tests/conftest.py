@@ -155,19 +155,25 @@ def renamed(net):
     return copy
 
 
-VARIANTS = ("seed", "renamed", "slim3", "reflect")
+VARIANTS = ("seed", "renamed", "slim3", "reflect", "tiny", "tiny_reflect")
 
 
 def build_variant(kind, seed=0):
     """One of the nets every graph pass is tested on: ``seed`` (the reference net),
-    ``renamed`` (the same with every layer renamed), ``slim3`` (3 residual blocks, half the
-    channels) and ``reflect`` (reflect padding); random norm parameters."""
+    ``renamed`` (the same with every layer renamed), ``slim3`` (the ``slim`` preset with 3
+    residual blocks: half the channels), ``reflect`` (reflect padding), the ``tiny`` preset
+    (depthwise-separable convolutions) and ``tiny_reflect``; random norm parameters."""
     import keras
 
     from kstyle.transform_net import build_transform_net
 
     keras.utils.set_random_seed(seed)
-    options = {"slim3": dict(num_residual_blocks=3, width=0.5), "reflect": dict(padding="reflect")}
+    options = {
+        "slim3": dict(arch="slim", num_residual_blocks=3),
+        "reflect": dict(padding="reflect"),
+        "tiny": dict(arch="tiny"),
+        "tiny_reflect": dict(arch="tiny", padding="reflect"),
+    }
     net = randomize_norms(build_transform_net(**options.get(kind, {})), seed)
     return renamed(net) if kind == "renamed" else net
 

@@ -29,8 +29,8 @@ from kstyle.images import psnr
 from kstyle.inference import stylize_array
 from kstyle.transform_net import TanhToPixels, pixels_output
 
-NORMS = {"seed": 15, "renamed": 15, "slim3": 11, "reflect": 15}
-RESIDUAL_BLOCKS = {"seed": 5, "renamed": 5, "slim3": 3, "reflect": 5}
+NORMS = {"seed": 15, "renamed": 15, "slim3": 11, "reflect": 15, "tiny": 11, "tiny_reflect": 11}
+RESIDUAL_BLOCKS = {"seed": 5, "renamed": 5, "slim3": 3, "reflect": 5, "tiny": 3, "tiny_reflect": 3}
 
 
 def _inner(serving):
