@@ -188,9 +188,21 @@ def variant_net(request):
 def export_run(tmp_path_factory):
     """A run directory (``export_run / "run"``) whose seed net trained a few steps offline, so
     that its activations are realistic enough for the export bars."""
+    return train_offline(tmp_path_factory.mktemp("export"))
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """As :func:`export_run`, for the ``tiny`` preset (``--arch tiny``: depthwise-separable
+    convolutions; ``slim`` has the seed's layer types, which ``export_run`` covers)."""
+    return train_offline(tmp_path_factory.mktemp("export_tiny"), "tiny")
+
+
+def train_offline(base, arch="johnson"):
+    """Trains ``arch`` a few steps offline (random VGG, 32 px) into ``base / "run"``; returns
+    ``base``."""
     from kstyle.run import TrainConfig, train
 
-    base = tmp_path_factory.mktemp("export")
     data = base / "data"
     write_image_folder(str(data), count=8, size=(48, 48))
     style = base / "style.png"
@@ -204,6 +216,7 @@ def export_run(tmp_path_factory):
             batch_size=2,
             steps=6,
             vgg_weights="random",
+            arch=arch,
             plot_every=0,
             seed=0,
             verbose=0,
