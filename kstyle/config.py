@@ -10,8 +10,10 @@ import os
 
 from kstyle.coco import DATA_DIR_HELP
 from kstyle.constants import (
+    ARCHES,
     BATCH_SIZE,
     CONTENT_WEIGHT,
+    DEFAULT_ARCH,
     DEFAULT_TFDS_NAME,
     IMAGE_SIZE,
     LOG_INTERVAL_SECONDS,
@@ -105,6 +107,13 @@ class TrainConfig:
         "imagenet",
         doc="imagenet (Keras download and cache), a weights file PATH, or random "
         "(untrained loss net: offline smoke runs only)",
+        keep=True,
+    )
+    arch: str = option(
+        DEFAULT_ARCH,
+        doc=f"transform net preset ({DEFAULT_ARCH}: the reference net; the others are slimmer "
+        "and faster; docs/presets.md has their parameters and FLOPs)",
+        choices=ARCHES,
         keep=True,
     )
     padding: str = option(

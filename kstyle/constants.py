@@ -7,6 +7,10 @@ so each is written once.
 
 # The transform net's convolution paddings (``build_transform_net(padding=...)``).
 PADDINGS = ("zeros", "reflect")
+# The transform net presets (``build_transform_net(arch=...)``, ``kstyle.transform_net.PRESETS``
+# holds their knobs) and the default, the reference's network.
+ARCHES = ("johnson", "slim", "tiny")
+DEFAULT_ARCH = "johnson"
 # Image sides the transform net maps to themselves: two stride-2 convolutions, then two x2
 # upsamplings.
 SIZE_MULTIPLE = 4

@@ -229,7 +229,7 @@ def build_trainer(config, style_image):
     from kstyle.transform_net import build_transform_net
 
     with dtype_policy(config.mixed_precision):
-        transform_net = build_transform_net(padding=config.padding)
+        transform_net = build_transform_net(config.arch, padding=config.padding)
         trainer = StyleTransferTrainer(
             transform_net,
             build_loss_net(config.vgg_weights),

@@ -1,4 +1,5 @@
-"""The image transformation network of Johnson et al. (2016), as in the reference example.
+"""The image transformation network of Johnson et al. (2016), as in the reference example,
+and slimmer presets of it (:data:`PRESETS`) for real-time use.
 
 conv9x9/32 -> conv3x3/64 s2 -> conv3x3/128 s2 (each conv + instance norm + ReLU),
 5 residual blocks (conv-IN-ReLU-conv-IN + skip, no ReLU after the add),
@@ -15,7 +16,7 @@ import os
 import keras
 from keras import layers, ops
 
-from kstyle.constants import PADDINGS
+from kstyle.constants import DEFAULT_ARCH, PADDINGS
 from kstyle.errors import KstyleError, cause_of
 
 INSTANCE_NORM_EPSILON = 1e-5  # the reference (MATLAB) default; Keras's own default is 1e-3
@@ -62,28 +63,37 @@ class TanhToPixels(layers.Layer):
         return 127.5 * (ops.tanh(inputs) + 1.0)
 
 
-def _conv(x, filters, kernel_size, strides, padding, name):
+def _conv(x, filters, kernel_size, strides, padding, name, separable=False):
+    """A convolution with zero 'same' or reflect padding; ``separable``: a depthwise
+    ``kernel_size`` convolution (no bias) then a 1x1 ``Conv2D`` named ``name``."""
     if padding == "reflect":
         x = ReflectionPadding2D(kernel_size // 2, name=f"{name}_pad")(x)
         conv_padding = "valid"
     else:
         conv_padding = "same"
-    return layers.Conv2D(filters, kernel_size, strides=strides, padding=conv_padding, name=name)(x)
+    if not separable:
+        return layers.Conv2D(
+            filters, kernel_size, strides=strides, padding=conv_padding, name=name
+        )(x)
+    x = layers.DepthwiseConv2D(
+        kernel_size, strides=strides, padding=conv_padding, use_bias=False, name=f"{name}_dw"
+    )(x)
+    return layers.Conv2D(filters, 1, name=name)(x)
 
 
 def _instance_norm(x, name):
     return layers.GroupNormalization(groups=-1, epsilon=INSTANCE_NORM_EPSILON, name=name)(x)
 
 
-def _conv_norm_relu(x, filters, kernel_size, strides, padding, name):
-    x = _conv(x, filters, kernel_size, strides, padding, f"{name}_conv")
+def _conv_norm_relu(x, filters, kernel_size, strides, padding, name, separable=False):
+    x = _conv(x, filters, kernel_size, strides, padding, f"{name}_conv", separable)
     x = _instance_norm(x, f"{name}_norm")
     return layers.ReLU(name=f"{name}_relu")(x)
 
 
-def _residual_block(x, filters, padding, name):
-    y = _conv_norm_relu(x, filters, 3, 1, padding, f"{name}_a")
-    y = _conv(y, filters, 3, 1, padding, f"{name}_b_conv")
+def _residual_block(x, filters, padding, name, separable=False):
+    y = _conv_norm_relu(x, filters, 3, 1, padding, f"{name}_a", separable)
+    y = _conv(y, filters, 3, 1, padding, f"{name}_b_conv", separable)
     y = _instance_norm(y, f"{name}_b_norm")
     return layers.Add(name=f"{name}_add")([x, y])
 
@@ -102,17 +112,41 @@ def pixels_output(x):
     return layers.Rescaling(127.5, name="to_pixels", dtype="float32")(t)
 
 
+# The knobs of each preset network (:data:`kstyle.constants.ARCHES` names them): ``width``
+# multiplies the hidden channel counts (32, 64, 128); ``num_residual_blocks``; ``separable``
+# makes every 3x3 convolution (down, residual and up path) depthwise-separable; ``edge_kernel``
+# is the first and last convolution's size. docs/presets.md has their parameters and FLOPs.
+PRESETS = {
+    "johnson": dict(width=1.0, num_residual_blocks=5, separable=False, edge_kernel=9),  # seed
+    "slim": dict(width=0.5, num_residual_blocks=5, separable=False, edge_kernel=9),
+    "tiny": dict(width=0.5, num_residual_blocks=3, separable=True, edge_kernel=7),
+}
+
+
 def build_transform_net(
-    padding: str = "zeros", num_residual_blocks: int = 5, width: float = 1.0, name="transform_net"
+    arch: str = DEFAULT_ARCH,
+    padding: str = "zeros",
+    num_residual_blocks: int | None = None,
+    width: float | None = None,
+    separable: bool | None = None,
+    edge_kernel: int | None = None,
+    name="transform_net",
 ):
-    """Builds the transform network as a Keras functional model.
+    """Builds a transform network as a Keras functional model.
 
     Args:
+        arch: a preset of :data:`PRESETS`: ``"johnson"`` (the reference net, 1,679,235
+            parameters), ``"slim"`` or ``"tiny"``. The knobs below, when given, replace the
+            preset's values.
         padding: ``"zeros"`` (the reference's zero "same" padding) or ``"reflect"``
             (mirror padding, fewer border artefacts; same parameter count).
         num_residual_blocks: 5 in the reference.
         width: multiplies every hidden layer's channel count (32, 64, 128 in the reference;
             rounded, at least 1).
+        separable: each 3x3 convolution becomes a ``DepthwiseConv2D`` (no bias) then a 1x1
+            ``Conv2D``, so the layer before every instance norm is still a plain ``Conv2D``
+            (the int8 export's equalization and the staged statistics need nothing new).
+        edge_kernel: the first and last convolutions' kernel size (odd; 9 in the reference).
 
     Returns:
         A ``keras.Model`` from RGB floats in [0, 255] of shape (B, H, W, 3) to RGB floats in
@@ -120,22 +154,34 @@ def build_transform_net(
         the input size (the two stride-2 convolutions round odd sizes up). The output is
         float32 under any dtype policy; with ``padding="zeros"`` every layer is a built-in.
     """
+    if arch not in PRESETS:
+        raise ValueError(f"arch must be one of {tuple(PRESETS)}, got {arch!r}")
     if padding not in PADDINGS:
         raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
+    given = dict(
+        width=width,
+        num_residual_blocks=num_residual_blocks,
+        separable=separable,
+        edge_kernel=edge_kernel,
+    )
+    knobs = {**PRESETS[arch], **{key: value for key, value in given.items() if value is not None}}
+    width, separable, edge = knobs["width"], knobs["separable"], knobs["edge_kernel"]
     if width <= 0:
         raise ValueError(f"width must be positive, got {width}")
+    if edge < 1 or edge % 2 == 0:
+        raise ValueError(f"edge_kernel must be a positive odd size, got {edge}")
     c1, c2, c3 = (max(1, round(channels * width)) for channels in (32, 64, 128))
     inputs = keras.Input(shape=(None, None, 3), name="content")
-    x = _conv_norm_relu(inputs, c1, 9, 1, padding, "down1")
-    x = _conv_norm_relu(x, c2, 3, 2, padding, "down2")
-    x = _conv_norm_relu(x, c3, 3, 2, padding, "down3")
-    for i in range(num_residual_blocks):
-        x = _residual_block(x, c3, padding, f"res{i + 1}")
+    x = _conv_norm_relu(inputs, c1, edge, 1, padding, "down1")
+    x = _conv_norm_relu(x, c2, 3, 2, padding, "down2", separable)
+    x = _conv_norm_relu(x, c3, 3, 2, padding, "down3", separable)
+    for i in range(knobs["num_residual_blocks"]):
+        x = _residual_block(x, c3, padding, f"res{i + 1}", separable)
     x = layers.UpSampling2D(2, interpolation="nearest", name="up1_upsample")(x)
-    x = _conv_norm_relu(x, c2, 3, 1, padding, "up1")
+    x = _conv_norm_relu(x, c2, 3, 1, padding, "up1", separable)
     x = layers.UpSampling2D(2, interpolation="nearest", name="up2_upsample")(x)
-    x = _conv_norm_relu(x, c1, 3, 1, padding, "up2")
-    x = _conv(x, 3, 9, 1, padding, "out_conv")
+    x = _conv_norm_relu(x, c1, 3, 1, padding, "up2", separable)
+    x = _conv(x, 3, edge, 1, padding, "out_conv")
     return keras.Model(inputs, pixels_output(x), name=name)
 
 

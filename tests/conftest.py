@@ -155,19 +155,25 @@ def renamed(net):
     return copy
 
 
-VARIANTS = ("seed", "renamed", "slim3", "reflect")
+VARIANTS = ("seed", "renamed", "slim3", "reflect", "tiny", "tiny_reflect")
 
 
 def build_variant(kind, seed=0):
     """One of the nets every graph pass is tested on: ``seed`` (the reference net),
-    ``renamed`` (the same with every layer renamed), ``slim3`` (3 residual blocks, half the
-    channels) and ``reflect`` (reflect padding); random norm parameters."""
+    ``renamed`` (the same with every layer renamed), ``slim3`` (the ``slim`` preset with 3
+    residual blocks: half the channels), ``reflect`` (reflect padding), the ``tiny`` preset
+    (depthwise-separable convolutions) and ``tiny_reflect``; random norm parameters."""
     import keras
 
     from kstyle.transform_net import build_transform_net
 
     keras.utils.set_random_seed(seed)
-    options = {"slim3": dict(num_residual_blocks=3, width=0.5), "reflect": dict(padding="reflect")}
+    options = {
+        "slim3": dict(arch="slim", num_residual_blocks=3),
+        "reflect": dict(padding="reflect"),
+        "tiny": dict(arch="tiny"),
+        "tiny_reflect": dict(arch="tiny", padding="reflect"),
+    }
     net = randomize_norms(build_transform_net(**options.get(kind, {})), seed)
     return renamed(net) if kind == "renamed" else net
 
@@ -182,9 +188,21 @@ def variant_net(request):
 def export_run(tmp_path_factory):
     """A run directory (``export_run / "run"``) whose seed net trained a few steps offline, so
     that its activations are realistic enough for the export bars."""
+    return train_offline(tmp_path_factory.mktemp("export"))
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """As :func:`export_run`, for the ``tiny`` preset (``--arch tiny``: depthwise-separable
+    convolutions; ``slim`` has the seed's layer types, which ``export_run`` covers)."""
+    return train_offline(tmp_path_factory.mktemp("export_tiny"), "tiny")
+
+
+def train_offline(base, arch="johnson"):
+    """Trains ``arch`` a few steps offline (random VGG, 32 px) into ``base / "run"``; returns
+    ``base``."""
     from kstyle.run import TrainConfig, train
 
-    base = tmp_path_factory.mktemp("export")
     data = base / "data"
     write_image_folder(str(data), count=8, size=(48, 48))
     style = base / "style.png"
@@ -198,6 +216,7 @@ def export_run(tmp_path_factory):
             batch_size=2,
             steps=6,
             vgg_weights="random",
+            arch=arch,
             plot_every=0,
             seed=0,
             verbose=0,

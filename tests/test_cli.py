@@ -290,6 +290,7 @@ def test_the_train_parser_and_train_config_agree():
     assert (given.strategy, given.data) == ("mirrored", "d")
     for flag, good, bad in (
         ("--padding", ("zeros", "reflect"), "same"),
+        ("--arch", ("johnson", "slim", "tiny"), "huge"),
         ("--mixed-precision", ("off", "float16", "bfloat16"), "fp16"),
         ("--jit-compile", ("auto", "on", "off"), "yes"),
         ("--strategy", ("auto", "default", "mirrored", "multiworker", "tpu"), "gpu"),
@@ -303,6 +304,12 @@ def test_the_train_parser_and_train_config_agree():
             dataclasses.replace(
                 TrainConfig(style="s.png"), **{flag[2:].replace("-", "_"): bad}
             ).validate()
+
+
+def test_an_unknown_arch_is_a_one_line_error_listing_the_presets(tmp_path):
+    result = run("train.py", "--style", "s.png", "--arch", "huge", cwd=str(tmp_path))
+    assert_one_line_error(result, "--arch", "'huge'", "johnson", "slim", "tiny")
+    assert not os.listdir(tmp_path)  # nothing written
 
 
 @pytest.mark.parametrize("command", ["kstyle-train", "kstyle-stylize", "kstyle-export"])

@@ -19,7 +19,7 @@ from kstyle.inference import stylize_array
 from kstyle.transform_net import pixels_output
 
 # instance norms per variant net: 3 down, 2 per residual block, 2 up
-NORMS = {"seed": 15, "renamed": 15, "slim3": 11, "reflect": 15}
+NORMS = {"seed": 15, "renamed": 15, "slim3": 11, "reflect": 15, "tiny": 11, "tiny_reflect": 11}
 
 
 def _kind(request):

@@ -49,6 +49,25 @@ def test_all_fp32_formats_match_keras_and_write_metadata(export_run, export_net,
     assert onnx_output == sidecar["output"]["name"] == metadata["output"]["name"] == "stylized"
 
 
+def test_the_tiny_preset_exports_to_onnx(tiny_run, tmp_path):
+    """``train --arch tiny`` trained a few steps: its depthwise convolutions in ONNX, within 1
+    level of the Keras model, at odd sizes too (the variant tests check the serving model and
+    fp32 TFLite on the tiny preset)."""
+    from kstyle.transform_net import build_transform_net, load_transform_net
+
+    net = load_transform_net(str(tiny_run / "run"))
+    assert json.loads((tiny_run / "run" / "config.json").read_text())["arch"] == "tiny"
+    assert net.count_params() == build_transform_net("tiny").count_params()
+    (result,) = export(
+        str(tiny_run / "run"), str(tmp_path), ("onnx",), verify_size=32, printer=print
+    )
+    assert result.passed and result.max_abs_diff <= 1, result.line()
+    image = random_image(33, 47, seed=4)
+    output = Runner("onnx", str(tmp_path / "model.onnx"))(image)
+    assert output.shape == image.shape
+    assert max_level_diff(output, stylize_array(net, image)) <= 1
+
+
 def test_artifact_names():
     assert [
         artifact_name("saved_model"),

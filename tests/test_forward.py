@@ -9,10 +9,14 @@ from kstyle.forward import UpsampleConv2D, inference_net
 from kstyle.transform_net import ReflectionPadding2D, build_transform_net
 
 
-def test_fused_net_is_the_same_function_on_every_variant(variant_net):
+def test_fused_net_is_the_same_function_on_every_variant(variant_net, request):
     fused = inference_net(variant_net)
     kinds = [type(layer) for layer in fused.layers]
-    assert kinds.count(UpsampleConv2D) == 2 and keras.layers.UpSampling2D not in kinds
+    if request.node.callspec.params["variant_net"].startswith("tiny"):
+        # the tiny preset's upsamplings feed depthwise convolutions: left unfused
+        assert fused is variant_net and keras.layers.DepthwiseConv2D in kinds
+    else:
+        assert kinds.count(UpsampleConv2D) == 2 and keras.layers.UpSampling2D not in kinds
     assert fused.count_params() == variant_net.count_params()
     images = np.random.default_rng(1).uniform(0, 255, (2, 36, 44, 3)).astype("float32")
     difference = np.abs(np.asarray(fused(images)) - np.asarray(variant_net(images)))

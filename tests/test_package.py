@@ -13,7 +13,7 @@ BASE = {"errors", "constants", "files", "images", "image_headers", "memory", "pr
 BASE |= {"internals", "extras", "quiet", "coco"}
 TRAINING = {"data", "transform_net", "loss_net", "losses", "trainer", "callbacks", "distribute"}
 TRAINING |= {"config", "stopping", "run_dir", "run"}
-INFERENCE = {"graph", "forward", "staged", "tiling", "inference", "video", "stylize_files"}
+INFERENCE = {"graph", "forward", "flops", "staged", "tiling", "inference", "video", "stylize_files"}
 INFERENCE |= {"export"}
 
 

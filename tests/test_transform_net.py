@@ -1,3 +1,4 @@
+import inspect
 import os
 
 import keras
@@ -10,6 +11,7 @@ from kstyle.errors import KstyleError
 from kstyle.graph import Graph
 from kstyle.inference import stylize_array
 from kstyle.transform_net import (
+    PRESETS,
     ReflectionPadding2D,
     TanhToPixels,
     build_transform_net,
@@ -188,3 +190,74 @@ def test_load_errors(tmp_path):
     corrupt.write_bytes(b"PK\x03\x04 definitely not a zip")
     with pytest.raises(KstyleError, match="could not load model"):
         load_transform_net(str(corrupt))
+
+
+def test_preset_names_agree_with_the_constants():
+    from kstyle.constants import ARCHES, DEFAULT_ARCH
+
+    assert tuple(PRESETS) == ARCHES and DEFAULT_ARCH == ARCHES[0] == "johnson"
+    assert inspect.signature(build_transform_net).parameters["arch"].default == DEFAULT_ARCH
+
+
+# parameters by hand: a k x k conv has k*k*cin*cout + cout, a depthwise 3x3 9*c (no bias),
+# an instance norm 2*c
+SLIM_PARAMS = (
+    (9 * 9 * 3 * 16 + 16) + (9 * 16 * 32 + 32) + (9 * 32 * 64 + 64)
+    + 10 * (9 * 64 * 64 + 64) + (9 * 64 * 32 + 32) + (9 * 32 * 16 + 16) + (9 * 9 * 16 * 3 + 3)
+    + 2 * (16 + 32 + 64 + 10 * 64 + 32 + 16)
+)  # fmt: skip
+TINY_PARAMS = (
+    (7 * 7 * 3 * 16 + 16) + (9 * 16 + 16 * 32 + 32) + (9 * 32 + 32 * 64 + 64)
+    + 6 * (9 * 64 + 64 * 64 + 64) + (9 * 64 + 64 * 32 + 32) + (9 * 32 + 32 * 16 + 16)
+    + (7 * 7 * 16 * 3 + 3) + 2 * (16 + 32 + 64 + 6 * 64 + 32 + 16)
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("padding", ["zeros", "reflect"])
+@pytest.mark.parametrize(
+    "arch, params", [("johnson", 1_679_235), ("slim", SLIM_PARAMS), ("tiny", TINY_PARAMS)]
+)
+def test_preset_parameter_counts(arch, params, padding):
+    assert build_transform_net(arch, padding=padding).count_params() == params
+
+
+def test_presets_are_the_seed_layout_with_their_knobs():
+    tiny = build_transform_net("tiny")
+    depthwise = [layer for layer in tiny.layers if isinstance(layer, keras.layers.DepthwiseConv2D)]
+    convs = [layer for layer in tiny.layers if type(layer) is keras.layers.Conv2D]
+    assert len(depthwise) == 2 + 6 + 2 and not any(layer.use_bias for layer in depthwise)
+    assert [c.kernel_size for c in (convs[0], convs[-1])] == [(7, 7), (7, 7)]
+    assert all(c.kernel_size == (1, 1) for c in convs[1:-1])
+    assert [c.filters for c in convs] == [16, 32, 64] + [64] * 6 + [32, 16, 3]
+    assert [d.strides for d in depthwise[:3]] == [(2, 2), (2, 2), (1, 1)]
+    norms = [layer for layer in tiny.layers if isinstance(layer, keras.layers.GroupNormalization)]
+    assert len(norms) == 3 + 6 + 2 and all(n.epsilon == 1e-5 for n in norms)
+    # every preset ends in the same built-in pixel output; a knob overrides the preset
+    assert [layer.name for layer in tiny.layers[-3:]] == [
+        "out_tanh",
+        "to_pixels_offset",
+        "to_pixels",
+    ]
+    wider = build_transform_net("tiny", width=1.0, num_residual_blocks=1, edge_kernel=9)
+    assert wider.get_layer("down1_conv").kernel_size == (9, 9)
+    assert wider.get_layer("res1_a_conv").filters == 128 and "res2_add" not in {
+        layer.name for layer in wider.layers
+    }
+    with pytest.raises(ValueError, match="johnson, slim, tiny|'johnson', 'slim', 'tiny'"):
+        build_transform_net("huge")
+    with pytest.raises(ValueError, match="edge_kernel"):
+        build_transform_net(edge_kernel=4)
+
+
+@pytest.mark.parametrize("arch", ["slim", "tiny"])
+def test_every_preset_stylizes_odd_sizes_and_round_trips(arch, tmp_path):
+    keras.utils.set_random_seed(6)
+    net = randomize_norms(build_transform_net(arch), seed=6)
+    image = np.random.default_rng(7).integers(0, 256, (33, 47, 3), dtype=np.uint8)
+    styled = stylize_array(net, image)
+    assert styled.shape == image.shape and styled.std() > 5
+    path = tmp_path / f"{arch}.keras"
+    net.save(path)
+    loaded = load_transform_net(str(path))
+    assert loaded.count_params() == net.count_params()
+    np.testing.assert_array_equal(stylize_array(loaded, image), styled)

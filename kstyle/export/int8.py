@@ -152,6 +152,10 @@ class _NotAStream(Exception):
 _PASSTHROUGH = (ReflectionPadding2D, NearestUpsample2x, layers.UpSampling2D)
 
 
+# Convolutions whose kernel (kh, kw, input channels, ...) can absorb a per-input-channel scale.
+_STREAM_READERS = (layers.Conv2D, layers.DepthwiseConv2D)
+
+
 def _commutes_with_scale(layer) -> bool:
     if isinstance(layer, layers.ReLU):
         return layer.max_value is None and not layer.threshold
@@ -186,7 +190,7 @@ def _find_stream(graph) -> ResidualStream:
             continue
         if _commutes_with_scale(node.layer):
             scaled.add(node.output)
-        elif type(node.layer) is layers.Conv2D and node.layer.groups == 1:
+        elif type(node.layer) in _STREAM_READERS and getattr(node.layer, "groups", 1) == 1:
             if graph.calls(node.layer) != 1:
                 raise _NotAStream(f"convolution {node.name!r} is called more than once")
             readers.append(node.name)
