@@ -17,8 +17,8 @@ from keras import layers
 
 from kstyle import internals
 from kstyle.errors import KstyleError
+from kstyle.export import serving
 from kstyle.export.serving import (
-    OUTPUT_NAME,
     ChannelEpsilonInstanceNorm,
     CropToPixels,
     NearestUpsample2x,
@@ -32,9 +32,7 @@ from kstyle.transform_net import ReflectionPadding2D, TanhToPixels
 
 logger = logging.getLogger(__name__)
 
-# Pre-tanh clip of the int8 export graphs: 127.5 * (1 - tanh(4)) = 0.085, so clipping moves no
-# output pixel by more than a tenth of a uint8 level.
-TANH_CLIP = 4.0
+TANH_CLIP = 4.0  # pre-tanh clip of int8 graphs: moves no pixel by > 127.5*(1-tanh(4)) = 0.085
 
 
 @keras.saving.register_keras_serializable(package="kstyle")
@@ -331,7 +329,7 @@ def equalized_export_model(
         shape=(input_size, input_size, 3), batch_size=batch_size, dtype="uint8", name="image"
     )
     padded = PadToMultiple(name="pad_to_multiple")(images)
-    outputs = CropToPixels(name=OUTPUT_NAME)(equalized(padded), images)
+    outputs = CropToPixels(name=serving.OUTPUT_NAME)(equalized(padded), images)
     return keras.Model(images, outputs, name=f"{transform_net.name}_uint8_equalized")
 
 
