@@ -94,9 +94,10 @@ def test_int8_is_integer_and_meets_its_bar(export_net, calibration, tmp_path, na
 
 def test_int8_tiny_preset(tiny_run, calibration, tmp_path, caplog):
     """The tiny preset's depthwise and 1x1 convolutions are all int8; every norm's 1x1
-    convolution is equalized (none is logged as left out). The depthwise outputs share one
-    range per tensor, so its bar is lower than the seed's 30 dB: 27 dB on the held-out
-    portrait at 32 px (measured 29.2 dB; the slim preset, plain convolutions, 33.2 dB)."""
+    convolution is equalized (none is logged as left out) and each depthwise/1x1 pair is
+    balanced (kstyle.export.calibration). On the held-out portrait at 32 px this net measured
+    30.0 dB (29.2 without the balance; the slim preset, plain convolutions, 33.2 dB): the bar
+    here is 29.5 dB, just under the export's 30, as the 6-step net is not a trained one."""
     net = load_transform_net(str(tiny_run / "run"))
     with caplog.at_level(logging.WARNING, logger="kstyle.export.int8"):
         flatbuffer = tflite_bytes(net, "int8", calibration_images=calibration)
@@ -112,7 +113,7 @@ def test_int8_tiny_preset(tiny_run, calibration, tmp_path, caplog):
     path = tmp_path / "tiny_int8.tflite"
     path.write_bytes(flatbuffer)
     image = held_out_image(32, 32)
-    assert psnr(Runner("tflite", str(path))(image), stylize_array(net, image)) >= 27.0
+    assert psnr(Runner("tflite", str(path))(image), stylize_array(net, image)) >= 29.5
 
 
 def test_equalized_export_model_is_the_same_function(variant_net, request):

@@ -18,6 +18,7 @@ from keras import layers
 from kstyle import internals
 from kstyle.errors import KstyleError
 from kstyle.export import serving
+from kstyle.export.calibration import balance_depthwise, depthwise_pointwise, output_ranges
 from kstyle.export.serving import (
     ChannelEpsilonInstanceNorm,
     CropToPixels,
@@ -104,30 +105,6 @@ def norm_convs(graph) -> dict:
         else:
             pairs[norm.name] = graph.producer(norm.inputs[0])
     return pairs
-
-
-def _output_ranges(graph, tensors, images):
-    """Per-channel statistics of ``tensors`` of ``graph`` over ``images`` (uint8 (H, W, 3)):
-    lists of the min, the max, the RMS per-image standard deviation, and the 10th percentile of
-    the per-image minima and 90th of the per-image maxima."""
-    pad = PadToMultiple()
-    lows = [np.inf] * len(tensors)
-    highs = [-np.inf] * len(tensors)
-    variances = [0.0] * len(tensors)
-    extremes = [[] for _ in tensors]
-    for image in images:
-        outputs = graph.evaluate({graph.inputs[0]: pad(image[None])}, tensors)
-        for index, output in enumerate(outputs):
-            output = np.asarray(output)
-            lows[index] = np.minimum(lows[index], output.min(axis=(0, 1, 2)))
-            highs[index] = np.maximum(highs[index], output.max(axis=(0, 1, 2)))
-            variances[index] = variances[index] + output.var(axis=(0, 1, 2)) / len(images)
-            extremes[index].append((output.min(axis=(0, 1, 2)), output.max(axis=(0, 1, 2))))
-    typical = []
-    for pairs in extremes:
-        mins, maxs = (np.stack(values) for values in zip(*pairs, strict=True))
-        typical.append((np.percentile(mins, 10, axis=0), np.percentile(maxs, 90, axis=0)))
-    return lows, highs, [np.sqrt(v) for v in variances], typical
 
 
 @dataclasses.dataclass
@@ -271,11 +248,17 @@ def equalized_export_model(
     pairs = norm_convs(graph) if by else {}
     names = list(pairs)
     stream = residual_stream(graph) if stream_exponent else None
+    # (with the stream rescaled, its depthwise readers are left as the stream pass sets them)
+    depthwise = depthwise_pointwise(graph) if by and not stream else []
     probes = [pairs[name].output for name in names] + (stream.tensors if stream else [])
+    probes += [node.output for node, _ in depthwise]
     lows, highs, spreads, typical = (
-        _output_ranges(graph, probes, calibration_images) if probes else ([], [], [], [])
+        output_ranges(graph, probes, calibration_images) if probes else ([], [], [], [])
     )
     weights = {layer.name: layer.get_weights() for layer in clone.layers}
+    if depthwise:  # their outputs are the last probes
+        count = len(depthwise)
+        balance_depthwise(weights, depthwise, lows[-count:], highs[-count:])
     if stream:
         ends = zip(lows[len(names) :], highs[len(names) :], strict=True)
         extent = np.max([np.maximum(np.abs(low), np.abs(high)) for low, high in ends], axis=0)
