@@ -327,7 +327,7 @@ def latest_checkpoint_step(directory: str) -> int | None:
 
 
 class LossTensorBoard(keras.callbacks.Callback):
-    """Writes each step's losses (the trainer's ``last_losses``: loss, content, style, tv) as
+    """Writes each step's losses (the trainer's ``last_losses``, e.g. loss, content, style, tv) as
     TensorBoard scalars at the run's global step, every ``update_freq`` steps, and the preview
     picture (:func:`preview_picture`, as in ``preview.png``) as the image ``preview`` every
     ``preview_every`` steps and at the end of every ``fit`` (like ``TrainingMonitor``).
