@@ -186,6 +186,10 @@ class TrainConfig:
 
         load_image(self.style)
 
+    def uses_loss_net(self) -> bool:
+        """Whether the run builds the VGG-16 loss network (style training always does)."""
+        return True
+
     def recorded_inputs(self) -> dict:
         """What ``config.json`` and ``summary.json`` record about the inputs besides the options
         (a resumed run must find the same): nothing for style training."""
@@ -300,6 +304,10 @@ class DistillConfig(TrainConfig):
                 f"--output {self.resolved_output()} holds the teacher {path}; the student "
                 "needs a run directory of its own"
             )
+
+    def uses_loss_net(self) -> bool:
+        """Whether the run builds the VGG-16 loss network: only for the perceptual term."""
+        return self.perceptual_weight > 0
 
     def recorded_inputs(self) -> dict:
         """The teacher's model file and its SHA-256 (hex), for ``config.json`` and

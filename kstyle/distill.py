@@ -127,11 +127,10 @@ def build_distillation_trainer(config: DistillConfig):
 
     teacher = load_teacher(config.teacher)
     with dtype_policy(config.mixed_precision):
-        use_vgg = config.perceptual_weight > 0
         trainer = DistillationTrainer(
             build_student(config),
             teacher,
-            build_loss_net(config.vgg_weights) if use_vgg else None,
+            build_loss_net(config.vgg_weights) if config.uses_loss_net() else None,
             perceptual_weight=config.perceptual_weight,
             image_size=config.image_size,
         )

@@ -130,8 +130,9 @@ def _shown(value) -> str:
 def smoke_test_fields(config: TrainConfig) -> dict:
     """``{"smoke_test": bool}``, and for a run with an untrained loss network (``--vgg-weights
     random``: its losses measure nothing, its model learns no style) ``"note"``: the
-    :data:`SMOKE_TEST_NOTE`. ``config.json`` and ``summary.json`` hold them."""
-    if config.vgg_weights != "random":
+    :data:`SMOKE_TEST_NOTE`. ``config.json`` and ``summary.json`` hold them. A run that builds
+    no loss network (a distillation without its perceptual term) is never a smoke test."""
+    if config.vgg_weights != "random" or not config.uses_loss_net():
         return {"smoke_test": False}
     return {"smoke_test": True, "note": SMOKE_TEST_NOTE}
 

@@ -19,6 +19,7 @@ from test_resume import checkpoint_step, kill_after_checkpoint
 
 from kstyle.config import STYLE_ONLY, DistillConfig
 from kstyle.errors import KstyleError
+from kstyle.run_dir import smoke_test_fields
 from kstyle.transform_net import build_transform_net
 
 STEPS = 30
@@ -225,6 +226,10 @@ def test_options_and_their_checks():
         DistillConfig(teacher="t", perceptual_weight=-1.0).validate()
     with pytest.raises(KstyleError, match="--arch must be one of"):
         dataclasses.replace(DistillConfig(teacher="t"), arch="huge").validate()
+    # a smoke test only when the untrained VGG-16 is actually used
+    assert not smoke_test_fields(DistillConfig(teacher="t", vgg_weights="random"))["smoke_test"]
+    perceptual = DistillConfig(teacher="t", vgg_weights="random", perceptual_weight=1.0)
+    assert smoke_test_fields(perceptual)["smoke_test"]
     assert DistillConfig(teacher="runs/starry").resolved_output() == os.path.join(
         "runs", "starry-tiny"
     )
