@@ -17,9 +17,6 @@ from kstyle.constants import LOG_INTERVAL_SECONDS
 from kstyle.errors import KstyleError, cause_of
 from kstyle.files import atomic_output, flush_folder, flush_to_disk
 from kstyle.images import save_image, side_by_side, to_uint8
-from kstyle.trainer import LOSS_NAMES
-
-HISTORY_FIELDS = ("step", "epoch", *LOSS_NAMES, "seconds")
 
 
 def save_model_atomically(model, path: str) -> None:
@@ -28,8 +25,8 @@ def save_model_atomically(model, path: str) -> None:
         model.save(temporary)
 
 
-def plot_losses(rows, path: str, title: str = "") -> None:
-    """Content, style and total loss against iteration, as a PNG (written atomically)."""
+def plot_losses(rows, path: str, title: str = "", names=("content", "style", "loss")) -> None:
+    """Losses ``names`` (``loss``: the total) against iteration, as a PNG (atomically)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -37,7 +34,8 @@ def plot_losses(rows, path: str, title: str = "") -> None:
 
     steps = [row["step"] for row in rows]
     figure, axis = plt.subplots(figsize=(7, 4), dpi=100)
-    for name, label in (("content", "content"), ("style", "style"), ("loss", "total")):
+    for name in names:
+        label = "total" if name == "loss" else name
         axis.plot(steps, [row[name] for row in rows], label=label, linewidth=1)
     axis.set_xlabel("iteration")
     axis.set_ylabel("loss")
@@ -55,12 +53,12 @@ def plot_losses(rows, path: str, title: str = "") -> None:
 
 
 def read_history(path: str, last_step: int) -> list[dict]:
-    """The rows of ``history.csv`` up to and including step ``last_step`` (numbers parsed)."""
+    """The rows of ``history.csv`` (columns: its header's) up to step ``last_step``, parsed."""
     rows = []
     with open(path, newline="") as file:
-        for row in csv.DictReader(file):
+        for row in (reader := csv.DictReader(file)):
             try:
-                parsed = {field: float(row[field]) for field in HISTORY_FIELDS}
+                parsed = {field: float(row[field]) for field in reader.fieldnames}
             except (KeyError, TypeError, ValueError):  # a line cut short by a kill
                 continue
             parsed["step"], parsed["epoch"] = int(parsed["step"]), int(parsed["epoch"])
@@ -69,20 +67,23 @@ def read_history(path: str, last_step: int) -> list[dict]:
     return rows
 
 
-def write_history_atomically(rows, path: str) -> None:
-    """Writes ``history.csv`` with ``rows`` through a temporary file and a rename."""
+def write_history_atomically(rows, path: str, fields) -> None:
+    """Writes ``history.csv``: ``rows``' ``fields``, through a temporary file and a rename."""
     with atomic_output(path) as temporary, open(temporary, "w", newline="") as file:
         writer = csv.writer(file)
-        writer.writerow(HISTORY_FIELDS)
+        writer.writerow(fields)
         for row in rows:
-            writer.writerow([row[field] for field in HISTORY_FIELDS])
+            writer.writerow([row[field] for field in fields])
 
 
 def preview_picture(trainer):
-    """The trainer's last preview, its first content image | its stylization, as one (H, 2W + 8,
-    3) uint8 picture: what ``preview.png`` and TensorBoard's ``preview`` image show."""
-    content = to_uint8(trainer.preview_input.numpy())
-    return side_by_side(content, to_uint8(trainer.preview_output.numpy()))
+    """The trainer's last preview (``preview_panels``: first content image | its stylization,
+    or input | teacher | student) side by side, as one (H, kW + 8(k - 1), 3) uint8 picture:
+    what ``preview.png`` and TensorBoard's ``preview`` image show."""
+    picture, *rest = (to_uint8(panel.numpy()) for panel in trainer.preview_panels())
+    for panel in rest:
+        picture = side_by_side(picture, panel)
+    return picture
 
 
 def _format_seconds(seconds: float) -> str:
@@ -116,12 +117,13 @@ class TrainingMonitor(keras.callbacks.Callback):
         if self.start_time is not None:  # a later ``fit`` of the same run
             return
         self.start_time = time.monotonic()
+        self.fields = ("step", "epoch", *self.model.loss_names, "seconds")
         if self.step == 0 or not os.path.exists(self.history_path):  # a new run: new history
             with open(self.history_path, "w", newline="") as file:
-                csv.writer(file).writerow(HISTORY_FIELDS)
+                csv.writer(file).writerow(self.fields)
         else:  # a resumed run: keep the curve up to the checkpoint, drop steps redone now
             self.rows = read_history(self.history_path, self.step)
-            write_history_atomically(self.rows, self.history_path)
+            write_history_atomically(self.rows, self.history_path, self.fields)
             if self.rows:
                 self.start_time -= self.rows[-1]["seconds"]
 
@@ -135,7 +137,7 @@ class TrainingMonitor(keras.callbacks.Callback):
         row["seconds"] = round(time.monotonic() - self.start_time, 3)
         self.rows.append(row)
         with open(self.history_path, "a", newline="") as file:
-            csv.writer(file).writerow([row[field] for field in HISTORY_FIELDS])
+            csv.writer(file).writerow([row[field] for field in self.fields])
         if self.plot_every > 0 and self.step % self.plot_every == 0:
             self.write_figures()
 
@@ -153,7 +155,7 @@ class TrainingMonitor(keras.callbacks.Callback):
 
     def write_figures(self) -> None:
         """Refreshes ``losses.png`` and ``preview.png`` from what was seen so far."""
-        plot_losses(self.rows, self.losses_path, self.title())
+        plot_losses(self.rows, self.losses_path, self.title(), self.model.plotted)
         save_image(preview_picture(self.model), self.preview_path)
 
 
@@ -223,7 +225,7 @@ class NonFiniteLossGuard(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         self.step += 1
-        values = {name: self.model.last_losses[name] for name in ("loss", "content", "style")}
+        values = dict(self.model.last_losses)
         values["gradient"] = self.model.last_gradient_norm
         for name, variable in values.items():
             value = float(variable.numpy())
@@ -325,7 +327,7 @@ def latest_checkpoint_step(directory: str) -> int | None:
 
 
 class LossTensorBoard(keras.callbacks.Callback):
-    """Writes each step's losses (the trainer's ``last_losses``: loss, content, style, tv) as
+    """Writes each step's losses (the trainer's ``last_losses``, e.g. loss, content, style, tv) as
     TensorBoard scalars at the run's global step, every ``update_freq`` steps, and the preview
     picture (:func:`preview_picture`, as in ``preview.png``) as the image ``preview`` every
     ``preview_every`` steps and at the end of every ``fit`` (like ``TrainingMonitor``).
@@ -364,9 +366,8 @@ class LossTensorBoard(keras.callbacks.Callback):
         if self.step % self.update_freq:
             return
         with self.writer.as_default():
-            for name in LOSS_NAMES:
-                value = float(self.model.last_losses[name].numpy())
-                tf.summary.scalar(name, value, step=self.step)
+            for name, variable in self.model.last_losses.items():
+                tf.summary.scalar(name, float(variable.numpy()), step=self.step)
         self.writer.flush()
 
     def _write_preview(self):
@@ -419,7 +420,7 @@ class ProgressLog(keras.callbacks.Callback):
     def line(self, now: float) -> str:
         """The progress line of the current step at time ``now``."""
         losses = ", ".join(
-            f"{name} {float(self.model.last_losses[name].numpy()):.6g}" for name in LOSS_NAMES
+            f"{name} {float(value.numpy()):.6g}" for name, value in self.model.last_losses.items()
         )
         done = 100.0 * self.step / max(1, self.total_steps)
         text = f"step {self.step}/{self.total_steps} ({done:.0f}%): {losses}; "

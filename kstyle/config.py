@@ -6,6 +6,7 @@ offers. This module does not import TensorFlow, so ``--help`` stays quick.
 """
 
 import dataclasses
+import hashlib
 import os
 
 from kstyle.coco import DATA_DIR_HELP
@@ -187,6 +188,22 @@ class TrainConfig:
             return self.output
         return os.path.join("runs", os.path.splitext(os.path.basename(self.style))[0])
 
+    def check_inputs(self) -> None:
+        """Raises KstyleError when an input file is missing or unreadable (the style image), so
+        a run fails before it builds anything."""
+        from kstyle.images import load_image
+
+        load_image(self.style)
+
+    def uses_loss_net(self) -> bool:
+        """Whether the run builds the VGG-16 loss network (style training always does)."""
+        return True
+
+    def recorded_inputs(self) -> dict:
+        """What ``config.json`` and ``summary.json`` record about the inputs besides the options
+        (a resumed run must find the same): nothing for style training."""
+        return {}
+
     def resolved_style_size(self) -> int:
         """The style image's side: ``style_size``, or ``image_size``."""
         return self.style_size or self.image_size
@@ -228,7 +245,121 @@ class TrainConfig:
                 )
 
 
-# Options that define what a run computes: a resumed run must have the same ones.
-RESUME_KEYS = tuple(
-    field.name for field in dataclasses.fields(TrainConfig) if field.metadata.get("keep")
-)
+def resume_keys(config) -> tuple:
+    """The options of ``config`` (a ``TrainConfig`` or a subclass's) that define what a run
+    computes: a resumed run must have the same ones."""
+    return tuple(field.name for field in dataclasses.fields(config) if field.metadata.get("keep"))
+
+
+# The options that define what a style-training run computes.
+RESUME_KEYS = resume_keys(TrainConfig)
+
+
+# TrainConfig's options that only style training uses: ``kstyle distill`` does not offer them.
+STYLE_ONLY = ("style", "style_size", "content_weight", "style_weight", "tv_weight")
+
+
+@dataclasses.dataclass
+class DistillConfig(TrainConfig):
+    """A distillation run's options: :class:`TrainConfig`'s (the data, steps, optimizer,
+    checkpoints, ...) without a style image, plus the teacher and the perceptual weight.
+
+    ``kstyle distill`` generates its options from these fields, like ``kstyle train``; the
+    style-loss options (``style``, ``style_size``, the content, style and TV weights:
+    :data:`STYLE_ONLY`) are not offered, as distillation does not use them. The trainer is
+    ``kstyle.distill``'s.
+    """
+
+    style: str | None = None  # no style image: the teacher's outputs are the targets
+    output: str | None = option(
+        None, doc="the student's run directory", default_text="runs/<teacher name>-<arch>"
+    )
+    teacher: str | None = option(
+        None,
+        doc="the trained transform net to reproduce: a run directory or a .keras file "
+        "(required; read only)",
+        keep=True,
+    )
+    perceptual_weight: float = option(
+        0.0,
+        doc="weight of a relu3_3 feature loss between student and teacher outputs, added to "
+        "the pixel loss (needs the VGG-16 weights of --vgg-weights; 0: off, no VGG built)",
+        keep=True,
+    )
+    arch: str = option(  # the student: a slim preset by default, unlike style training
+        "tiny",
+        doc="the student's transform net preset (docs/presets.md)",
+        choices=ARCHES,
+        keep=True,
+    )
+
+    def validate(self) -> None:
+        """Raises KstyleError for option values that cannot work."""
+        super().validate()
+        if not self.teacher:
+            raise KstyleError("--teacher is required: the run directory or .keras file to distill")
+        if self.perceptual_weight < 0:
+            raise KstyleError(f"--perceptual-weight must not be negative: {self.perceptual_weight}")
+
+    def check_inputs(self) -> None:
+        """Raises KstyleError when the teacher is missing, not a transform net, or would be
+        written: ``--output`` must not be the folder that holds it."""
+        load_teacher(self.teacher)
+        path = teacher_model_file(self.teacher)
+        if os.path.realpath(os.path.dirname(path)) == os.path.realpath(self.resolved_output()):
+            raise KstyleError(
+                f"--output {self.resolved_output()} holds the teacher {path}; the student "
+                "needs a run directory of its own"
+            )
+
+    def uses_loss_net(self) -> bool:
+        """Whether the run builds the VGG-16 loss network: only for the perceptual term."""
+        return self.perceptual_weight > 0
+
+    def recorded_inputs(self) -> dict:
+        """The teacher's model file and its SHA-256 (hex), for ``config.json`` and
+        ``summary.json``; a resumed run must find the same file."""
+        path = teacher_model_file(self.teacher)
+        return {"teacher_model": os.path.abspath(path), "teacher_sha256": file_sha256(path)}
+
+    def resolved_output(self) -> str:
+        """The run directory: ``output``, or ``runs/<teacher name>-<arch>``."""
+        if self.output:
+            return self.output
+        path = os.path.normpath(self.teacher)
+        name = os.path.splitext(os.path.basename(path))[0]
+        if name == "model":  # runs/NAME/model.keras
+            name = os.path.basename(os.path.dirname(path)) or name
+        return os.path.join("runs", f"{name}-{self.arch}")
+
+
+def teacher_model_file(teacher: str) -> str:
+    """The model file of ``teacher``: ``teacher/model.keras`` for a run directory, else
+    ``teacher`` itself."""
+    return os.path.join(teacher, "model.keras") if os.path.isdir(teacher) else teacher
+
+
+def file_sha256(path: str) -> str:
+    """The SHA-256 of the file at ``path``, in hex."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_teacher(teacher: str):
+    """The teacher's transform net, frozen (``trainable`` False).
+
+    Raises:
+        KstyleError: nothing there, or not a loadable transform net (one line, naming
+            ``--teacher``).
+    """
+    from kstyle.transform_net import load_transform_net
+
+    try:
+        model = load_transform_net(teacher)
+    except KstyleError as error:
+        raise KstyleError(f"--teacher: {error}") from error
+    model.trainable = False
+    return model

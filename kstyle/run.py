@@ -185,7 +185,6 @@ def open_run(config: TrainConfig) -> Run:
         make_strategy,
         shared_seed,
     )
-    from kstyle.images import load_image
 
     strategy = make_strategy(config.strategy)  # first: multi-worker collectives need it
     if config.batch_size % strategy.num_replicas_in_sync:
@@ -193,7 +192,7 @@ def open_run(config: TrainConfig) -> Run:
             f"--batch-size {config.batch_size} is the global batch and must be a multiple of "
             f"the {strategy.num_replicas_in_sync} replicas"
         )
-    load_image(config.style)  # a missing or unreadable style file fails before anything else
+    config.check_inputs()  # a missing or unreadable style (or teacher) fails before anything
     run = Run(config, strategy, worker_dir(config.resolved_output()))
     check_ownership(run.run_dir)
     remove_leftovers(run.run_dir)  # temporary files of writes that a kill cut short
@@ -257,14 +256,12 @@ def _build_models(run: Run, printer) -> None:
 
     from kstyle.callbacks import TrainingCheckpoint, latest_checkpoint_step
     from kstyle.distribute import agree_across_workers
-    from kstyle.trainer import build_trainer
 
     config = run.config
     if config.seed is not None:
         keras.utils.set_random_seed(config.seed)
-    style_image = load_style_image(config.style, config.resolved_style_size())
     with run.strategy.scope():
-        run.trainer, optimizer = build_trainer(config, style_image)
+        run.trainer, optimizer = _build_trainer(config)
     run.checkpoint = TrainingCheckpoint(
         os.path.join(run.run_dir, "checkpoints"),
         run.trainer.transform_net,
@@ -281,6 +278,18 @@ def _build_models(run: Run, printer) -> None:
                 f"learning rate changed from {run.previous.get('learning_rate')} to "
                 f"{config.learning_rate} for the rest of the run"
             )
+
+
+def _build_trainer(config: TrainConfig):
+    """The compiled trainer of ``config`` and its optimizer: a distillation's
+    (``kstyle.distill``, for a ``DistillConfig``) or style training's."""
+    if hasattr(config, "teacher"):
+        from kstyle.distill import build_distillation_trainer
+
+        return build_distillation_trainer(config)
+    from kstyle.trainer import build_trainer
+
+    return build_trainer(config, load_style_image(config.style, config.resolved_style_size()))
 
 
 def _build_callbacks(run: Run, printer) -> None:
@@ -412,9 +421,10 @@ def finish_run(run: Run) -> dict:
         "model_path": run.model_path,
         "steps": monitor.step,
         "resumed_from": run.start_step,
-        "losses": {name: last.get(name) for name in ("loss", "content", "style", "tv")},
+        "losses": {name: last.get(name) for name in run.trainer.loss_names},
         "skipped_images": run.data.skipped_files()[0],
         **smoke_test_fields(run.config),
+        **run.config.recorded_inputs(),
     }
     write_json_atomically(summary, run.summary_path)
     shutil.rmtree(run.checkpoint.directory, ignore_errors=True)

@@ -14,7 +14,7 @@ import re
 import shutil
 import sys
 
-from kstyle.config import RESUME_KEYS, TrainConfig, flag_of
+from kstyle.config import TrainConfig, flag_of, resume_keys
 from kstyle.constants import DEFAULT_TFDS_NAME
 from kstyle.errors import KstyleError, cause_of
 from kstyle.files import PREFIX, write_json_atomically
@@ -91,12 +91,19 @@ def previous_run(run_dir: str, config: TrainConfig) -> dict | None:
         raise KstyleError(f"{config_path} lacks data_seed; pass --restart to start over")
     adopt_old_default(saved, config)
     now = dataclasses.asdict(config)
-    for key in RESUME_KEYS:
+    for key in resume_keys(config):
         if key in saved and saved[key] != now[key]:
             raise KstyleError(
                 f"{run_dir} holds a run started with {flag_of(key)} {_shown(saved[key])} "
                 f"(now {_shown(now[key])}); rerun it with its options to resume, pass "
                 "--restart to start over, or choose another --output"
+            )
+    for key, value in config.recorded_inputs().items():
+        if key in saved and saved[key] != value:
+            raise KstyleError(
+                f"{run_dir} holds a run started with {key} {_shown(saved[key])} (now "
+                f"{_shown(value)}); restore that input to resume, pass --restart to start "
+                "over, or choose another --output"
             )
     return saved
 
@@ -123,8 +130,9 @@ def _shown(value) -> str:
 def smoke_test_fields(config: TrainConfig) -> dict:
     """``{"smoke_test": bool}``, and for a run with an untrained loss network (``--vgg-weights
     random``: its losses measure nothing, its model learns no style) ``"note"``: the
-    :data:`SMOKE_TEST_NOTE`. ``config.json`` and ``summary.json`` hold them."""
-    if config.vgg_weights != "random":
+    :data:`SMOKE_TEST_NOTE`. ``config.json`` and ``summary.json`` hold them. A run that builds
+    no loss network (a distillation without its perceptual term) is never a smoke test."""
+    if config.vgg_weights != "random" or not config.uses_loss_net():
         return {"smoke_test": False}
     return {"smoke_test": True, "note": SMOKE_TEST_NOTE}
 
@@ -195,6 +203,7 @@ def write_run_config(run_dir: str, config: TrainConfig, data, total_steps: int, 
             "total_steps": total_steps,
             "strategy_used": strategy,
             **smoke_test_fields(config),
+            **config.recorded_inputs(),
             "command": sys.argv,
             "versions": library_versions(),
         },

@@ -22,68 +22,55 @@ from kstyle.losses import gram_matrix, perceptual_loss
 LOSS_NAMES = ("loss", "content", "style", "tv")
 
 
-class StyleTransferTrainer(keras.Model):
-    """Trains ``transform_net`` to render content images in the style of ``style_image``.
+class TransformNetTrainer(keras.Model):
+    """What every trainer of a transform net shares: the step, its NaN guard, distribution
+    and loss scaling, the losses it reports and its preview. A subclass computes the losses.
 
     Args:
         transform_net: the network being trained (see ``build_transform_net``).
-        loss_net: the frozen loss network (see ``build_loss_net``); it must return at least
-            ``content_layer`` and ``style_layers``.
-        style_image: (H, W, 3) or (1, H, W, 3) RGB in [0, 255], already at its training size.
-        content_weight, style_weight, tv_weight: w_c, w_s, w_tv of ``perceptual_loss``.
         image_size: the training image size, for the preview variables.
+
+    ``loss_names`` are the losses a step reports, the total ``"loss"`` first (the columns of
+    ``history.csv``); ``plotted`` the ones ``losses.png`` draws.
 
     After every step, ``last_losses`` holds that step's (not the running mean's) weighted
     losses over the global batch, ``last_gradient_norm`` the global norm of its gradients (0
     under float16 loss scaling, which handles overflow itself), and ``preview_input`` /
-    ``preview_output`` the first image of the (first replica's) batch and its stylization;
-    callbacks read them to write curves and previews. Every replica holds the same values, so
-    reading them needs no communication.
+    ``preview_output`` the first image of the (first replica's) batch and its output;
+    callbacks read them to write curves and previews (:meth:`preview_panels`). Every replica
+    holds the same values, so reading them needs no communication.
 
     A step whose loss or gradient norm is not finite (on any replica) is not applied, so the
     weights stay finite; ``NonFiniteLossGuard`` then stops the run. The check is part of the
     compiled step, before any fused kernel can turn a NaN into a finite-looking loss.
     """
 
-    def __init__(
-        self,
-        transform_net,
-        loss_net,
-        style_image,
-        content_weight=CONTENT_WEIGHT,
-        style_weight=STYLE_WEIGHT,
-        tv_weight=TV_WEIGHT,
-        content_layer=CONTENT_LAYER,
-        style_layers=STYLE_LAYERS,
-        image_size=IMAGE_SIZE,
-        **kwargs,
-    ):
+    loss_names = LOSS_NAMES
+    plotted = ("content", "style", "loss")
+
+    def __init__(self, transform_net, image_size=IMAGE_SIZE, **kwargs):
         super().__init__(**kwargs)
         self.transform_net = transform_net
-        self.loss_net = loss_net
-        self.loss_net.trainable = False
-        self.content_weight = float(content_weight)
-        self.style_weight = float(style_weight)
-        self.tv_weight = float(tv_weight)
-        self.content_layer = content_layer
-        self.style_layers = tuple(style_layers)
-        self.style_grams = self.compute_style_grams(style_image)
-        self.trackers = {name: keras.metrics.Mean(name=name) for name in LOSS_NAMES}
-        self.last_losses = {name: _replica_copy((), f"last_{name}") for name in LOSS_NAMES}
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in self.loss_names}
+        self.last_losses = {name: _replica_copy((), f"last_{name}") for name in self.loss_names}
         self.last_gradient_norm = _replica_copy((), "last_gradient_norm")
         shape = (image_size, image_size, 3)
         self.preview_input = _replica_copy(shape, "preview_input")
         self.preview_output = _replica_copy(shape, "preview_output")
 
-    def compute_style_grams(self, style_image):
-        """Gram matrices of the style image at each style layer, ``{layer: (1, C, C)}``."""
-        style = ops.convert_to_tensor(style_image, dtype="float32")
-        if len(style.shape) == 3:
-            style = style[None]
-        features = self.loss_net(style, training=False)
-        return {
-            layer: ops.stop_gradient(gram_matrix(features[layer])) for layer in self.style_layers
-        }
+    def compute_losses(self, content_batch, outputs):
+        """``(total, {name: part})`` for a content batch and the transform net's outputs, with a
+        part for each of ``loss_names[1:]``."""
+        raise NotImplementedError
+
+    def preview_panels(self):
+        """The preview's pictures, left to right: (H, W, 3) float32 variables in [0, 255]."""
+        return (self.preview_input, self.preview_output)
+
+    def record_preview(self, content, outputs):
+        """Keeps (1, H, W, 3) ``content`` and the transform net's ``outputs`` for the preview."""
+        self.preview_input.assign(ops.cast(content[0], "float32"))
+        self.preview_output.assign(ops.cast(outputs[0], "float32"))
 
     @property
     def metrics(self):
@@ -91,22 +78,6 @@ class StyleTransferTrainer(keras.Model):
 
     def call(self, inputs, training=False):
         return self.transform_net(inputs, training=training)
-
-    def compute_losses(self, content_batch, stylized):
-        """``(total, parts)`` of ``perceptual_loss`` for a content batch and its stylization."""
-        features_y = self.loss_net(stylized, training=False)
-        features_x = self.loss_net(content_batch, training=False)
-        features_x = {self.content_layer: ops.stop_gradient(features_x[self.content_layer])}
-        return perceptual_loss(
-            features_y,
-            features_x,
-            self.style_grams,
-            stylized,
-            content_weight=self.content_weight,
-            style_weight=self.style_weight,
-            tv_weight=self.tv_weight,
-            content_layer=self.content_layer,
-        )
 
     def train_step(self, data):
         content_batch = data[0] if isinstance(data, tuple) else data
@@ -161,12 +132,7 @@ class StyleTransferTrainer(keras.Model):
         return self._record(total, parts, content_batch, stylized)
 
     def _record(self, total, parts, content_batch, stylized):
-        values = {
-            "loss": total,
-            "content": parts["content"],
-            "style": parts["style"],
-            "tv": parts["tv"],
-        }
+        values = {"loss": total, **{name: parts[name] for name in self.loss_names[1:]}}
         context = tf.distribute.get_replica_context()
         for name, value in values.items():
             self.trackers[name].update_state(value)
@@ -176,14 +142,78 @@ class StyleTransferTrainer(keras.Model):
             )
             self.last_losses[name].assign(mean)
         if content_batch.shape[1:] == self.preview_input.shape:
-            self.preview_input.assign(ops.cast(content_batch[0], "float32"))
-            self.preview_output.assign(ops.cast(stylized[0], "float32"))
+            self.record_preview(content_batch[:1], stylized[:1])
         results = {name: tracker.result() for name, tracker in self.trackers.items()}
         if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
             # Keras 3 reduces multi-worker logs with strategy.reduce(..., axis=0), which fails
             # on scalars ("Invalid reduction dimension 0"): hand it rank-1 values instead.
             results = {name: ops.reshape(value, (1,)) for name, value in results.items()}
         return results
+
+
+class StyleTransferTrainer(TransformNetTrainer):
+    """Trains ``transform_net`` to render content images in the style of ``style_image``.
+
+    Args:
+        transform_net: the network being trained (see ``build_transform_net``).
+        loss_net: the frozen loss network (see ``build_loss_net``); it must return at least
+            ``content_layer`` and ``style_layers``.
+        style_image: (H, W, 3) or (1, H, W, 3) RGB in [0, 255], already at its training size.
+        content_weight, style_weight, tv_weight: w_c, w_s, w_tv of ``perceptual_loss``.
+        image_size: the training image size, for the preview variables.
+
+    It reports the weighted ``content``, ``style`` and ``tv`` losses and their sum ``loss``;
+    the rest is :class:`TransformNetTrainer`'s.
+    """
+
+    def __init__(
+        self,
+        transform_net,
+        loss_net,
+        style_image,
+        content_weight=CONTENT_WEIGHT,
+        style_weight=STYLE_WEIGHT,
+        tv_weight=TV_WEIGHT,
+        content_layer=CONTENT_LAYER,
+        style_layers=STYLE_LAYERS,
+        image_size=IMAGE_SIZE,
+        **kwargs,
+    ):
+        super().__init__(transform_net, image_size=image_size, **kwargs)
+        self.loss_net = loss_net
+        self.loss_net.trainable = False
+        self.content_weight = float(content_weight)
+        self.style_weight = float(style_weight)
+        self.tv_weight = float(tv_weight)
+        self.content_layer = content_layer
+        self.style_layers = tuple(style_layers)
+        self.style_grams = self.compute_style_grams(style_image)
+
+    def compute_style_grams(self, style_image):
+        """Gram matrices of the style image at each style layer, ``{layer: (1, C, C)}``."""
+        style = ops.convert_to_tensor(style_image, dtype="float32")
+        if len(style.shape) == 3:
+            style = style[None]
+        features = self.loss_net(style, training=False)
+        return {
+            layer: ops.stop_gradient(gram_matrix(features[layer])) for layer in self.style_layers
+        }
+
+    def compute_losses(self, content_batch, stylized):
+        """``(total, parts)`` of ``perceptual_loss`` for a content batch and its stylization."""
+        features_y = self.loss_net(stylized, training=False)
+        features_x = self.loss_net(content_batch, training=False)
+        features_x = {self.content_layer: ops.stop_gradient(features_x[self.content_layer])}
+        return perceptual_loss(
+            features_y,
+            features_x,
+            self.style_grams,
+            stylized,
+            content_weight=self.content_weight,
+            style_weight=self.style_weight,
+            tv_weight=self.tv_weight,
+            content_layer=self.content_layer,
+        )
 
 
 def _overflow_everywhere_or_nowhere(gradients):
@@ -224,14 +254,13 @@ def build_trainer(config, style_image):
     Call it inside the strategy's scope. Layers are built with ``config.mixed_precision``'s
     dtype policy; float16 wraps Adam in a ``LossScaleOptimizer``.
     """
-    from kstyle.distribute import JIT_COMPILE, dtype_policy
+    from kstyle.distribute import dtype_policy
     from kstyle.loss_net import build_loss_net
     from kstyle.transform_net import build_transform_net
 
     with dtype_policy(config.mixed_precision):
-        transform_net = build_transform_net(config.arch, padding=config.padding)
         trainer = StyleTransferTrainer(
-            transform_net,
+            build_transform_net(config.arch, padding=config.padding),
             build_loss_net(config.vgg_weights),
             style_image,
             content_weight=config.content_weight,
@@ -239,11 +268,19 @@ def build_trainer(config, style_image):
             tv_weight=config.tv_weight,
             image_size=config.image_size,
         )
-        optimizer = keras.optimizers.Adam(
-            learning_rate=config.learning_rate, beta_1=config.beta1, beta_2=config.beta2
-        )
-        if config.mixed_precision == "float16":  # bfloat16 has float32's range: no scaling
-            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-        trainer.compile(optimizer=optimizer, jit_compile=JIT_COMPILE[config.jit_compile])
-        optimizer.build(transform_net.trainable_variables)
-    return trainer, optimizer
+        return trainer, compile_trainer(trainer, config)
+
+
+def compile_trainer(trainer, config):
+    """Compiles ``trainer`` with ``config``'s Adam (in a ``LossScaleOptimizer`` under float16)
+    and XLA choice, and returns the optimizer, built for the transform net's variables."""
+    from kstyle.distribute import JIT_COMPILE
+
+    optimizer = keras.optimizers.Adam(
+        learning_rate=config.learning_rate, beta_1=config.beta1, beta_2=config.beta2
+    )
+    if config.mixed_precision == "float16":  # bfloat16 has float32's range: no scaling
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    trainer.compile(optimizer=optimizer, jit_compile=JIT_COMPILE[config.jit_compile])
+    optimizer.build(trainer.transform_net.trainable_variables)
+    return optimizer

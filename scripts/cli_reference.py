@@ -18,6 +18,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET = os.path.join(ROOT, "docs", "cli.md")
 COMMANDS = (  # (subcommand of ``kstyle``, script in the repository root or None)
     ("train", "train.py"),
+    ("distill", None),
     ("stylize", "stylize.py"),
     ("export", "export.py"),
     ("info", None),

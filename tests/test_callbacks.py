@@ -125,7 +125,7 @@ def test_writes_are_atomic(tmp_path):
     history.write_text("the previous history\n")
     good = {"step": 1, "epoch": 1, "loss": 1.0, "content": 0.5, "style": 0.5, "tv": 0.0}
     with pytest.raises(KeyError):
-        write_history_atomically([good, {"step": 2}], str(history))
+        write_history_atomically([good, {"step": 2}], str(history), tuple(good))
     assert history.read_text() == "the previous history\n"
     assert sorted(os.listdir(tmp_path)) == ["history.csv", "model.keras"]  # no leftovers
 

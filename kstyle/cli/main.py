@@ -1,5 +1,5 @@
-"""``kstyle`` (and ``python -m kstyle``): one command, with ``train``, ``stylize``, ``export``
-and ``info`` under it. Each subcommand is also its own script (``train.py``,
+"""``kstyle`` (and ``python -m kstyle``): one command, with ``train``, ``distill``, ``stylize``,
+``export`` and ``info`` under it. Each subcommand is also its own script (``train.py``,
 ``kstyle-train``, ...)."""
 
 import argparse
@@ -12,6 +12,7 @@ from kstyle.cli.console import program_name
 # subcommand -> (its module, what it does)
 COMMANDS = {
     "train": ("kstyle.cli.train", "train a transform network for one style image"),
+    "distill": ("kstyle.cli.distill", "train a small student net to reproduce a trained one"),
     "stylize": ("kstyle.cli.stylize", "stylize images, folders and videos with a trained net"),
     "export": ("kstyle.cli.export", "write verified SavedModel, TFLite and ONNX files"),
     "info": ("kstyle.cli.info", "versions, CPU features, oneDNN, GPUs and caches"),

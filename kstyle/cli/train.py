@@ -22,8 +22,22 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         description="Train a fast style-transfer network (Johnson et al. 2016) on COCO or a "
         "folder of images. Defaults are the reference example's.",
     )
-    for field in dataclasses.fields(TrainConfig):
-        if "doc" not in field.metadata:  # not a command-line option
+    add_config_options(parser, TrainConfig)
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="train on a demo set made from matplotlib's sample photos with a generated style "
+        f"image ({', '.join(f'{k}={v}' for k, v in DEMO_OPTIONS.items())}), then stylize a photo",
+    )
+    add_verbosity(parser)
+    return parser
+
+
+def add_config_options(parser, config_class, skip=()) -> None:
+    """One option per field of ``config_class`` (``TrainConfig`` or a subclass) that has
+    ``option()`` metadata, except those named in ``skip``: its default, help and choices."""
+    for field in dataclasses.fields(config_class):
+        if "doc" not in field.metadata or field.name in skip:  # not a command-line option
             continue
         kind = _value_type(field.type)
         options = {"action": "store_true"} if kind is bool else {"type": kind}
@@ -37,14 +51,6 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
             default_text=field.metadata["default_text"],
             **options,
         )
-    parser.add_argument(
-        "--demo",
-        action="store_true",
-        help="train on a demo set made from matplotlib's sample photos with a generated style "
-        f"image ({', '.join(f'{k}={v}' for k, v in DEMO_OPTIONS.items())}), then stylize a photo",
-    )
-    add_verbosity(parser)
-    return parser
 
 
 def _value_type(annotation) -> type:

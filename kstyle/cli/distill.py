@@ -1,0 +1,57 @@
+"""``kstyle distill``: train a small student transform net to reproduce a trained teacher."""
+
+import argparse
+import sys
+
+from kstyle.cli.common import OneLineErrorParser, run_command, start_command
+from kstyle.cli.console import add_verbosity, program_name
+from kstyle.cli.train import add_config_options
+from kstyle.config import STYLE_ONLY, DistillConfig
+
+
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    """The parser of ``kstyle distill``: one option per :class:`DistillConfig` field but the
+    style-only ones (its default, help and choices), ``-q`` and ``-v``; ``prog`` names the
+    command in its usage (default: as typed)."""
+    parser = OneLineErrorParser(
+        prog=prog or program_name("kstyle distill"),
+        description="Distill a trained transform net (--teacher) into a smaller student "
+        "(--arch) on a folder of images (or COCO): the student learns to reproduce the "
+        "teacher's pictures. Needs no VGG unless --perceptual-weight is set.",
+    )
+    add_config_options(parser, DistillConfig, skip=STYLE_ONLY)
+    add_verbosity(parser)
+    return parser
+
+
+def main_with_args(argv=None, prog=None, from_shell=None) -> int:
+    """Distills as ``argv`` (None: the command line) says; a KstyleError reports bad input.
+    ``from_shell`` (default: ``argv`` is None) marks a command typed in a shell."""
+    from_shell = argv is None if from_shell is None else from_shell
+    args = build_parser(prog).parse_args(sys.argv[1:] if argv is None else list(argv))
+    logger = start_command(args, "train", from_shell)  # training, for oneDNN
+    from kstyle.run import train
+
+    options = {k: v for k, v in vars(args).items() if k not in ("quiet", "verbose")}
+    if args.quiet:
+        options["verbose"] = 0  # no Keras progress bar either
+    # progress lines and messages go to stderr through logging; results to stdout
+    summary = train(DistillConfig(**options), printer=logger.info, hard_stop=True)
+    if summary.get("finished_before"):
+        return 0
+    losses = {k: float("nan") if v is None else v for k, v in summary["losses"].items()}
+    print(
+        f"done: {summary['steps']} steps, last loss {losses['loss']:.4g} (pixel "
+        f"{losses['pixel']:.4g}, perceptual {losses['perceptual']:.4g}); student: "
+        f"{summary['model_path']}"
+    )
+    return 0
+
+
+def main(argv=None, prog=None, from_shell=None) -> int:
+    """Console entry point; returns the exit status."""
+    return run_command(main_with_args, argv, prog=prog, from_shell=from_shell)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
