@@ -437,10 +437,8 @@ def progress_lines_wanted(verbose, log_every, stream=None) -> bool:
     """Whether a run prints :class:`ProgressLog` lines instead of Keras's progress bar.
 
     ``verbose`` (Keras's fit verbosity) 0: never; ``log_every`` given: always; otherwise with
-    the verbosity ``"auto"`` when ``stream`` is not a terminal (a log file, a pipe) and no
-    notebook kernel runs. ``stream`` None means stdout and stderr, both: Keras's bar goes to
-    stdout and the lines to stderr (the CLI's messages), so a log of either gets lines.
-    """
+    the verbosity ``"auto"`` when ``stream`` (None: stdout and stderr, where Keras's bar and
+    the CLI's lines go) is not a terminal (a log file, a pipe) and no notebook kernel runs."""
     import sys
 
     if verbose == 0 or log_every is not None:
