@@ -26,14 +26,14 @@ def save_model_atomically(model, path: str) -> None:
 
 
 def plot_losses(rows, path: str, title: str = "", names=("content", "style", "loss")) -> None:
-    """Losses ``names`` (``loss``: the total) against iteration, as a PNG (atomically)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Losses ``names`` (``loss``: the total) against iteration, as a PNG (atomically). Drawn
+    on a figure of its own (no pyplot), so the caller's matplotlib backend (a notebook's inline
+    figures) is left as it is."""
+    from matplotlib.figure import Figure
 
     steps = [row["step"] for row in rows]
-    figure, axis = plt.subplots(figsize=(7, 4), dpi=100)
+    figure = Figure(figsize=(7, 4), dpi=100)
+    axis = figure.subplots()
     for name in names:
         label = "total" if name == "loss" else name
         axis.plot(steps, [row[name] for row in rows], label=label, linewidth=1)
@@ -45,11 +45,8 @@ def plot_losses(rows, path: str, title: str = "", names=("content", "style", "lo
     axis.legend()
     axis.set_title(title, fontsize=9)
     figure.tight_layout()
-    try:
-        with atomic_output(path) as temporary:
-            figure.savefig(temporary, format="png")
-    finally:
-        plt.close(figure)
+    with atomic_output(path) as temporary:
+        figure.savefig(temporary, format="png")
 
 
 def read_history(path: str, last_step: int) -> list[dict]:

@@ -291,3 +291,24 @@ class Stream:
 )
 def test_progress_lines_are_for_logs_unless_asked_for(verbose, log_every, terminal, wanted):
     assert progress_lines_wanted(verbose, log_every, Stream(terminal)) is wanted
+
+
+def test_plotting_leaves_the_callers_matplotlib_backend_alone(tmp_path):
+    """A notebook's inline backend must survive a training run's losses.png."""
+    import subprocess
+    import sys
+
+    script = (
+        "import matplotlib; matplotlib.use('svg')\n"
+        "from kstyle.callbacks import plot_losses\n"
+        "rows = [{'step': s, 'loss': 1.0 / s, 'content': 0.5 / s, 'style': 0.5 / s}"
+        " for s in (1, 2, 3)]\n"
+        f"plot_losses(rows, {str(tmp_path / 'losses.png')!r})\n"
+        "print(matplotlib.get_backend())\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "svg"
+    assert (tmp_path / "losses.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
