@@ -25,11 +25,12 @@ import json
 import os
 import platform
 import re
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
+
+from export_formats import median_ms  # bench/: one timing rule for both tables
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -64,14 +65,7 @@ def build_net(name: str, seed: int = 0):
             width=float(variant.group(1)), num_residual_blocks=int(variant.group(2))
         )
     else:
-        try:
-            net = build_transform_net(arch=name)
-        except TypeError:  # a kstyle without presets: only the seed net
-            if name != "johnson":
-                raise SystemExit(
-                    "no presets in this kstyle: use johnson or wWIDTHbBLOCKS"
-                ) from None
-            net = build_transform_net()
+        net = build_transform_net(arch=name)
     rng = np.random.default_rng(seed)
     for layer in net.layers:
         if isinstance(layer, keras.layers.GroupNormalization):
@@ -83,14 +77,9 @@ def build_net(name: str, seed: int = 0):
 
 
 def gflop(net, height, width):
-    """GFLOP (2 x multiply-adds) of one (height, width) image, or None without a counter."""
-    try:
-        from kstyle.graph import count_flops
-    except ImportError:
-        try:
-            from kstyle.flops import count_flops
-        except ImportError:
-            return None
+    """GFLOP (2 x multiply-adds) of one (height, width) image."""
+    from kstyle.flops import count_flops
+
     return count_flops(net, height, width) / 1e9
 
 
@@ -140,17 +129,6 @@ def prepare(args, directory) -> dict:
             for index in range(args.video_frames):  # a slow pan across the photo
                 writer.append_data(np.ascontiguousarray(photo[:, 8 * index : 8 * index + 1280]))
     return {"nets": nets, "video": video}
-
-
-def median_ms(function, image, repeats):
-    """Milliseconds: the median of ``repeats`` calls after one warm-up call."""
-    function(image)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function(image)
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
 
 
 def measure(spec: dict, threads: int) -> dict:
@@ -246,7 +224,7 @@ def report(spec, runs) -> list[str]:
     lines.append("|---|---|---|---|")
     for net in spec["nets"]:
         flops = [net["gflop_256"], net["gflop_720p"]]
-        shown = ["n/a" if value is None else f"{value:.2f}" for value in flops]
+        shown = [f"{value:.2f}" for value in flops]
         lines.append(f"| {net['arch']} | {net['params']:,} | {shown[0]} | {shown[1]} |")
     paths = [path for path in PATHS if any(path in row for run in runs for row in run["rows"])]
     lines += [

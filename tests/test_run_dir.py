@@ -144,6 +144,7 @@ def test_config_json_holds_the_options_and_what_the_run_made_of_them(tmp_path):
 def test_a_smoke_test_and_a_real_run_never_continue_each_other(tmp_path, state):
     config = TrainConfig(style="s.png", data="d", output=str(tmp_path), vgg_weights="random")
     weights_file = dataclasses.replace(config, vgg_weights="vgg16.weights.h5")
+    # check_loss_net compares the recorded option text; no loss net is built or downloaded
     imagenet = dataclasses.replace(config, vgg_weights="imagenet")
     for everything in (config, weights_file, imagenet):
         check_loss_net(str(tmp_path), everything)  # an empty folder: any run
