@@ -15,7 +15,7 @@ import shutil
 import sys
 
 from kstyle.config import TrainConfig, flag_of, resume_keys
-from kstyle.constants import DEFAULT_TFDS_NAME
+from kstyle.constants import DEFAULT_ARCH, DEFAULT_TFDS_NAME
 from kstyle.errors import KstyleError, cause_of
 from kstyle.files import PREFIX, write_json_atomically
 
@@ -91,10 +91,12 @@ def previous_run(run_dir: str, config: TrainConfig) -> dict | None:
         raise KstyleError(f"{config_path} lacks data_seed; pass --restart to start over")
     adopt_old_default(saved, config)
     now = dataclasses.asdict(config)
+    before_presets = {"arch": DEFAULT_ARCH}  # runs started before --arch trained the seed net
     for key in resume_keys(config):
-        if key in saved and saved[key] != now[key]:
+        then = saved.get(key, before_presets.get(key, now[key]))  # absent: a newer option
+        if then != now[key]:
             raise KstyleError(
-                f"{run_dir} holds a run started with {flag_of(key)} {_shown(saved[key])} "
+                f"{run_dir} holds a run started with {flag_of(key)} {_shown(then)} "
                 f"(now {_shown(now[key])}); rerun it with its options to resume, pass "
                 "--restart to start over, or choose another --output"
             )

@@ -5,8 +5,10 @@ import os
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import signal  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
+import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -184,6 +186,19 @@ def variant_net(request):
     return build_variant(request.param)
 
 
+@pytest.fixture(scope="session", params=("johnson", "slim", "tiny"))
+def preset_net(request):
+    """Each preset of :func:`kstyle.transform_net.build_transform_net` in turn (the names are
+    written here, not read from kstyle, so that a preset dropped there fails), untrained with
+    random norm parameters; built once per session."""
+    import keras
+
+    from kstyle.transform_net import build_transform_net
+
+    keras.utils.set_random_seed(4)
+    return randomize_norms(build_transform_net(arch=request.param), seed=4)
+
+
 @pytest.fixture(scope="session")
 def export_run(tmp_path_factory):
     """A run directory (``export_run / "run"``) whose seed net trained a few steps offline, so
@@ -299,3 +314,27 @@ def raises_within(seconds, function):
     thread.join(seconds)
     assert not thread.is_alive(), f"still running after {seconds} s: it hangs"
     return outcome.get("error")
+
+
+def checkpoint_step(run_dir):
+    """The step of the newest checkpoint in ``run_dir/checkpoints`` (0: none yet)."""
+    index = os.path.join(run_dir, "checkpoints", "checkpoint")
+    if not os.path.exists(index):
+        return 0
+    with open(index) as file:
+        first = file.readline()  # model_checkpoint_path: "ckpt-N"
+    return int(first.strip().strip('"').rsplit("-", 1)[-1]) if "ckpt-" in first else 0
+
+
+def kill_after_checkpoint(args, run_dir, at_least):
+    """Starts ``args``, SIGKILLs it once a checkpoint of step >= ``at_least`` exists."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    deadline = time.monotonic() + 300
+    while checkpoint_step(run_dir) < at_least:
+        assert process.poll() is None, process.stderr.read().decode()[-3000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    return checkpoint_step(run_dir)

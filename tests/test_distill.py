@@ -13,9 +13,14 @@ import types
 import keras
 import numpy as np
 import pytest
-from conftest import assert_one_line_error, randomize_norms, write_image_folder
+from conftest import (
+    assert_one_line_error,
+    checkpoint_step,
+    kill_after_checkpoint,
+    randomize_norms,
+    write_image_folder,
+)
 from PIL import Image
-from test_resume import checkpoint_step, kill_after_checkpoint
 
 from kstyle.config import STYLE_ONLY, DistillConfig
 from kstyle.errors import KstyleError

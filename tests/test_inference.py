@@ -12,10 +12,10 @@ from kstyle.inference import rgb_to_ycbcr, stylize_array, ycbcr_to_rgb
 
 
 @pytest.mark.parametrize("shape", [(33, 47), (32, 32), (5, 7), (2, 3)])
-def test_stylize_array_keeps_any_size(model, shape):
+def test_stylize_array_keeps_any_size(preset_net, shape):
     image = random_image(*shape, seed=5)
     original = image.copy()
-    out = stylize_array(model, image)
+    out = stylize_array(preset_net, image)
     assert out.shape == (*shape, 3) and out.dtype == np.uint8
     np.testing.assert_array_equal(image, original)  # the caller's array is untouched
     # the same as padding to multiples of 4 by hand (mirror at the bottom and right, or
@@ -24,7 +24,7 @@ def test_stylize_array_keeps_any_size(model, shape):
     pad = ((0, -height % 4), (0, -width % 4), (0, 0))
     mode = "reflect" if height > -height % 4 and width > -width % 4 else "edge"
     padded = np.pad(image.astype(np.float32), pad, mode=mode)
-    expected = model.predict(padded[None], verbose=0)[0, :height, :width]
+    expected = preset_net.predict(padded[None], verbose=0)[0, :height, :width]
     assert np.abs(out - expected).max() <= 0.5 + 1e-3
 
 
@@ -43,10 +43,10 @@ def test_ycbcr_round_trip_matches_pillow():
     np.testing.assert_allclose(ycbcr_to_rgb(ours), rgb, atol=1e-6)
 
 
-def test_preserve_color_keeps_chroma_and_takes_stylized_luminance(model):
+def test_preserve_color_keeps_chroma_and_takes_stylized_luminance(preset_net):
     content = structured_image(64, 64, seed=2)
-    stylized = stylize_array(model, content)
-    kept = stylize_array(model, content, preserve_colors=True)
+    stylized = stylize_array(preset_net, content)
+    kept = stylize_array(preset_net, content, preserve_colors=True)
     content_ycc, kept_ycc, styled_ycc = map(rgb_to_ycbcr, (content, kept, stylized))
     assert np.abs(kept_ycc[..., 1:] - content_ycc[..., 1:]).max() <= 1.0  # Cb, Cr within 1
     assert np.abs(kept_ycc[..., 0] - content_ycc[..., 0]).mean() > 5.0  # luminance changed
@@ -58,17 +58,17 @@ def test_preserve_color_keeps_chroma_and_takes_stylized_luminance(model):
     assert np.abs(stylized.astype(int) - kept).max() > 10  # not just the stylized output
 
 
-def test_strength_blends_and_zero_returns_the_input(model):
+def test_strength_blends_and_zero_returns_the_input(preset_net):
     content = structured_image(40, 52, seed=3)
-    np.testing.assert_array_equal(stylize_array(model, content, strength=0.0), content)
-    full = stylize_array(model, content).astype(np.float64)
-    half = stylize_array(model, content, strength=0.5).astype(np.float64)
+    np.testing.assert_array_equal(stylize_array(preset_net, content, strength=0.0), content)
+    full = stylize_array(preset_net, content).astype(np.float64)
+    half = stylize_array(preset_net, content, strength=0.5).astype(np.float64)
     assert np.abs(half - (full + content) / 2).max() <= 1.0
     assert np.abs(half - content).mean() > 5.0
-    np.testing.assert_array_equal(stylize_array(model, content, strength=1.0), full)
+    np.testing.assert_array_equal(stylize_array(preset_net, content, strength=1.0), full)
     for bad in (-0.1, 1.5, float("nan")):
         with pytest.raises(KstyleError, match="--strength"):
-            stylize_array(model, content, strength=bad)
+            stylize_array(preset_net, content, strength=bad)
 
 
 def test_auto_tiling_follows_the_memory_budget(model, monkeypatch):

@@ -12,7 +12,13 @@ import time
 
 import numpy as np
 import pytest
-from conftest import random_image, tensorboard_scalars, write_image_folder
+from conftest import (
+    checkpoint_step,
+    kill_after_checkpoint,
+    random_image,
+    tensorboard_scalars,
+    write_image_folder,
+)
 from PIL import Image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -47,15 +53,6 @@ def history(run_dir):
         return [(int(row["step"]), float(row["loss"])) for row in csv.DictReader(file)]
 
 
-def checkpoint_step(run_dir):
-    index = os.path.join(run_dir, "checkpoints", "checkpoint")
-    if not os.path.exists(index):
-        return 0
-    with open(index) as file:
-        first = file.readline()  # model_checkpoint_path: "ckpt-N"
-    return int(first.strip().strip('"').rsplit("-", 1)[-1]) if "ckpt-" in first else 0
-
-
 def weights(model_path):
     from kstyle.transform_net import load_transform_net
 
@@ -68,20 +65,6 @@ def uninterrupted(inputs):
     result = run(command(inputs, output))
     assert result.returncode == 0, result.stderr[-3000:]
     return output
-
-
-def kill_after_checkpoint(args, run_dir, at_least):
-    """Starts ``args``, SIGKILLs it once a checkpoint of step >= ``at_least`` exists."""
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    deadline = time.monotonic() + 300
-    while checkpoint_step(run_dir) < at_least:
-        assert process.poll() is None, process.stderr.read().decode()[-3000:]
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    return checkpoint_step(run_dir)
 
 
 def test_a_killed_run_resumes_where_it_stopped(inputs, uninterrupted):

@@ -102,6 +102,22 @@ def test_a_run_started_on_the_old_tfds_default_resumes_on_it(tmp_path):
         previous_run(str(tmp_path), TrainConfig(style="s.png", output=str(tmp_path)))
 
 
+def test_a_run_started_before_the_presets_resumes_only_as_the_seed_net(tmp_path):
+    """Such a run's config.json has no arch: it trained the seed net, so resuming it with a
+    slimmer --arch would restore the seed's checkpoint into another network."""
+    config = TrainConfig(style="s.png", data="d", output=str(tmp_path))
+    saved = {**dataclasses.asdict(config), "data_seed": 9}
+    del saved["arch"]
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    write_checkpoint(str(tmp_path), 3)
+    assert previous_run(str(tmp_path), config) == saved  # the default --arch johnson
+    with pytest.raises(KstyleError) as caught:
+        previous_run(str(tmp_path), dataclasses.replace(config, arch="tiny"))
+    assert str(caught.value).startswith(
+        f"{tmp_path} holds a run started with --arch johnson (now tiny); rerun it with its "
+    )
+
+
 @pytest.mark.parametrize(
     "cluster, task, folder",
     [

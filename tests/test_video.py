@@ -7,7 +7,7 @@ from conftest import random_image
 from kstyle.stylize_files import stylize
 
 
-def test_video_round_trip_keeps_frames_size_and_fps(model, tmp_path):
+def test_video_round_trip_keeps_frames_size_and_fps(preset_net, tmp_path):
     import imageio.v2 as imageio
 
     source = str(tmp_path / "clip.mp4")
@@ -15,7 +15,7 @@ def test_video_round_trip_keeps_frames_size_and_fps(model, tmp_path):
         for index in range(10):
             w.append_data(random_image(48, 64, seed=index))
     target = str(tmp_path / "out" / "styled.mp4")
-    written, failed = stylize(model, source, target, strength=0.8, preserve_colors=True)
+    written, failed = stylize(preset_net, source, target, strength=0.8, preserve_colors=True)
     assert written == [target] and failed == []
     reader = imageio.get_reader(target)
     assert reader.get_meta_data()["fps"] == pytest.approx(10.0)
