@@ -108,7 +108,9 @@ def fit_teacher(scenes: list, steps: int, path: str, seed: int, crop: int = 128)
         loss=lambda target, output: keras.ops.mean(keras.ops.square((output - target) / 255.0)),
     )
     net.fit(data, steps_per_epoch=steps, epochs=1, verbose=2)
-    net.save(path)
+    teacher = build_transform_net()  # the weights without the compiled loss (a lambda)
+    teacher.set_weights(net.get_weights())
+    teacher.save(path)
 
 
 def prepare(args) -> dict:
