@@ -1,0 +1,20 @@
+import os, sys, json
+import numpy as np
+sys.path.insert(0, "/work/wt-web/tests")
+import keras
+from conftest import randomize_norms, random_image
+from kstyle.transform_net import build_transform_net
+from kstyle.export import export
+from kstyle import stylize_array
+out = "/tmp/webbench"
+image = random_image(256, 256, seed=7)
+image.tofile(f"{out}/input.rgb")
+for arch in ("tiny", "slim", "johnson"):
+    keras.utils.set_random_seed(4)
+    net = randomize_norms(build_transform_net(arch=arch), seed=4)
+    run = f"{out}/{arch}"
+    os.makedirs(run, exist_ok=True)
+    net.save(f"{run}/model.keras")
+    export(f"{run}/model.keras", f"{run}/dyn", formats=("onnx",))
+    export(f"{run}/model.keras", f"{run}/fixed", formats=("tflite", "onnx"), input_size=256)
+    stylize_array(net, image).tofile(f"{run}/ref256.rgb")
