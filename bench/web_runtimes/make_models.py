@@ -1,11 +1,14 @@
-import os, sys, json
-import numpy as np
+import os
+import sys
+
 sys.path.insert(0, "/work/wt-web/tests")
 import keras
-from conftest import randomize_norms, random_image
-from kstyle.transform_net import build_transform_net
-from kstyle.export import export
+from conftest import random_image, randomize_norms
+
 from kstyle import stylize_array
+from kstyle.export import export
+from kstyle.transform_net import build_transform_net
+
 out = "/tmp/webbench"
 image = random_image(256, 256, seed=7)
 image.tofile(f"{out}/input.rgb")
