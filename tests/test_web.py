@@ -138,7 +138,7 @@ def write_y4m(path, frames_count=30, width=160, height=120, fps=30) -> str:
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
+def web_run(tmp_path_factory):
     """A run directory with an untrained ``tiny`` net (random norm parameters) and a
     config.json naming its style and preset; returns (run dir, net)."""
     import keras
@@ -155,13 +155,13 @@ def tiny_run(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def site(tiny_run, tmp_path_factory):
-    """The web page of ``tiny_run``, built by ``kstyle export --format web``."""
+def site(web_run, tmp_path_factory):
+    """The web page of ``web_run``, built by ``kstyle export --format web``."""
     require_browser()
     from kstyle.export.web import build_site
 
     folder = tmp_path_factory.mktemp("web") / "site"
-    build_site([tiny_run[0]], str(folder), printer=lambda line: None)
+    build_site([web_run[0]], str(folder), printer=lambda line: None)
     return folder
 
 
@@ -219,11 +219,11 @@ def press(page, selector, key) -> None:
     wait_frame(page, before)
 
 
-def test_photo_matches_stylize_array_then_strength_and_colour(page, served, tiny_run, tmp_path):
+def test_photo_matches_stylize_array_then_strength_and_colour(page, served, web_run, tmp_path):
     from kstyle import stylize_array
     from kstyle.inference import rgb_to_ycbcr
 
-    net = tiny_run[1]
+    net = web_run[1]
     image = random_image(256, 256, seed=11)
     assert wait_ready(page, served.url) == "ready", page.inner_text("#error")
     page.select_option("#resolution", "256")
@@ -252,7 +252,7 @@ def test_photo_matches_stylize_array_then_strength_and_colour(page, served, tiny
 
 
 @pytest.mark.parametrize("size", [(37, 29), (3, 2)])
-def test_any_size_in_same_size_out(page, served, tiny_run, tmp_path, size):
+def test_any_size_in_same_size_out(page, served, web_run, tmp_path, size):
     from kstyle import stylize_array
 
     image = random_image(*size, seed=12)
@@ -261,7 +261,7 @@ def test_any_size_in_same_size_out(page, served, tiny_run, tmp_path, size):
     upload(page, tmp_path, image)
     output = canvas_pixels(page)
     assert output.shape == image.shape
-    expected = stylize_array(tiny_run[1], image)
+    expected = stylize_array(web_run[1], image)
     # images a few pixels wide: instance norms over almost no variance (docs/other-stacks.md)
     assert psnr(output, expected) >= (35.0 if min(size) > 8 else 25.0)
 

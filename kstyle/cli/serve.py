@@ -49,12 +49,15 @@ def main_with_args(argv=None, prog=None, from_shell=None) -> int:
     if not 0 <= args.port <= 65535:
         raise KstyleError(f"--port must be between 0 and 65535, got {args.port}")
     with tempfile.TemporaryDirectory(prefix="kstyle-site-") as scratch:
-        if len(args.source) == 1 and is_site(args.source[0]):
-            site = args.source[0]
-        else:
-            site = args.output or os.path.join(scratch, "site")
-            build_site(args.source, site, printer=logger.info)
-        server = site_server(site, args.port, log=logger.debug)
+        built = not (len(args.source) == 1 and is_site(args.source[0]))
+        site = (args.output or os.path.join(scratch, "site")) if built else args.source[0]
+        server = site_server(site, args.port, log=logger.debug)  # the port first: fail fast
+        if built:
+            try:
+                build_site(args.source, site, printer=logger.info)
+            except BaseException:
+                server.server_close()
+                raise
         host, port = server.server_address[:2]
         print(f"serving {site} at http://{host}:{port}/ (Ctrl-C to stop)", flush=True)
         try:
