@@ -1,6 +1,8 @@
 // kstyle page: reads manifest.json, sends frames (a photo, or the webcam) to worker.js at the
 // chosen resolution, and draws what comes back. The output canvas's data-frames attribute
-// counts the frames drawn; body[data-state] is "loading", "ready" or "error".
+// counts the frames drawn (data-first-ms: when the first was, in ms since navigation);
+// body[data-state] is "loading", "ready" or "error" (data-ready-ms: when it became ready).
+// ?threads=N in the URL overrides the runtime's thread count (benchmarks).
 const $ = (id) => document.getElementById(id);
 const state = { manifest: null, source: null, webcam: null, busy: false, pending: false,
   ready: false, id: 0, frames: 0, times: [] };
@@ -73,6 +75,7 @@ function onResult(message) {
   canvas.getContext("2d").putImageData(new ImageData(message.rgba, message.width, message.height), 0, 0);
   state.frames += 1;
   canvas.dataset.frames = String(state.frames);
+  if (state.frames === 1) canvas.dataset.firstMs = performance.now().toFixed(0);
   $("download").disabled = false;
   showFps(message.ms);
   state.busy = false;
@@ -178,6 +181,7 @@ async function main() {
     const message = event.data;
     if (message.type === "ready") {
       state.ready = true;
+      document.body.dataset.readyMs = performance.now().toFixed(0);
       document.body.dataset.state = "ready";
       const threads = message.threads === 1 ? "1 thread" : `${message.threads} threads`;
       $("status").textContent = `Ready: ${manifest.runtime.name} ${manifest.runtime.version}, ${threads}`;
