@@ -97,6 +97,7 @@ def test_a_site_is_replaced_but_other_folders_are_refused(runs, tmp_path):
 
 
 def test_bad_sources_give_one_line_errors(runs, tmp_path):
+    require_web_runtime()
     assert_one_line_error(
         run("export.py", tmp_path / "nothing", "--format", "web", "--output", tmp_path / "s"),
         "model not found",
@@ -110,6 +111,16 @@ def test_bad_sources_give_one_line_errors(runs, tmp_path):
         run("export.py", runs / "a", runs / "b", "--format", "onnx", "--output", tmp_path / "o"),
         "several models need --format web",
     )
+    assert_one_line_error(
+        run("export.py", runs / "a", "--format", "web", "--input-size", 256, "--output", tmp_path),
+        "drop --quantize, --input-size",
+    )
+    (tmp_path / "file").write_text("mine")
+    assert_one_line_error(
+        run("export.py", runs / "a", "--format", "web", "--output", tmp_path / "file"),
+        "is a file",
+    )
+    assert (tmp_path / "file").read_text() == "mine"
     assert not (tmp_path / "s").exists() and not (tmp_path / "o").exists()
 
 

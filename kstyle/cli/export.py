@@ -92,6 +92,12 @@ def main_with_args(argv=None, prog=None, from_shell=None) -> int:
     if args.format == WEB:
         from kstyle.export.web import build_site
 
+        if args.quantize != NO_QUANTIZATION or args.input_size or args.calibration_data:
+            raise KstyleError(
+                f"--format {WEB} writes fp32 ONNX for any size; drop --quantize, --input-size "
+                "and --calibration-data"
+            )
+
         build_site(args.model, args.output, verify_size=args.verify_size)
         return 0
     if len(args.model) > 1:
