@@ -4,7 +4,10 @@
 // body[data-state] is "loading", "ready" or "error" (data-ready-ms: when it became ready).
 // ?threads=N in the URL overrides the runtime's thread count (benchmarks).
 const $ = (id) => document.getElementById(id);
-const state = { manifest: null, source: null, webcam: null, busy: false, pending: false,
+// With the webcam on, two frames are in flight, so that the worker starts the next frame
+// while the page draws the last one; a photo has one.
+const WEBCAM_IN_FLIGHT = 2;
+const state = { manifest: null, source: null, webcam: null, inFlight: 0, pending: false,
   ready: false, id: 0, frames: 0, times: [] };
 
 function showError(message) {
@@ -47,14 +50,14 @@ function send() {
   context.imageSmoothingQuality = "high";
   context.drawImage(state.source, 0, 0, size.width, size.height);
   const pixels = context.getImageData(0, 0, size.width, size.height).data;
-  state.busy = true;
+  state.inFlight += 1;
   state.worker.postMessage({ type: "stylize", id: ++state.id, model: $("style").value,
     width: size.width, height: size.height, rgba: pixels, strength: Number($("strength").value),
     preserve: $("preserve").checked }, [pixels.buffer]);
 }
 
 function schedule() {
-  if (state.busy) state.pending = true;
+  if (state.inFlight >= (state.webcam ? WEBCAM_IN_FLIGHT : 1)) state.pending = true;
   else send();
 }
 
@@ -78,8 +81,8 @@ function onResult(message) {
   if (state.frames === 1) canvas.dataset.firstMs = performance.now().toFixed(0);
   $("download").disabled = false;
   showFps(message.ms);
-  state.busy = false;
-  if (state.webcam) requestAnimationFrame(send);
+  state.inFlight = Math.max(0, state.inFlight - 1);
+  if (state.webcam) requestAnimationFrame(schedule);
   else if (state.pending) {
     state.pending = false;
     send();
@@ -110,7 +113,7 @@ async function startWebcam() {
     state.times = [];
     $("webcam").textContent = "Stop webcam";
     $("webcam").setAttribute("aria-pressed", "true");
-    schedule();
+    for (let i = 0; i < WEBCAM_IN_FLIGHT; i++) schedule();
   } catch (error) {
     showError(`could not start the webcam: ${error.message || error}`);
   }
@@ -189,7 +192,7 @@ async function main() {
     } else if (message.type === "result") {
       onResult(message);
     } else if (message.type === "error") {
-      state.busy = false;
+      state.inFlight = Math.max(0, state.inFlight - 1);
       stopWebcam();
       showError(message.message);
     }

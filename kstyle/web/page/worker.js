@@ -65,8 +65,7 @@ async function stylize(message) {
   return { type: "result", id: message.id, width, height, rgba, ms: performance.now() - started };
 }
 
-self.onmessage = async (event) => {
-  const message = event.data;
+async function handle(message) {
   try {
     if (message.type === "load") {
       const threads = await load(message);
@@ -79,4 +78,10 @@ self.onmessage = async (event) => {
   } catch (error) {
     self.postMessage({ type: "error", id: message.id, message: oneLine(error) });
   }
+}
+
+// One message at a time, in order: a frame that arrives while another runs waits for it.
+let queue = Promise.resolve();
+self.onmessage = (event) => {
+  queue = queue.then(() => handle(event.data));
 };
