@@ -138,30 +138,42 @@ def write_y4m(path, frames_count=30, width=160, height=120, fps=30) -> str:
 
 
 @pytest.fixture(scope="module")
-def web_run(tmp_path_factory):
-    """A run directory with an untrained ``tiny`` net (random norm parameters) and a
-    config.json naming its style and preset; returns (run dir, net)."""
+def web_runs(tmp_path_factory):
+    """A folder of two runs, ``starry-tiny`` and ``wave-tiny``: untrained ``tiny`` nets
+    (random norm parameters, different seeds), each with a config.json naming its style and
+    preset; returns [(run dir, net), ...] in that order."""
     import keras
 
     from kstyle.transform_net import build_transform_net
 
-    keras.utils.set_random_seed(5)
-    net = randomize_norms(build_transform_net(arch="tiny"), seed=5)
-    run_dir = tmp_path_factory.mktemp("runs") / "starry-tiny"
-    run_dir.mkdir()
-    net.save(run_dir / "model.keras")
-    (run_dir / "config.json").write_text(json.dumps({"style": "/s/starry.jpg", "arch": "tiny"}))
-    return run_dir, net
+    folder = tmp_path_factory.mktemp("runs")
+    runs = []
+    for seed, style in ((5, "starry"), (6, "wave")):
+        keras.utils.set_random_seed(seed)
+        net = randomize_norms(build_transform_net(arch="tiny"), seed=seed)
+        run_dir = folder / f"{style}-tiny"
+        run_dir.mkdir()
+        net.save(run_dir / "model.keras")
+        config = {"style": f"/s/{style}.jpg", "arch": "tiny"}
+        (run_dir / "config.json").write_text(json.dumps(config))
+        runs.append((run_dir, net))
+    return runs
 
 
 @pytest.fixture(scope="module")
-def site(web_run, tmp_path_factory):
-    """The web page of ``web_run``, built by ``kstyle export --format web``."""
+def web_run(web_runs):
+    """The first of ``web_runs`` (the page's default style)."""
+    return web_runs[0]
+
+
+@pytest.fixture(scope="module")
+def site(web_runs, tmp_path_factory):
+    """The web page of the folder of ``web_runs``, as ``kstyle export --format web`` builds."""
     require_browser()
     from kstyle.export.web import build_site
 
     folder = tmp_path_factory.mktemp("web") / "site"
-    build_site([web_run[0]], str(folder), printer=lambda line: None)
+    build_site([web_runs[0][0].parent], str(folder), printer=lambda line: None)
     return folder
 
 
@@ -336,7 +348,7 @@ def test_webcam_renders_live_frames_with_fps(site, playwright, tmp_path):
 def test_corrupted_model_shows_one_line_error(site, browser, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(site, broken)
-    (model,) = (broken / "models").iterdir()
+    model = broken / "models" / "starry-tiny.onnx"  # the style the page loads first
     model.write_bytes(b"not an onnx model\n" * 100)
     server = Served(broken)
     blocked = []
@@ -371,3 +383,30 @@ def test_missing_runtime_shows_one_line_error(site, browser, tmp_path):
         page.close()
         server.close()
     assert not blocked
+
+
+def test_the_style_picker_switches_models_and_the_png_download_is_the_output(
+    page, served, web_runs, tmp_path
+):
+    from kstyle import stylize_array
+
+    image = random_image(64, 80, seed=14)
+    assert wait_ready(page, served.url) == "ready"
+    options = page.eval_on_selector_all("#style option", "all => all.map(o => o.value)")
+    assert options == ["starry-tiny", "wave-tiny"]
+    assert page.inner_text("#style").startswith("starry-tiny (starry.jpg)")
+    upload(page, tmp_path, image)
+    first = canvas_pixels(page)
+    before = frames(page)
+    page.select_option("#style", "wave-tiny")
+    wait_frame(page, before)
+    second = canvas_pixels(page)
+    assert psnr(first, stylize_array(web_runs[0][1], image)) >= 35.0
+    assert psnr(second, stylize_array(web_runs[1][1], image)) >= 35.0
+    assert psnr(first, second) < 30.0  # really another model
+    with page.expect_download() as download:
+        page.focus("#download")
+        page.keyboard.press("Enter")
+    assert download.value.suggested_filename == "kstyle-wave-tiny.png"
+    saved = np.asarray(Image.open(download.value.path()).convert("RGB"))
+    assert np.array_equal(saved, second)
