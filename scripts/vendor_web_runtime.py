@@ -40,8 +40,13 @@ def vendor(install: bool = True, target: str = TARGET) -> dict:
     """Copies the runtime's files from web/node_modules into ``target`` (replacing it whole)
     and returns the RUNTIME.json record written beside them."""
     if install:
-        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=WEB, check=True)
+        if shutil.which("npm") is None:
+            sys.exit("error: npm not found; install Node.js (20 or newer) and npm")
+        if subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=WEB).returncode:
+            sys.exit("error: npm ci failed in web/ (see its output above)")
     package = os.path.join(WEB, "node_modules", WEB_RUNTIME_PACKAGE)
+    if not os.path.isdir(package):
+        sys.exit(f"error: {package} is missing; run without --no-install (npm ci)")
     with open(os.path.join(package, "package.json")) as file:
         version = json.load(file)["version"]
     os.makedirs(os.path.dirname(target), exist_ok=True)

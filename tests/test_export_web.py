@@ -52,7 +52,7 @@ def test_a_folder_of_runs_becomes_one_site_with_a_manifest(runs, tmp_path):
     from kstyle.export.web import PAGE_DIR, PAGE_FILES, RUNTIME_DIR, is_site
 
     site = tmp_path / "site"
-    result = run("export.py", runs, "--format", "web", "--output", site)
+    result = run("export.py", runs, "--format", "web", "--output", site, "--verify-size", 32)
     assert result.returncode == 0, result.stderr[-2000:]
     assert is_site(site)
     manifest = json.loads((site / "manifest.json").read_text())
@@ -77,49 +77,54 @@ def test_a_folder_of_runs_becomes_one_site_with_a_manifest(runs, tmp_path):
         assert "http://" not in text and "https://" not in text, name
 
 
-def test_a_site_is_replaced_but_other_folders_are_refused(runs, tmp_path):
+def test_a_site_is_replaced_but_other_folders_are_refused(runs, tmp_path, capsys):
     require_web_runtime()
     from kstyle.export.web import build_site
 
     site = tmp_path / "site"
-    build_site([runs / "a"], str(site), printer=lambda line: None)
+    build_site([runs / "a"], str(site), verify_size=32, printer=lambda line: None)
     (site / "extra.txt").write_text("left from an older build")
-    build_site([runs / "a", runs / "a" / "model.keras"], str(site), printer=lambda line: None)
+    build_site(
+        [runs / "a", runs / "a" / "model.keras"],
+        str(site),
+        verify_size=32,
+        printer=lambda line: None,
+    )
     manifest = json.loads((site / "manifest.json").read_text())
     assert [m["name"] for m in manifest["models"]] == ["a", "a-2"]  # names made unique
     assert not (site / "extra.txt").exists()
     other = tmp_path / "photos"
     other.mkdir()
     (other / "keep.jpg").write_bytes(b"mine")
-    result = run("export.py", runs / "a", "--format", "web", "--output", other)
-    assert_one_line_error(result, "not a kstyle site")
+    line = one_line_error(capsys, "export", runs / "a", "--format", "web", "--output", other)
+    assert "not a kstyle site" in line
     assert os.listdir(other) == ["keep.jpg"]
 
 
-def test_bad_sources_give_one_line_errors(runs, tmp_path):
+def one_line_error(capsys, command, *args) -> str:
+    """Runs ``kstyle COMMAND ARGS`` in this process; asserts exit status 2 and exactly one
+    ``error:`` line on stderr, and returns it."""
+    from kstyle.cli.main import main
+
+    capsys.readouterr()
+    assert main([command, *map(str, args)]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
+    assert len(errors) == 1, errors
+    return errors[0]
+
+
+def test_bad_sources_give_one_line_errors(runs, tmp_path, capsys):
     require_web_runtime()
-    assert_one_line_error(
-        run("export.py", tmp_path / "nothing", "--format", "web", "--output", tmp_path / "s"),
-        "model not found",
-    )
+    web = ("export", "--format", "web", "--output")
+    assert "model not found" in one_line_error(capsys, *web, tmp_path / "s", tmp_path / "none")
     (tmp_path / "empty").mkdir()
-    assert_one_line_error(
-        run("export.py", tmp_path / "empty", "--format", "web", "--output", tmp_path / "s"),
-        "no model.keras",
-    )
-    assert_one_line_error(
-        run("export.py", runs / "a", runs / "b", "--format", "onnx", "--output", tmp_path / "o"),
-        "several models need --format web",
-    )
-    assert_one_line_error(
-        run("export.py", runs / "a", "--format", "web", "--input-size", 256, "--output", tmp_path),
-        "drop --quantize, --input-size",
-    )
+    assert "no model.keras" in one_line_error(capsys, *web, tmp_path / "s", tmp_path / "empty")
+    several = ("export", runs / "a", runs / "b", "--format", "onnx", "--output", tmp_path / "o")
+    assert "several models need --format web" in one_line_error(capsys, *several)
+    sized = (*web, tmp_path / "s", runs / "a", "--input-size", 256)
+    assert "drop --quantize, --input-size" in one_line_error(capsys, *sized)
     (tmp_path / "file").write_text("mine")
-    assert_one_line_error(
-        run("export.py", runs / "a", "--format", "web", "--output", tmp_path / "file"),
-        "is a file",
-    )
+    assert "is a file" in one_line_error(capsys, *web, tmp_path / "file", runs / "a")
     assert (tmp_path / "file").read_text() == "mine"
     assert not (tmp_path / "s").exists() and not (tmp_path / "o").exists()
 
@@ -147,7 +152,7 @@ def test_the_server_sends_isolation_headers_and_serves_wasm(runs, tmp_path):
     from kstyle.export.web import build_site, site_server
 
     site = tmp_path / "site"
-    build_site([runs / "b"], str(site), printer=lambda line: None)
+    build_site([runs / "b"], str(site), verify_size=32, printer=lambda line: None)
     server = site_server(str(site), 0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -167,13 +172,13 @@ def test_the_server_sends_isolation_headers_and_serves_wasm(runs, tmp_path):
         server.server_close()
 
 
-def test_serve_gives_one_line_errors(runs, tmp_path):
+def test_serve_gives_one_line_errors(runs, tmp_path, capsys):
     require_web_runtime()
     assert_one_line_error(kstyle_command("serve", tmp_path / "nowhere"), "model not found")
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = kstyle_command("serve", runs / "b", "--port", port)
-    assert_one_line_error(result, f"cannot serve on 127.0.0.1:{port}")
-    assert_one_line_error(kstyle_command("serve", runs / "b", "--port", 70000), "--port")
+        line = one_line_error(capsys, "serve", runs / "b", "--port", port)
+    assert f"cannot serve on 127.0.0.1:{port}" in line
+    assert "--port" in one_line_error(capsys, "serve", runs / "b", "--port", 70000)
