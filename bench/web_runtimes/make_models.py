@@ -1,7 +1,7 @@
 import os
 import sys
 
-sys.path.insert(0, "/work/wt-web/tests")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests"))
 import keras
 from conftest import random_image, randomize_norms
 
@@ -9,7 +9,7 @@ from kstyle import stylize_array
 from kstyle.export import export
 from kstyle.transform_net import build_transform_net
 
-out = "/tmp/webbench"
+out = "/tmp/webbench"  # the harness (README.md) serves this folder
 image = random_image(256, 256, seed=7)
 image.tofile(f"{out}/input.rgb")
 for arch in ("tiny", "slim", "johnson"):
