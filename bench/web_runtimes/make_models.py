@@ -10,6 +10,7 @@ from kstyle.export import export
 from kstyle.transform_net import build_transform_net
 
 out = "/tmp/webbench"  # the harness (README.md) serves this folder
+os.makedirs(out, exist_ok=True)
 image = random_image(256, 256, seed=7)
 image.tofile(f"{out}/input.rgb")
 for arch in ("tiny", "slim", "johnson"):
