@@ -37,3 +37,13 @@ DEFAULT_VERIFY_SIZE = 256
 # Seconds between training's progress lines in a log (stdout not a terminal) when no
 # ``--log-every`` is given.
 LOG_INTERVAL_SECONDS = 30
+# The in-browser runtime of ``kstyle export --format web``: its npm package (pinned in
+# web/package-lock.json) and the files of it that a page needs (ES module, its wasm loader and
+# the SIMD wasm binary, which also runs single-threaded), vendored into kstyle/web/runtime/ by
+# scripts/vendor_web_runtime.py.
+WEB_RUNTIME_PACKAGE = "onnxruntime-web"
+WEB_RUNTIME_FILES = (
+    "ort.wasm.min.mjs",
+    "ort-wasm-simd-threaded.mjs",
+    "ort-wasm-simd-threaded.wasm",
+)

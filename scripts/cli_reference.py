@@ -21,6 +21,7 @@ COMMANDS = (  # (subcommand of ``kstyle``, script in the repository root or None
     ("distill", None),
     ("stylize", "stylize.py"),
     ("export", "export.py"),
+    ("serve", None),
     ("info", None),
 )
 USAGE_WIDTH = 96

@@ -338,3 +338,24 @@ def kill_after_checkpoint(args, run_dir, at_least):
     process.send_signal(signal.SIGKILL)
     process.wait()
     return checkpoint_step(run_dir)
+
+
+def require_or_skip(condition, reason):
+    """Skips the calling test with ``reason`` unless ``condition``; under
+    ``KSTYLE_REQUIRE_BROWSER=1`` (CI) it fails instead, so that CI cannot pass with the web
+    page's tests skipped."""
+    if not condition:
+        if os.environ.get("KSTYLE_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"KSTYLE_REQUIRE_BROWSER=1 but {reason}")
+        pytest.skip(reason)
+
+
+def require_web_runtime():
+    """Skips (fails in CI) unless the web runtime is vendored into kstyle/web/runtime/."""
+    from kstyle.errors import KstyleError
+    from kstyle.export.web import runtime_record
+
+    try:
+        runtime_record()
+    except KstyleError as error:
+        require_or_skip(False, str(error))

@@ -21,6 +21,15 @@ OTHER_PROGRAMS_FLAGS = {
     "--durations": "pytest",
     "--resolution": "uv pip install",
     **dict.fromkeys(
+        [
+            "--use-fake-device-for-media-stream",
+            "--use-fake-ui-for-media-stream",
+            "--use-file-for-fake-video-capture",
+            "--enable-unsafe-webgpu",
+        ],
+        "chromium",
+    ),
+    **dict.fromkeys(
         ["--dir", "--tag_set", "--signature_def", "--inputs", "--outdir"], "saved_model_cli"
     ),
 }

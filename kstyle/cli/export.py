@@ -1,4 +1,5 @@
-"""``kstyle-export`` / ``python export.py``: SavedModel, TFLite and ONNX files, each verified."""
+"""``kstyle-export`` / ``python export.py``: SavedModel, TFLite and ONNX files, each verified,
+or (``--format web``) a static web page that runs one or several models in the browser."""
 
 import argparse
 import functools
@@ -16,6 +17,7 @@ from kstyle.constants import (
 )
 
 ALL = "all"  # every format, or every quantization
+WEB = "web"  # a static site (kstyle.export.web), not one of the artifacts ``all`` writes
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
@@ -28,8 +30,19 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         "non-zero when a fidelity bar is missed.",
     )
     add = functools.partial(add_option, parser)
-    add("model", doc="a model.keras file or a training run directory")
-    add("--format", default=ALL, choices=(*FORMATS, ALL), doc="what to write")
+    add(
+        "model",
+        nargs="+",
+        doc="a model.keras file or a training run directory (--format web: several, or a "
+        "folder of runs, for one page with a style picker)",
+    )
+    add(
+        "--format",
+        default=ALL,
+        choices=(*FORMATS, ALL, WEB),
+        doc="what to write (web: a static page that stylizes photos and the webcam in the "
+        "browser; docs/web.md)",
+    )
     add("--output", default="export", doc="output directory")
     add(
         "--quantize",
@@ -76,10 +89,23 @@ def main_with_args(argv=None, prog=None, from_shell=None) -> int:
         raise KstyleError(f"--calibration-count must be positive, got {args.calibration_count}")
     if args.verify_size < SIZE_MULTIPLE:
         raise KstyleError(f"--verify-size must be at least {SIZE_MULTIPLE}, got {args.verify_size}")
+    if args.format == WEB:
+        from kstyle.export.web import build_site
+
+        if args.quantize != NO_QUANTIZATION or args.input_size or args.calibration_data:
+            raise KstyleError(
+                f"--format {WEB} writes fp32 ONNX for any size; drop --quantize, --input-size "
+                "and --calibration-data"
+            )
+
+        build_site(args.model, args.output, verify_size=args.verify_size)
+        return 0
+    if len(args.model) > 1:
+        raise KstyleError(f"several models need --format {WEB}; export one at a time")
     formats = FORMATS if args.format == ALL else (args.format,)
     quantizations = QUANTIZATIONS if args.quantize == ALL else (args.quantize,)
     results = export(
-        args.model,
+        args.model[0],
         args.output,
         formats=formats,
         quantizations=quantizations,

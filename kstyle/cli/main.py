@@ -15,6 +15,7 @@ COMMANDS = {
     "distill": ("kstyle.cli.distill", "train a small student net to reproduce a trained one"),
     "stylize": ("kstyle.cli.stylize", "stylize images, folders and videos with a trained net"),
     "export": ("kstyle.cli.export", "write verified SavedModel, TFLite and ONNX files"),
+    "serve": ("kstyle.cli.serve", "serve a web page that stylizes photos and the webcam"),
     "info": ("kstyle.cli.info", "versions, CPU features, oneDNN, GPUs and caches"),
 }
 

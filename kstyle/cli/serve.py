@@ -1,0 +1,78 @@
+"""``kstyle serve``: serves a web page (``kstyle export --format web``) on 127.0.0.1 with the
+cross-origin isolation headers that multi-threaded wasm needs; builds it first from runs."""
+
+import argparse
+import functools
+import os
+import sys
+import tempfile
+
+from kstyle.cli.common import OneLineErrorParser, add_option, run_command, start_command
+from kstyle.cli.console import add_verbosity, program_name
+
+DEFAULT_PORT = 8000
+
+
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    """The parser of ``kstyle serve``; ``prog`` names the command in its usage."""
+    parser = OneLineErrorParser(
+        prog=prog or program_name("kstyle-serve"),
+        description="Serve a kstyle web page on 127.0.0.1 (with COOP/COEP headers, so the "
+        "page runs multi-threaded) and print its URL. Given runs or model files, the page is "
+        "built first, as 'kstyle export --format web' does.",
+    )
+    add = functools.partial(add_option, parser)
+    add(
+        "source",
+        nargs="+",
+        doc="a site folder written by 'kstyle export --format web', or runs, model.keras "
+        "files or a folder of runs",
+    )
+    add("--port", type=int, default=DEFAULT_PORT, doc="port on 127.0.0.1 (0: any free port)")
+    add(
+        "--output",
+        doc="where to build the page from runs",
+        default_text="a temporary folder, deleted on exit",
+    )
+    add_verbosity(parser)
+    return parser
+
+
+def main_with_args(argv=None, prog=None, from_shell=None) -> int:
+    """Builds (if needed) and serves as ``argv`` says, until interrupted."""
+    from_shell = argv is None if from_shell is None else from_shell
+    args = build_parser(prog).parse_args(argv)
+    logger = start_command(args, None, from_shell)
+    from kstyle.errors import KstyleError
+    from kstyle.export.web import build_site, is_site, site_server
+
+    if not 0 <= args.port <= 65535:
+        raise KstyleError(f"--port must be between 0 and 65535, got {args.port}")
+    with tempfile.TemporaryDirectory(prefix="kstyle-site-") as scratch:
+        built = not (len(args.source) == 1 and is_site(args.source[0]))
+        site = (args.output or os.path.join(scratch, "site")) if built else args.source[0]
+        server = site_server(site, args.port, log=logger.debug)  # the port first: fail fast
+        if built:
+            try:
+                build_site(args.source, site, printer=logger.info)
+            except BaseException:
+                server.server_close()
+                raise
+        host, port = server.server_address[:2]
+        print(f"serving {site} at http://{host}:{port}/ (Ctrl-C to stop)", flush=True)
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.server_close()
+    return 0
+
+
+def main(argv=None, prog=None, from_shell=None) -> int:
+    """Console entry point; returns the exit status."""
+    return run_command(main_with_args, argv, prog=prog, from_shell=from_shell)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

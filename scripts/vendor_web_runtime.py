@@ -1,0 +1,76 @@
+"""Vendors the web page's runtime into the package: ``npm ci`` in web/ (the versions pinned by
+web/package-lock.json), then copies the files a page needs into kstyle/web/runtime/ with
+RUNTIME.json (package, version, sha256 of each file), which ``kstyle export --format web``
+checks before it copies them into a site.
+
+    python scripts/vendor_web_runtime.py              # npm ci, then copy
+    python scripts/vendor_web_runtime.py --no-install # copy from an existing web/node_modules
+
+Run it before building a wheel or sdist: kstyle/web/runtime/ is git-ignored package data.
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from kstyle.constants import WEB_RUNTIME_FILES, WEB_RUNTIME_PACKAGE  # noqa: E402
+
+WEB = os.path.join(ROOT, "web")
+TARGET = os.path.join(ROOT, "kstyle", "web", "runtime")
+
+
+def sha256(path: str) -> str:
+    """The hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def vendor(install: bool = True, target: str = TARGET) -> dict:
+    """Copies the runtime's files from web/node_modules into ``target`` (replacing it whole)
+    and returns the RUNTIME.json record written beside them."""
+    if install:
+        if shutil.which("npm") is None:
+            sys.exit("error: npm not found; install Node.js (20 or newer) and npm")
+        if subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=WEB).returncode:
+            sys.exit("error: npm ci failed in web/ (see its output above)")
+    package = os.path.join(WEB, "node_modules", WEB_RUNTIME_PACKAGE)
+    if not os.path.isdir(package):
+        sys.exit(f"error: {package} is missing; run without --no-install (npm ci)")
+    with open(os.path.join(package, "package.json")) as file:
+        version = json.load(file)["version"]
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".runtime-", dir=os.path.dirname(target))
+    files = {}
+    for name in WEB_RUNTIME_FILES:
+        shutil.copyfile(os.path.join(package, "dist", name), os.path.join(staging, name))
+        files[name] = sha256(os.path.join(staging, name))
+    record = {"name": WEB_RUNTIME_PACKAGE, "version": version, "files": files}
+    with open(os.path.join(staging, "RUNTIME.json"), "w") as file:
+        json.dump(record, file, indent=2)
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(staging, target)
+    return record
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--no-install", action="store_true", help="skip npm ci")
+    args = parser.parse_args()
+    record = vendor(install=not args.no_install)
+    print(f"{record['name']} {record['version']}: {len(record['files'])} files in {TARGET}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
