@@ -1,4 +1,5 @@
-"""The command-line tools, run as a user runs them: in a subprocess, checking files and exits."""
+"""The command-line tools, checking files, output and exits: in a subprocess where the process
+matters (start-up, help, oneDNN, installed scripts), else their ``main`` in this process."""
 
 import csv
 import dataclasses
@@ -16,6 +17,7 @@ from conftest import (
     assert_one_line_error,
     random_image,
     run,
+    run_in_process,
     tensorboard_images,
     tensorboard_scalars,
     write_image_folder,
@@ -37,7 +39,7 @@ def trained_run(tmp_path_factory):
     style = base / "style.png"
     Image.fromarray(random_image(48, 48, seed=50)).save(style)
     out = base / "run"
-    result = run(
+    result = run_in_process(
         "train.py",
         "--style",
         style,
@@ -93,7 +95,9 @@ def test_stylize_cli_file_and_folder(trained_run, tmp_path):
     out, _ = trained_run
     source = tmp_path / "photo.jpg"
     Image.fromarray(random_image(33, 47, seed=3)).save(source)
-    result = run("stylize.py", "--model", out, source, "--output", tmp_path / "styled.png")
+    result = run_in_process(
+        "stylize.py", "--model", out, source, "--output", tmp_path / "styled.png"
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert Image.open(tmp_path / "styled.png").size == (47, 33)
     folder = tmp_path / "many"
@@ -101,7 +105,7 @@ def test_stylize_cli_file_and_folder(trained_run, tmp_path):
     for index in range(2):
         Image.fromarray(random_image(20, 28, seed=index)).save(folder / f"{index}.png")
     (folder / "bad.png").write_text("nope")
-    result = run(
+    result = run_in_process(
         "stylize.py",
         "--model",
         out / "model.keras",
@@ -120,19 +124,21 @@ def test_stylize_cli_file_and_folder(trained_run, tmp_path):
 
 def test_bad_inputs_give_one_line_errors(tmp_path, image_folder, style_file):
     assert_one_line_error(
-        run("train.py", "--style", tmp_path / "missing.jpg", "--data", image_folder),
+        run_in_process("train.py", "--style", tmp_path / "missing.jpg", "--data", image_folder),
         "image not found",
     )
     (tmp_path / "empty").mkdir()
     assert_one_line_error(
-        run("train.py", "--style", style_file, "--data", tmp_path / "empty"), "no images"
+        run_in_process("train.py", "--style", style_file, "--data", tmp_path / "empty"), "no images"
     )
     assert_one_line_error(
-        run("train.py", "--style", style_file, "--data", image_folder, "--image-size", 30),
+        run_in_process(
+            "train.py", "--style", style_file, "--data", image_folder, "--image-size", 30
+        ),
         "multiple of 4",
     )
     assert_one_line_error(
-        run(
+        run_in_process(
             "train.py",
             "--style",
             style_file,
@@ -146,7 +152,7 @@ def test_bad_inputs_give_one_line_errors(tmp_path, image_folder, style_file):
         "weights file not found",
     )
     assert_one_line_error(
-        run(
+        run_in_process(
             "stylize.py",
             "--model",
             tmp_path / "x.keras",
@@ -321,7 +327,7 @@ def test_console_scripts_are_installed(command):
 
 def test_demo_runs_and_ends_with_a_stylized_picture(tmp_path):
     out = tmp_path / "demo"
-    result = run(
+    result = run_in_process(
         "train.py",
         "--demo",
         "--vgg-weights",
@@ -501,8 +507,10 @@ def test_operating_system_errors_are_one_line_in_every_command(tmp_path, saved_m
     blocker.write_text("a file, not a folder")
     stylize = ("stylize.py", "--model", saved_model_path, photo, "--output")
     # an output under a regular file, in each command
-    assert_one_line_error(run(*stylize, blocker / "out.png"), "not a folder", str(blocker))
     assert_one_line_error(
+        run_in_process(*stylize, blocker / "out.png"), "not a folder", str(blocker)
+    )
+    assert_one_line_error(  # export.py in a process of its own, as a user runs it
         run("export.py", saved_model_path, "--format", "tflite", "--output", blocker / "x"),
         "not a folder",
     )
@@ -510,13 +518,17 @@ def test_operating_system_errors_are_one_line_in_every_command(tmp_path, saved_m
     write_image_folder(str(data), count=4, size=(36, 36))
     train = ("train.py", "--style", photo, "--data", data, "--vgg-weights", "random")
     train += ("--image-size", 32, "--batch-size", 2, "--steps", 1, "--output")
-    assert_one_line_error(run(*train, blocker / "run"), "not a folder")
+    assert_one_line_error(run_in_process(*train, blocker / "run"), "not a folder")
     # a folder nobody may write (as root: a path under /proc), and a name past the limit
-    assert_one_line_error(run(*stylize, "/proc/kstyle-test/out.png"), "/proc/kstyle-test")
-    assert_one_line_error(run(*stylize, tmp_path / ("x" * 260 + ".png")), "file name too long")
+    assert_one_line_error(
+        run_in_process(*stylize, "/proc/kstyle-test/out.png"), "/proc/kstyle-test"
+    )
+    assert_one_line_error(
+        run_in_process(*stylize, tmp_path / ("x" * 260 + ".png")), "file name too long"
+    )
     # a 250-character name fits (the temporary name is short), and is written
     long_name = tmp_path / ("y" * 246 + ".png")
-    assert run(*stylize, long_name).returncode == 0 and long_name.is_file()
+    assert run_in_process(*stylize, long_name).returncode == 0 and long_name.is_file()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".kstyle-")]
 
 
@@ -529,7 +541,9 @@ def test_a_full_disk_is_one_line_and_leaves_no_partial_file(tmp_path, saved_mode
     try:
         photo = tmp_path / "photo.png"
         Image.fromarray(random_image(256, 256, seed=1)).save(photo)  # ~200 kB as PNG
-        result = run("stylize.py", "--model", saved_model_path, photo, "--output", disk / "o.png")
+        result = run_in_process(
+            "stylize.py", "--model", saved_model_path, photo, "--output", disk / "o.png"
+        )
         assert_one_line_error(result, "no space left", str(disk))
         assert os.listdir(disk) == []  # neither a partial output nor a temporary file
     finally:
@@ -546,7 +560,7 @@ def test_a_keras_file_that_is_not_a_transform_net_is_refused(tmp_path):
     photo = tmp_path / "photo.png"
     Image.fromarray(random_image(16, 16, seed=1)).save(photo)
     line = assert_one_line_error(
-        run("stylize.py", "--model", path, photo, "--output", tmp_path / "o.png"),
+        run_in_process("stylize.py", "--model", path, photo, "--output", tmp_path / "o.png"),
         "is not a style transform network",
     )
     assert str(path) in line and not (tmp_path / "o.png").exists()
@@ -564,12 +578,12 @@ def test_a_folder_that_is_not_a_kstyle_run_is_refused_and_kept(tmp_path):
     train = ("train.py", "--style", photo, "--data", data, "--vgg-weights", "random")
     train += ("--image-size", 32, "--batch-size", 2, "--steps", 1, "--output", foreign)
     for extra in ((), ("--restart",)):
-        assert_one_line_error(run(*train, *extra), "holds no kstyle run", str(foreign))
+        assert_one_line_error(run_in_process(*train, *extra), "holds no kstyle run", str(foreign))
         assert (foreign / "config.json").read_text() == '{"learning_rate": 0.1}'
         assert (foreign / "logs" / "events").read_text() == "someone's logs"
     (foreign / "config.json").unlink()  # only someone's model.keras: still not a run
     (foreign / "model.keras").write_bytes(b"someone's model")
-    assert_one_line_error(run(*train, "--restart"), "holds no kstyle run")
+    assert_one_line_error(run_in_process(*train, "--restart"), "holds no kstyle run")
     assert (foreign / "model.keras").read_bytes() == b"someone's model"
 
 
@@ -587,7 +601,7 @@ def test_a_smoke_run_says_so_and_never_passes_for_a_real_run(tmp_path):
     train = ["train.py", "--style", style, "--data", data, "--output", out]
     train += ["--image-size", 32, "--batch-size", 2]
 
-    smoke = run(*train, "--vgg-weights", "random", "--steps", 6, "--log-every", 2)
+    smoke = run_in_process(*train, "--vgg-weights", "random", "--steps", 6, "--log-every", 2)
     assert smoke.returncode == 0, smoke.stderr[-3000:]
     assert f"note: {SMOKE_NOTE}" in smoke.stderr  # a message; the result line says it too
     assert f"({SMOKE_NOTE})" in smoke.stdout.splitlines()[-1]
@@ -608,18 +622,20 @@ def test_a_smoke_run_says_so_and_never_passes_for_a_real_run(tmp_path):
             assert value == pytest.approx(float(row[name]), rel=1e-5), (name, line)
     model_bytes = (out / "model.keras").read_bytes()
 
-    real = run(*train, "--vgg-weights", weights, "--steps", 2)  # refused before any work
+    real = run_in_process(*train, "--vgg-weights", weights, "--steps", 2)  # refused before any work
     assert_one_line_error(real, "holds a smoke-test run", "--vgg-weights random", "--restart")
     assert "training on" not in real.stdout + real.stderr
     assert (out / "model.keras").read_bytes() == model_bytes
     assert json.loads((out / "summary.json").read_text())["smoke_test"] is True
 
-    restarted = run(*train, "--vgg-weights", weights, "--steps", 2, "--restart")
+    restarted = run_in_process(*train, "--vgg-weights", weights, "--steps", 2, "--restart")
     assert restarted.returncode == 0, restarted.stderr[-3000:]
     assert "smoke test" not in restarted.stdout + restarted.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["smoke_test"] is False and "note" not in summary and summary["steps"] == 2
 
-    back = run(*train, "--vgg-weights", "random", "--steps", 2)  # nor the other way round
+    back = run_in_process(
+        *train, "--vgg-weights", "random", "--steps", 2
+    )  # nor the other way round
     assert_one_line_error(back, f"holds a run trained with --vgg-weights {weights}", "--restart")
     assert "nothing to do" not in back.stdout + back.stderr

@@ -15,7 +15,7 @@ import time
 import zipfile
 
 import pytest
-from conftest import assert_one_line_error, raises_within, random_image, run
+from conftest import assert_one_line_error, raises_within, random_image, run_in_process
 from PIL import Image
 
 from kstyle import coco
@@ -293,7 +293,7 @@ def test_train_fetches_the_served_zip_then_trains_on_it(tmp_path, server, coco_z
     env = {coco.URL_VARIABLE: server.url, coco.SHA256_VARIABLE: sha256}
     options = ["--style", style_file, "--vgg-weights", "random", "--steps", "2"]
     options += ["--image-size", "32", "--batch-size", "2", "--data-dir", tmp_path / "cache"]
-    result = run("train.py", *options, "--output", tmp_path / "run", env=env)
+    result = run_in_process("train.py", *options, "--output", tmp_path / "run", env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     folder = tmp_path / "cache" / "train2014"
     assert_extracted(folder, images)
@@ -308,7 +308,7 @@ def test_a_corrupt_download_fails_in_one_line_and_leaves_nothing(tmp_path, serve
     env = {coco.URL_VARIABLE: server.url, coco.SHA256_VARIABLE: "0" * 64}
     options = ["--style", style_file, "--vgg-weights", "random", "--steps", "2"]
     options += ["--data-dir", tmp_path / "cache", "--output", tmp_path / "run"]
-    result = run("train.py", *options, env=env)
+    result = run_in_process("train.py", *options, env=env)
     line = assert_one_line_error(result, "is corrupt", "was removed; rerun to download it again")
     assert server.url in line and "--data FOLDER" in line
     assert leftovers(tmp_path / "cache") == []  # no .part, no zip, no half-extracted folder

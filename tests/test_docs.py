@@ -19,6 +19,7 @@ OTHER_PROGRAMS_FLAGS = {
     "--logdir": "tensorboard",
     "--model_base_path": "TF Serving",
     "--durations": "pytest",
+    "--dist": "pytest-xdist",
     "--resolution": "uv pip install",
     **dict.fromkeys(
         [

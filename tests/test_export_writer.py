@@ -5,7 +5,13 @@ import json
 
 import numpy as np
 import pytest
-from conftest import assert_one_line_error, max_level_diff, random_image, run, write_image_folder
+from conftest import (
+    assert_one_line_error,
+    max_level_diff,
+    random_image,
+    run_in_process,
+    write_image_folder,
+)
 
 from kstyle.errors import KstyleError
 from kstyle.export import Runner, export, tflite_bytes
@@ -114,7 +120,7 @@ def test_bad_input_gives_one_line_errors(export_run, tmp_path):
         ((corrupt,), "could not load model"),
     ]
     for args, fragment in cases:
-        result = run("export.py", *args, "--output", tmp_path / "out")
+        result = run_in_process("export.py", *args, "--output", tmp_path / "out")
         assert_one_line_error(result, fragment)
 
 

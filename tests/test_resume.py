@@ -1,6 +1,8 @@
 """Training that survives kills: resume from checkpoints, atomic writes, the NaN guard.
 
-Every run here is a real ``train.py`` subprocess on a tiny folder (32 px, random VGG-16).
+Every run here is a ``train.py`` command on a tiny folder (32 px, random VGG-16): a subprocess
+where it is killed or signalled, and wherever its losses are compared with another
+subprocess's (the same oneDNN setting); else its ``main`` in this process.
 """
 
 import csv
@@ -16,6 +18,7 @@ from conftest import (
     checkpoint_step,
     kill_after_checkpoint,
     random_image,
+    run_in_process,
     tensorboard_scalars,
     write_image_folder,
 )
@@ -46,6 +49,11 @@ def command(inputs, output, *extra, steps=STEPS):
 def run(args, **kwargs):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     return subprocess.run(args, capture_output=True, text=True, env=env, timeout=600, **kwargs)
+
+
+def in_process(args):
+    """A :func:`command` run by ``train.py``'s ``main`` in this process."""
+    return run_in_process("train.py", *args[2:])
 
 
 def history(run_dir):
@@ -91,7 +99,7 @@ def test_a_killed_run_resumes_where_it_stopped(inputs, uninterrupted):
     ):
         np.testing.assert_allclose(mine, theirs, rtol=1e-3, atol=1e-5)
     assert not os.path.exists(output / "checkpoints")  # finished: model.keras is the result
-    again = run(args)  # a finished run is reported and left alone
+    again = in_process(args)  # a finished run is reported and left alone
     assert again.returncode == 0 and "holds a finished run" in again.stderr
     assert again.stdout.startswith("done before: ")  # the result line, also under -q
     assert history(output) == rows
@@ -141,39 +149,31 @@ def test_restart_and_changed_options(inputs):
     output = inputs / "changed"
     args = command(inputs, output, steps=40)
     kill_after_checkpoint(args, output, at_least=2)
-    changed = run([*args, "--batch-size", "4"])
+    changed = in_process([*args, "--batch-size", "4"])
     assert changed.returncode == 2 and "Traceback" not in changed.stderr
     assert "--batch-size 2 (now 4)" in changed.stderr and "--restart" in changed.stderr
-    restarted = run([*command(inputs, output, steps=3), "--restart"])
+    restarted = in_process([*command(inputs, output, steps=3), "--restart"])
     assert restarted.returncode == 0, restarted.stderr[-3000:]
     assert "resuming" not in restarted.stderr
     assert [step for step, _ in history(output)] == [1, 2, 3]
 
 
-NAN_FROM_STEP_6 = """
-import sys
-sys.path.insert(0, {root!r})
-import tensorflow as tf
-from kstyle.cli.train import main
-from kstyle.trainer import StyleTransferTrainer
+def test_a_non_finite_loss_stops_with_the_step_and_keeps_the_checkpoint(inputs, monkeypatch):
+    import tensorflow as tf
 
-compute_losses = StyleTransferTrainer.compute_losses
+    from kstyle.trainer import StyleTransferTrainer
 
-def diverging(self, content_batch, stylized):  # a loss that blows up at the 6th step
-    total, parts = compute_losses(self, content_batch, stylized)
-    blown = tf.cast(self.optimizer.iterations, tf.float32) >= 5.0
-    total = tf.where(blown, tf.constant(float("nan")), total)
-    return total, parts
+    compute_losses = StyleTransferTrainer.compute_losses
 
-StyleTransferTrainer.compute_losses = diverging
-sys.exit(main(sys.argv[1:]))
-"""
+    def diverging(self, content_batch, stylized):  # a loss that blows up at the 6th step
+        total, parts = compute_losses(self, content_batch, stylized)
+        blown = tf.cast(self.optimizer.iterations, tf.float32) >= 5.0
+        total = tf.where(blown, tf.constant(float("nan")), total)
+        return total, parts
 
-
-def test_a_non_finite_loss_stops_with_the_step_and_keeps_the_checkpoint(inputs):
+    monkeypatch.setattr(StyleTransferTrainer, "compute_losses", diverging)
     output = inputs / "nan"
-    args = command(inputs, output, "--checkpoint-every", "1")
-    result = run([sys.executable, "-c", NAN_FROM_STEP_6.format(root=ROOT), *args[2:]])
+    result = in_process(command(inputs, output, "--checkpoint-every", "1"))
     assert result.returncode == 3, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
@@ -181,8 +181,6 @@ def test_a_non_finite_loss_stops_with_the_step_and_keeps_the_checkpoint(inputs):
     assert "the total loss became nan at step 6" in errors[0], errors[0]
     assert "last good checkpoint" in errors[0] and "ckpt-5" in errors[0]
     assert checkpoint_step(output) == 5  # the last good step, never the bad one
-    import tensorflow as tf
-
     from kstyle.transform_net import build_transform_net
 
     net = build_transform_net()
@@ -194,7 +192,7 @@ def test_a_non_finite_loss_stops_with_the_step_and_keeps_the_checkpoint(inputs):
 
 def test_sigterm_checkpoints_the_current_step_and_the_run_resumes(inputs):
     output = inputs / "terminated"
-    args = command(inputs, output, "--checkpoint-every", "1000", steps=40)  # no periodic one
+    args = command(inputs, output, "--checkpoint-every", "1000", steps=16)  # no periodic one
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     process = subprocess.Popen(
         args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
@@ -213,42 +211,34 @@ def test_sigterm_checkpoints_the_current_step_and_the_run_resumes(inputs):
     stopped_at = int(errors[0].split("after ")[1].split(" steps")[0])
     assert checkpoint_step(output) == stopped_at
     assert [step for step, _ in history(output)] == list(range(1, stopped_at + 1))
-    result = run(args)
+    result = in_process(args)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert f"at step {stopped_at} of 40" in result.stderr
-    assert [step for step, _ in history(output)] == list(range(1, 41))
+    assert f"at step {stopped_at} of 16" in result.stderr
+    assert [step for step, _ in history(output)] == list(range(1, 17))
 
 
-INFINITE_GRADIENT_FROM_STEP_2 = """
-import sys
-sys.path.insert(0, {root!r})
-import tensorflow as tf
-from kstyle.cli.train import main
-from kstyle.trainer import StyleTransferTrainer
+def test_an_infinite_gradient_with_a_finite_loss_stops_with_finite_weights(inputs, monkeypatch):
+    import tensorflow as tf
 
-compute_losses = StyleTransferTrainer.compute_losses
+    from kstyle.trainer import StyleTransferTrainer
 
-@tf.custom_gradient
-def bomb(x):  # the identity, with an infinite gradient
-    return tf.identity(x), lambda upstream: upstream + float("inf")
+    compute_losses = StyleTransferTrainer.compute_losses
 
-def exploding(self, content_batch, stylized):  # a finite loss with infinite gradients
-    total, parts = compute_losses(self, content_batch, stylized)
-    blown = self.optimizer.iterations >= 1  # from the second step on
-    # adds 0 to the loss and inf to the gradient; a cond, so that only the taken branch
-    # (not a tf.where's other one) reaches the gradient
-    total = tf.cond(blown, lambda: total + 0.0 * tf.reduce_sum(bomb(stylized)), lambda: total)
-    return total, parts
+    @tf.custom_gradient
+    def bomb(x):  # the identity, with an infinite gradient
+        return tf.identity(x), lambda upstream: upstream + float("inf")
 
-StyleTransferTrainer.compute_losses = exploding
-sys.exit(main(sys.argv[1:]))
-"""
+    def exploding(self, content_batch, stylized):  # a finite loss with infinite gradients
+        total, parts = compute_losses(self, content_batch, stylized)
+        blown = self.optimizer.iterations >= 1  # from the second step on
+        # adds 0 to the loss and inf to the gradient; a cond, so that only the taken branch
+        # (not a tf.where's other one) reaches the gradient
+        total = tf.cond(blown, lambda: total + 0.0 * tf.reduce_sum(bomb(stylized)), lambda: total)
+        return total, parts
 
-
-def test_an_infinite_gradient_with_a_finite_loss_stops_with_finite_weights(inputs):
+    monkeypatch.setattr(StyleTransferTrainer, "compute_losses", exploding)
     output = inputs / "exploding"
-    args = command(inputs, output, "--checkpoint-every", "1")
-    result = run([sys.executable, "-c", INFINITE_GRADIENT_FROM_STEP_2.format(root=ROOT), *args[2:]])
+    result = in_process(command(inputs, output, "--checkpoint-every", "1"))
     assert result.returncode == 3, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
@@ -256,8 +246,6 @@ def test_an_infinite_gradient_with_a_finite_loss_stops_with_finite_weights(input
     assert "at step 2" in errors[0] and "ckpt-1" in errors[0], errors[0]
     # the guard checks the losses first: naming the gradient means step 2's loss was finite
     assert [step for step, _ in history(output)] == [1]  # the broken step is not recorded
-    import tensorflow as tf
-
     from kstyle.transform_net import build_transform_net
 
     net = build_transform_net()
@@ -326,6 +314,6 @@ def test_sigterm_ends_a_run_whose_pipeline_blocks_within_10_seconds(inputs, tmp_
     assert len(errors) == 1 and "SIGTERM: no step ended within" in errors[0], errors
     assert "ckpt-2" in errors[0]
     assert checkpoint_step(output) == 2  # the last checkpoint is intact and still the newest
-    result = run(command(inputs, output, "--checkpoint-every", "2"))
+    result = in_process(command(inputs, output, "--checkpoint-every", "2"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "at step 2 of 24" in result.stderr

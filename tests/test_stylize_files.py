@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 import pytest
-from conftest import assert_one_line_error, random_image, run
+from conftest import assert_one_line_error, random_image, run_in_process
 from PIL import Image
 
 from kstyle.errors import KstyleError
@@ -65,20 +65,20 @@ def test_cli_bomb_guard_message_and_exit_code(saved_model_path, tmp_path):
     source = tmp_path / "big.png"
     Image.fromarray(random_image(64, 64, seed=3)).save(source)
     line = assert_one_line_error(
-        run("stylize.py", "--model", saved_model_path, source, "--output", tmp_path / "o.png",
-            "--max-pixels", 100),
+        run_in_process("stylize.py", "--model", saved_model_path, source,
+                       "--output", tmp_path / "o.png", "--max-pixels", 100),
         "--max-pixels", "4,096 pixels",
     )  # fmt: skip
     assert not (tmp_path / "o.png").exists(), line
-    result = run(
+    result = run_in_process(
         "stylize.py", "--model", saved_model_path, source, "--output", tmp_path / "o.png",
         "--max-pixels", 0, "--preserve-color", "--strength", 0.5, "--tile", 32,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     assert Image.open(tmp_path / "o.png").size == (64, 64)
     assert_one_line_error(
-        run("stylize.py", "--model", saved_model_path, source, "--output", tmp_path / "p.png",
-            "--strength", 2),
+        run_in_process("stylize.py", "--model", saved_model_path, source,
+                       "--output", tmp_path / "p.png", "--strength", 2),
         "--strength",
     )  # fmt: skip
 
