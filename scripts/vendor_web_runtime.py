@@ -43,7 +43,9 @@ def vendor(install: bool = True, target: str = TARGET, web: str = WEB) -> dict:
     if install:
         if shutil.which("npm") is None:
             sys.exit("error: npm not found; install Node.js (20 or newer) and npm")
-        if subprocess.run(["npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund"], cwd=web).returncode:
+        # --ignore-scripts: no package's install script runs (protobufjs, from @litertjs/core)
+        npm_ci = ["npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund"]
+        if subprocess.run(npm_ci, cwd=web).returncode:
             sys.exit("error: npm ci failed in web/ (see its output above)")
     package = os.path.join(web, "node_modules", WEB_RUNTIME_PACKAGE)
     if not os.path.isdir(package):

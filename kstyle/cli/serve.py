@@ -2,8 +2,8 @@
 cross-origin isolation headers that multi-threaded wasm needs; builds it first from runs."""
 
 import argparse
-import functools
 import contextlib
+import functools
 import os
 import signal
 import sys
