@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import tempfile
+import threading
 
 from kstyle.cli.common import OneLineErrorParser, add_option, run_command, start_command
 from kstyle.cli.console import add_verbosity, program_name
@@ -59,7 +60,8 @@ def main_with_args(argv=None, prog=None, from_shell=None) -> int:
         raise KstyleError(f"{args.source[0]} is already a site; drop --output (nothing to build)")
     # SIGTERM (kill, a service manager) stops the server as Ctrl-C does, so the temporary
     # site below is removed either way.
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+    main_thread = threading.current_thread() is threading.main_thread()  # signals: main only
+    previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
     try:
         with contextlib.ExitStack() as stack:
             site = args.source[0]
@@ -79,7 +81,8 @@ def main_with_args(argv=None, prog=None, from_shell=None) -> int:
             except KeyboardInterrupt:
                 pass
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
     return 0
 
 
