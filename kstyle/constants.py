@@ -47,3 +47,9 @@ WEB_RUNTIME_FILES = (
     "ort-wasm-simd-threaded.mjs",
     "ort-wasm-simd-threaded.wasm",
 )
+
+# ``kstyle serve``'s port on 127.0.0.1 (kstyle.export.web.site_server's default too).
+DEFAULT_SERVE_PORT = 8000
+# The web page's "native" processing resolution: the longer side is scaled down to at most
+# this many pixels (a 12 MP photo on the seed net would exhaust the wasm heap).
+WEB_MAX_SIDE = 2048

@@ -36,30 +36,40 @@ def sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-def vendor(install: bool = True, target: str = TARGET) -> dict:
-    """Copies the runtime's files from web/node_modules into ``target`` (replacing it whole)
-    and returns the RUNTIME.json record written beside them."""
+def vendor(install: bool = True, target: str = TARGET, web: str = WEB) -> dict:
+    """Copies the runtime's files from ``web``/node_modules into ``target`` (replacing it
+    whole) and returns the RUNTIME.json record written beside them. Exits with one
+    ``error:`` line (SystemExit) when npm, the package or one of its files is missing."""
     if install:
         if shutil.which("npm") is None:
             sys.exit("error: npm not found; install Node.js (20 or newer) and npm")
-        if subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=WEB).returncode:
+        # --ignore-scripts: no package's install script runs (protobufjs, from @litertjs/core)
+        npm_ci = ["npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund"]
+        if subprocess.run(npm_ci, cwd=web).returncode:
             sys.exit("error: npm ci failed in web/ (see its output above)")
-    package = os.path.join(WEB, "node_modules", WEB_RUNTIME_PACKAGE)
+    package = os.path.join(web, "node_modules", WEB_RUNTIME_PACKAGE)
     if not os.path.isdir(package):
         sys.exit(f"error: {package} is missing; run without --no-install (npm ci)")
     with open(os.path.join(package, "package.json")) as file:
         version = json.load(file)["version"]
     os.makedirs(os.path.dirname(target), exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".runtime-", dir=os.path.dirname(target))
-    files = {}
-    for name in WEB_RUNTIME_FILES:
-        shutil.copyfile(os.path.join(package, "dist", name), os.path.join(staging, name))
-        files[name] = sha256(os.path.join(staging, name))
-    record = {"name": WEB_RUNTIME_PACKAGE, "version": version, "files": files}
-    with open(os.path.join(staging, "RUNTIME.json"), "w") as file:
-        json.dump(record, file, indent=2)
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(staging, target)
+    try:
+        files = {}
+        for name in WEB_RUNTIME_FILES:
+            source = os.path.join(package, "dist", name)
+            if not os.path.isfile(source):
+                sys.exit(f"error: {source} is missing; is {WEB_RUNTIME_PACKAGE} {version} the "
+                         "version pinned in web/package-lock.json? (npm ci)")  # fmt: skip
+            shutil.copyfile(source, os.path.join(staging, name))
+            files[name] = sha256(os.path.join(staging, name))
+        record = {"name": WEB_RUNTIME_PACKAGE, "version": version, "files": files}
+        with open(os.path.join(staging, "RUNTIME.json"), "w") as file:
+            json.dump(record, file, indent=2)
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # gone already after the rename
     return record
 
 

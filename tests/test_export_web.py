@@ -37,6 +37,18 @@ def runs(tmp_path_factory):
     return folder
 
 
+def strings(value):
+    """Every string in a JSON value (keys excluded), recursively."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from strings(item)
+
+
 def kstyle_command(*args):
     return subprocess.run(
         [sys.executable, "-m", "kstyle", *map(str, args)],
@@ -49,7 +61,8 @@ def kstyle_command(*args):
 
 def test_a_folder_of_runs_becomes_one_site_with_a_manifest(runs, tmp_path):
     require_web_runtime()
-    from kstyle.export.web import PAGE_DIR, PAGE_FILES, RUNTIME_DIR, is_site
+    from kstyle.constants import WEB_MAX_SIDE
+    from kstyle.export.web import ISOLATION_HEADERS, PAGE_DIR, PAGE_FILES, RUNTIME_DIR, is_site
 
     site = tmp_path / "site"
     result = run("export.py", runs, "--format", "web", "--output", site, "--verify-size", 32)
@@ -71,6 +84,16 @@ def test_a_folder_of_runs_becomes_one_site_with_a_manifest(runs, tmp_path):
         assert sha(site / "runtime" / name) == digest == vendored["files"][name]
     for name in PAGE_FILES:
         assert sha(site / name) == sha(os.path.join(PAGE_DIR, name))
+    # no path of the machine that built it
+    assert manifest["max_side"] == WEB_MAX_SIDE
+    text = (site / "manifest.json").read_text()
+    assert str(runs) not in text and os.path.expanduser("~") not in text
+    for value in strings(manifest):
+        assert not os.path.isabs(value), value
+    # the hosting headers, the values kstyle serve sends
+    headers = (site / "_headers").read_text().splitlines()
+    assert headers == ["/*"] + [f"  {key}: {value}" for key, value in ISOLATION_HEADERS.items()]
+    assert "  Cross-Origin-Embedder-Policy: require-corp" in headers
     # nothing in the page loads from another origin
     for name in ("index.html", "app.js", "worker.js", "pixels.js", "style.css"):
         text = (site / name).read_text()
@@ -93,6 +116,7 @@ def test_a_site_is_replaced_but_other_folders_are_refused(runs, tmp_path, capsys
     manifest = json.loads((site / "manifest.json").read_text())
     assert [m["name"] for m in manifest["models"]] == ["a", "a-2"]  # names made unique
     assert not (site / "extra.txt").exists()
+    assert (site / "_headers").read_text().startswith("/*\n")  # rebuilt with the site
     other = tmp_path / "photos"
     other.mkdir()
     (other / "keep.jpg").write_bytes(b"mine")
@@ -147,9 +171,9 @@ def test_a_missing_or_changed_runtime_is_one_line_naming_the_script(tmp_path):
     assert "\n" not in str(error.value)
 
 
-def test_the_server_sends_isolation_headers_and_serves_wasm(runs, tmp_path):
+def test_the_server_sends_isolation_headers_and_serves_wasm(runs, tmp_path, capsys):
     require_web_runtime()
-    from kstyle.export.web import build_site, site_server
+    from kstyle.export.web import ISOLATION_HEADERS, build_site, site_server
 
     site = tmp_path / "site"
     build_site([runs / "b"], str(site), verify_size=32, printer=lambda line: None)
@@ -161,6 +185,9 @@ def test_the_server_sends_isolation_headers_and_serves_wasm(runs, tmp_path):
         with urllib.request.urlopen(base) as response:
             assert response.headers["Cross-Origin-Opener-Policy"] == "same-origin"
             assert response.headers["Cross-Origin-Embedder-Policy"] == "require-corp"
+            for key, value in ISOLATION_HEADERS.items():  # as the site's _headers says
+                assert f"  {key}: {value}" in (site / "_headers").read_text().splitlines()
+                assert response.headers[key] == value
             assert b'<script type="module" src="app.js">' in response.read()
         with urllib.request.urlopen(base + "runtime/ort-wasm-simd-threaded.wasm") as response:
             assert response.headers["Content-Type"] == "application/wasm"
@@ -170,6 +197,8 @@ def test_the_server_sends_isolation_headers_and_serves_wasm(runs, tmp_path):
     finally:
         server.shutdown()
         server.server_close()
+    line = one_line_error(capsys, "serve", site, "--output", tmp_path / "elsewhere")
+    assert "drop --output" in line and not (tmp_path / "elsewhere").exists()
 
 
 def test_serve_gives_one_line_errors(runs, tmp_path, capsys):
@@ -182,3 +211,102 @@ def test_serve_gives_one_line_errors(runs, tmp_path, capsys):
         line = one_line_error(capsys, "serve", runs / "b", "--port", port)
     assert f"cannot serve on 127.0.0.1:{port}" in line
     assert "--port" in one_line_error(capsys, "serve", runs / "b", "--port", 70000)
+
+
+def test_model_files_get_url_safe_names(runs, tmp_path):
+    require_web_runtime()
+    from kstyle.export.web import build_site, file_stem
+
+    assert file_stem("starry #2") == "starry-2" and file_stem("a b?c=d&e") == "a-b-c-d-e"
+    assert file_stem("..") == "model" and file_stem("ok_1.v-2") == "ok_1.v-2"
+    folder = tmp_path / "runs"
+    for name in ("starry #2", "starry?2"):  # two names, one safe stem
+        shutil.copytree(runs / "b", folder / name)
+    site = tmp_path / "site"
+    manifest = build_site([folder], str(site), verify_size=32, printer=lambda line: None)
+    assert [(m["name"], m["file"]) for m in manifest["models"]] == [
+        ("starry #2", "models/starry-2.onnx"),
+        ("starry?2", "models/starry-2-2.onnx"),
+    ]
+    for model in manifest["models"]:
+        assert (site / model["file"]).is_file()
+
+
+def test_serve_removes_its_temporary_site_on_sigterm(runs, tmp_path):
+    """Given a run, ``kstyle serve`` builds into a kstyle-site-* temporary folder; SIGTERM
+    stops it cleanly (status 0) and the folder is gone. Given a site, no folder is made."""
+    require_web_runtime()
+    import signal
+    import urllib.request
+
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    env = {**os.environ, "TMPDIR": str(temp), "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+    def serve(source):
+        process = subprocess.Popen(
+            [sys.executable, "-m", "kstyle", "serve", str(source), "--port", "0"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
+        )  # fmt: skip
+        line = process.stdout.readline()
+        assert "http://127.0.0.1:" in line, process.stderr.read()
+        url = line.split(" at ")[1].split()[0]
+        with urllib.request.urlopen(url + "manifest.json") as response:
+            manifest = json.load(response)
+        return process, manifest
+
+    process, manifest = serve(runs / "b")
+    try:
+        made = [name for name in os.listdir(temp) if name.startswith("kstyle-site-")]
+        assert len(made) == 1 and (temp / made[0] / "site" / "manifest.json").is_file()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0, process.stderr.read()
+    assert not [name for name in os.listdir(temp) if name.startswith("kstyle-site-")]
+
+    site = tmp_path / "site"
+    build_site_quietly(runs / "b", site)
+    process, served = serve(site)
+    try:
+        assert served["models"][0]["name"] == "b"
+        assert not [name for name in os.listdir(temp) if name.startswith("kstyle-site-")]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0, process.stderr.read()
+
+
+def build_site_quietly(source, site):
+    from kstyle.export.web import build_site
+
+    return build_site([source], str(site), verify_size=32, printer=lambda line: None)
+
+
+def test_vendor_script_one_line_error_and_no_staging_left(tmp_path, capsys):
+    """scripts/vendor_web_runtime.py with a package that lacks a dist file: one error line
+    (SystemExit, no traceback), nothing written, no staging folder left."""
+    import importlib.util
+
+    from kstyle.constants import WEB_RUNTIME_FILES, WEB_RUNTIME_PACKAGE
+
+    path = os.path.join(ROOT, "scripts", "vendor_web_runtime.py")
+    spec = importlib.util.spec_from_file_location("vendor_web_runtime", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    package = tmp_path / "web" / "node_modules" / WEB_RUNTIME_PACKAGE
+    (package / "dist").mkdir(parents=True)
+    (package / "package.json").write_text(json.dumps({"version": "1.0.0"}))
+    (package / "dist" / WEB_RUNTIME_FILES[0]).write_text("export {};")
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(SystemExit) as exit_:
+        script.vendor(install=False, target=str(out / "runtime"), web=str(tmp_path / "web"))
+    message = str(exit_.value.code)
+    assert message.startswith("error: ") and "\n" not in message
+    assert WEB_RUNTIME_FILES[1] in message
+    assert os.listdir(out) == []  # no runtime/, no .runtime-* staging folder
+    # with every file there, it vendors
+    for name in WEB_RUNTIME_FILES[1:]:
+        (package / "dist" / name).write_text(name)
+    record = script.vendor(install=False, target=str(out / "runtime"), web=str(tmp_path / "web"))
+    assert sorted(record["files"]) == sorted(WEB_RUNTIME_FILES)
+    assert os.listdir(out) == ["runtime"]

@@ -4,6 +4,7 @@ a corrupted model, keyboard use, and no request leaving 127.0.0.1. Without Chrom
 Playwright they skip with the reason; under ``KSTYLE_REQUIRE_BROWSER=1`` (CI) they fail."""
 
 import base64
+import hashlib
 import io
 import json
 import os
@@ -11,6 +12,8 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 
 import numpy as np
@@ -61,24 +64,28 @@ def guarded_page(browser, blocked: list, viewport=(1000, 800)):
 
 
 class Served:
-    """``kstyle serve SOURCE --port 0`` in a subprocess; ``url`` is what it printed."""
+    """``kstyle serve SOURCE --port 0`` in a subprocess, with a temporary folder of its own
+    (TMPDIR); ``url`` is what it printed. :meth:`close` stops it with SIGTERM and asserts that
+    it exits cleanly (status 0) and leaves no ``kstyle-site-*`` folder behind."""
 
     def __init__(self, *source):
+        self.tmp = tempfile.mkdtemp(prefix="kstyle-served-")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "kstyle", "serve", *map(str, source), "--port", "0"],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "TMPDIR": self.tmp},
         )
         line = self.process.stdout.readline()
         match = re.search(r"http://127\.0\.0\.1:\d+/", line)
         if not match:
-            self.close()
+            self.close(check=False)
             raise AssertionError(f"kstyle serve printed {line!r}: {self.process.stderr.read()}")
         self.url = match.group(0)
 
-    def close(self):
+    def close(self, check=True):
+        killed = False
         if self.process.poll() is None:
             self.process.terminate()
             try:
@@ -86,6 +93,15 @@ class Served:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+                killed = True
+        left = [name for name in os.listdir(self.tmp) if name.startswith("kstyle-site-")]
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        if not check:
+            return
+        assert not killed and self.process.returncode == 0, (
+            f"kstyle serve exited with {self.process.returncode} on SIGTERM"
+        )
+        assert not left, f"kstyle serve left {left} behind"
 
 
 def wait_ready(page, url, timeout_ms=60_000) -> str:
@@ -288,6 +304,14 @@ def test_resolution_scales_the_longer_side_down(page, served, tmp_path):
     page.select_option("#resolution", "384")
     wait_frame(page, before)
     assert canvas_pixels(page).shape == (192, 384, 3)
+    # "native" is capped: the longer side scaled down to the manifest's max_side
+    from kstyle.constants import WEB_MAX_SIDE
+
+    page.select_option("#resolution", "native")
+    assert f"up to {WEB_MAX_SIDE} px" in page.inner_text("#resolution")
+    upload(page, tmp_path, random_image(20, WEB_MAX_SIDE + 400, seed=15), name="wide.png")
+    assert canvas_pixels(page).shape == (round(20 * WEB_MAX_SIDE / (WEB_MAX_SIDE + 400)),
+                                         WEB_MAX_SIDE, 3)  # fmt: skip
 
 
 def test_phone_viewport_and_keyboard_order(browser, served, tmp_path):
@@ -338,6 +362,29 @@ def test_webcam_renders_live_frames_with_fps(site, playwright, tmp_path):
         assert len(seen) >= 20, f"{len(seen)} distinct frames in 20 s"
         assert re.fullmatch(r"\d+\.\d fps", fps), fps
         assert page.get_attribute("#webcam", "aria-pressed") == "true"
+        # a photo stops the webcam; its frames still in flight are dropped, never drawn: every
+        # frame drawn after the photo was picked (the page's own change listener has run) is
+        # the photo's size
+        page.evaluate(
+            """() => {
+                window.sizes = []; window.picked = false;
+                document.getElementById("file").addEventListener("change", () => {
+                    window.picked = true;
+                });
+                const out = document.getElementById("output");
+                new MutationObserver(() => {
+                    if (window.picked) window.sizes.push([out.height, out.width]);
+                }).observe(out, { attributes: true, attributeFilter: ["data-frames"] });
+            }"""
+        )
+        photo = random_image(48, 64, seed=16)
+        upload(page, tmp_path, photo)
+        page.wait_for_function("window.sizes.length > 0", timeout=60_000)
+        page.wait_for_timeout(1000)
+        assert page.evaluate("window.sizes") == [[48, 64]]
+        assert canvas_pixels(page).shape == photo.shape
+        assert page.evaluate("document.getElementById('video').srcObject") is None
+        assert page.get_attribute("#webcam", "aria-pressed") == "false"
     finally:
         if chromium is not None:
             chromium.close()
@@ -345,11 +392,21 @@ def test_webcam_renders_live_frames_with_fps(site, playwright, tmp_path):
     assert not blocked
 
 
-def test_corrupted_model_shows_one_line_error(site, browser, tmp_path):
+@pytest.mark.parametrize("change", ["altered", "corrupted"])
+def test_a_bad_model_shows_one_line_error(site, browser, tmp_path, change):
+    """altered: one byte added after the build (the sha256 check); corrupted: not ONNX, with
+    manifest.json's sha256 updated to match (the runtime's own error)."""
     broken = tmp_path / "broken"
     shutil.copytree(site, broken)
     model = broken / "models" / "starry-tiny.onnx"  # the style the page loads first
-    model.write_bytes(b"not an onnx model\n" * 100)
+    if change == "altered":
+        with open(model, "ab") as file:
+            file.write(b"\0")
+    else:
+        model.write_bytes(b"not an onnx model\n" * 100)
+        manifest = json.loads((broken / "manifest.json").read_text())
+        manifest["models"][0]["sha256"] = hashlib.sha256(model.read_bytes()).hexdigest()
+        (broken / "manifest.json").write_text(json.dumps(manifest))
     server = Served(broken)
     blocked = []
     page = guarded_page(browser, blocked)
@@ -357,8 +414,11 @@ def test_corrupted_model_shows_one_line_error(site, browser, tmp_path):
         assert wait_ready(page, server.url) == "error"
         message = page.inner_text("#error")
         assert page.is_visible("#error")
-        assert "\n" not in message.strip() and message.startswith("could not load model")
-        assert model.name in message
+        assert "\n" not in message.strip() and model.name in message
+        if change == "altered":
+            assert "does not match manifest.json" in message, message
+        else:
+            assert message.startswith("could not load model"), message
     finally:
         page.screenshot(path=str(tmp_path / "page.png"))
         page.close()
@@ -410,3 +470,129 @@ def test_the_style_picker_switches_models_and_the_png_download_is_the_output(
     assert download.value.suggested_filename == "kstyle-wave-tiny.png"
     saved = np.asarray(Image.open(download.value.path()).convert("RGB"))
     assert np.array_equal(saved, second)
+
+
+def test_a_failed_webcam_then_a_photo_clears_the_error_and_half_strength_matches(
+    page, served, web_run, tmp_path
+):
+    from kstyle import stylize_array
+
+    assert wait_ready(page, served.url) == "ready"
+    page.click("#webcam")  # no camera in this browser (no fake device): an error
+    page.wait_for_function("document.body.dataset.state === 'error'", timeout=30_000)
+    assert page.inner_text("#error").startswith("could not start the webcam")
+    image = random_image(64, 64, seed=17)
+    page.select_option("#resolution", "native")
+    upload(page, tmp_path, image)
+    assert page.evaluate("document.body.dataset.state") == "ready"
+    assert not page.is_visible("#error")
+    assert page.inner_text("#status").startswith("Ready")
+
+    before = frames(page)
+    page.eval_on_selector(
+        "#strength", "e => { e.value = '0.5'; e.dispatchEvent(new Event('input')); }"
+    )
+    wait_frame(page, before)
+    output = canvas_pixels(page).astype(int)
+    expected = stylize_array(web_run[1], image, strength=0.5).astype(int)
+    assert psnr(output, expected) >= 35.0
+    # the page blends the model's uint8 output (Python its float output): |diff| <= 0.75
+    # before rounding where the uint8 output is within one level of the float one
+    assert np.abs(output - expected).max() <= 1
+
+
+def test_the_blend_rounds_as_numpy_does(page, served):
+    """pixels.js's finish() against kstyle.inference's blend + to_uint8 on the same uint8
+    inputs, at strengths with many exact .5 ties: equal, level for level."""
+    from kstyle.images import to_uint8
+    from kstyle.inference import blend
+
+    content = random_image(16, 16, seed=18)
+    stylized = random_image(16, 16, seed=19)
+    assert wait_ready(page, served.url) == "ready"
+    for strength in (0.5, 0.25, 0.35):
+        rgba = page.evaluate(
+            """async ([content, stylized, strength]) => {
+                const { finish } = await import("./pixels.js");
+                const out = finish(Uint8Array.from(content), Uint8Array.from(stylized), 16, 16,
+                                   strength, false);
+                return Array.from(out);
+            }""",
+            [content.ravel().tolist(), stylized.ravel().tolist(), strength],
+        )
+        output = np.asarray(rgba, np.uint8).reshape(16, 16, 4)[..., :3]
+        expected = to_uint8(blend(content, stylized, strength))
+        assert np.array_equal(output, expected), (strength, np.abs(output - expected).max())
+
+
+def test_thread_count_reported_is_what_runs(site, served, browser, tmp_path):
+    """Served with COOP/COEP, ?threads=2 runs 2 threads; served without them (a plain static
+    server) the page is not isolated and says 1 thread, whatever was asked."""
+    import functools
+    import http.server
+
+    from kstyle.export.web import CONTENT_TYPES
+
+    class Plain(http.server.SimpleHTTPRequestHandler):  # the right types, no COOP/COEP
+        extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map, **CONTENT_TYPES}
+
+        def log_message(self, *args):
+            pass
+
+    handler = functools.partial(Plain, directory=str(site))
+    plain = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=plain.serve_forever, daemon=True).start()
+    blocked = []
+    page = guarded_page(browser, blocked)
+    try:
+        assert wait_ready(page, served.url + "?threads=2") == "ready"
+        assert page.evaluate("self.crossOriginIsolated")
+        assert page.inner_text("#status").endswith("2 threads")
+        url = f"http://127.0.0.1:{plain.server_address[1]}/?threads=4"
+        assert wait_ready(page, url) == "ready"
+        assert not page.evaluate("self.crossOriginIsolated")
+        assert page.inner_text("#status").endswith(", 1 thread")
+    finally:
+        page.close()
+        plain.shutdown()
+        plain.server_close()
+    assert not blocked
+
+
+def test_the_seed_net_in_a_run_folder_with_an_unsafe_name(browser, tmp_path):
+    """The johnson preset (the seed network) at 64², in a run folder whose name has '#' and
+    a space: its model file gets a URL-safe name, the page shows the name and matches."""
+    import keras
+
+    from kstyle import stylize_array
+    from kstyle.export.web import build_site
+    from kstyle.transform_net import build_transform_net
+
+    require_browser()
+    keras.utils.set_random_seed(7)
+    net = randomize_norms(build_transform_net(arch="johnson"), seed=7)
+    run_dir = tmp_path / "seed #1 net"
+    run_dir.mkdir()
+    net.save(run_dir / "model.keras")
+    site = tmp_path / "site"
+    manifest = build_site([run_dir], str(site), verify_size=32, printer=lambda line: None)
+    (model,) = manifest["models"]
+    assert (model["name"], model["file"]) == ("seed #1 net", "models/seed-1-net.onnx")
+    server = Served(site)
+    blocked = []
+    page = guarded_page(browser, blocked)
+    try:
+        assert wait_ready(page, server.url) == "ready", page.inner_text("#error")
+        assert page.inner_text("#style") == "seed #1 net"
+        image = random_image(64, 64, seed=20)
+        page.select_option("#resolution", "native")
+        upload(page, tmp_path, image)
+        output = canvas_pixels(page)
+        expected = stylize_array(net, image)
+        assert psnr(output, expected) >= 35.0, psnr(output, expected)
+        assert psnr(output, image) < 20.0
+    finally:
+        page.screenshot(path=str(tmp_path / "page.png"))
+        page.close()
+        server.close()
+    assert not blocked

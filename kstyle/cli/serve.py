@@ -2,15 +2,17 @@
 cross-origin isolation headers that multi-threaded wasm needs; builds it first from runs."""
 
 import argparse
+import contextlib
 import functools
 import os
+import signal
 import sys
 import tempfile
+import threading
 
 from kstyle.cli.common import OneLineErrorParser, add_option, run_command, start_command
 from kstyle.cli.console import add_verbosity, program_name
-
-DEFAULT_PORT = 8000
+from kstyle.constants import DEFAULT_SERVE_PORT
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
@@ -28,14 +30,19 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         doc="a site folder written by 'kstyle export --format web', or runs, model.keras "
         "files or a folder of runs",
     )
-    add("--port", type=int, default=DEFAULT_PORT, doc="port on 127.0.0.1 (0: any free port)")
+    add("--port", type=int, default=DEFAULT_SERVE_PORT, doc="port on 127.0.0.1 (0: any free port)")
     add(
         "--output",
-        doc="where to build the page from runs",
+        doc="where to build the page from runs (not with a site folder)",
         default_text="a temporary folder, deleted on exit",
     )
     add_verbosity(parser)
     return parser
+
+
+def _interrupt(signum, frame):
+    """SIGTERM's handler while serving: stop as Ctrl-C does."""
+    raise KeyboardInterrupt
 
 
 def main_with_args(argv=None, prog=None, from_shell=None) -> int:
@@ -48,24 +55,34 @@ def main_with_args(argv=None, prog=None, from_shell=None) -> int:
 
     if not 0 <= args.port <= 65535:
         raise KstyleError(f"--port must be between 0 and 65535, got {args.port}")
-    with tempfile.TemporaryDirectory(prefix="kstyle-site-") as scratch:
-        built = not (len(args.source) == 1 and is_site(args.source[0]))
-        site = (args.output or os.path.join(scratch, "site")) if built else args.source[0]
-        server = site_server(site, args.port, log=logger.debug)  # the port first: fail fast
-        if built:
-            try:
+    built = not (len(args.source) == 1 and is_site(args.source[0]))
+    if not built and args.output:
+        raise KstyleError(f"{args.source[0]} is already a site; drop --output (nothing to build)")
+    # SIGTERM (kill, a service manager) stops the server as Ctrl-C does, so the temporary
+    # site below is removed either way.
+    main_thread = threading.current_thread() is threading.main_thread()  # signals: main only
+    previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
+    try:
+        with contextlib.ExitStack() as stack:
+            site = args.source[0]
+            if built:
+                site = args.output or os.path.join(
+                    stack.enter_context(tempfile.TemporaryDirectory(prefix="kstyle-site-")),
+                    "site",
+                )
+            server = site_server(site, args.port, log=logger.debug)  # the port first: fail fast
+            stack.callback(server.server_close)
+            if built:
                 build_site(args.source, site, printer=logger.info)
-            except BaseException:
-                server.server_close()
-                raise
-        host, port = server.server_address[:2]
-        print(f"serving {site} at http://{host}:{port}/ (Ctrl-C to stop)", flush=True)
-        try:
-            server.serve_forever()
-        except KeyboardInterrupt:
-            pass
-        finally:
-            server.server_close()
+            host, port = server.server_address[:2]
+            print(f"serving {site} at http://{host}:{port}/ (Ctrl-C to stop)", flush=True)
+            try:
+                server.serve_forever()
+            except KeyboardInterrupt:
+                pass
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
     return 0
 
 

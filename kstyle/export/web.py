@@ -11,10 +11,17 @@ anywhere else when the page is viewed.
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 
-from kstyle.constants import DEFAULT_VERIFY_SIZE, SIZE_MULTIPLE, WEB_RUNTIME_FILES
+from kstyle.constants import (
+    DEFAULT_SERVE_PORT,
+    DEFAULT_VERIFY_SIZE,
+    SIZE_MULTIPLE,
+    WEB_MAX_SIDE,
+    WEB_RUNTIME_FILES,
+)
 from kstyle.errors import KstyleError
 from kstyle.export.serving import OUTPUT_NAME
 from kstyle.export.writer import describe_model, export
@@ -127,22 +134,29 @@ def _unique(name: str, taken: set) -> str:
     return candidate
 
 
+def file_stem(name: str) -> str:
+    """``name`` as a URL-safe file name: each run of characters outside [A-Za-z0-9._-] becomes
+    one '-' ('starry #2' -> 'starry-2'); never empty or starting with '.'."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.")
+    return stem or "model"
+
+
 def _model_entry(model_path, site, taken, verify_size, printer) -> dict:
     """Exports ``model_path`` to ONNX (verified), copies it into ``site/models/`` and returns
-    its manifest entry."""
+    its manifest entry. ``taken``: the names and file stems used so far (updated)."""
     description = describe_run(model_path)
-    name = _unique(description["name"], taken)
+    name = _unique(description["name"], taken.setdefault("names", set()))
+    stem = _unique(file_stem(name), taken.setdefault("files", set()))
     with tempfile.TemporaryDirectory(prefix=".kstyle-web-", dir=site) as scratch:
         (result,) = export(model_path, scratch, formats=("onnx",), verify_size=verify_size,
                            printer=printer)  # fmt: skip
         if not result.passed:
             raise KstyleError(f"the ONNX export of {model_path} missed its bar: {result.shortfall}")
-        target = os.path.join("models", f"{name}.onnx")
+        target = f"models/{stem}.onnx"  # a URL path, relative to the page
         shutil.copyfile(result.path, os.path.join(site, target))
     return {
         **description,
         "name": name,
-        "source": os.path.abspath(model_path),
         "file": target,
         "sha256": sha256(os.path.join(site, target)),
         "input": {
@@ -157,6 +171,24 @@ def _model_entry(model_path, site, taken, verify_size, printer) -> dict:
         },
         "output": {"name": OUTPUT_NAME, "dtype": "uint8", "shape": "same as input"},
     }
+
+
+# The headers a page's files are served with (by ``kstyle serve``, and by static hosts that
+# read the site's ``_headers`` file); COOP/COEP make the page cross-origin isolated, which
+# multi-threaded wasm (SharedArrayBuffer) needs.
+ISOLATION_HEADERS = {
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Embedder-Policy": "require-corp",
+    "Cross-Origin-Resource-Policy": "same-origin",
+}
+HEADERS_FILE = "_headers"  # Netlify's and Cloudflare Pages' per-path headers file
+
+
+def headers_file() -> str:
+    """The text of the site's ``_headers`` file (Netlify / Cloudflare Pages syntax): every path
+    with :data:`ISOLATION_HEADERS`."""
+    lines = ["/*"] + [f"  {key}: {value}" for key, value in ISOLATION_HEADERS.items()]
+    return "\n".join(lines) + "\n"
 
 
 def build_site(paths, output: str, verify_size: int = DEFAULT_VERIFY_SIZE, printer=print):
@@ -182,31 +214,27 @@ def build_site(paths, output: str, verify_size: int = DEFAULT_VERIFY_SIZE, print
         os.makedirs(os.path.join(site, "models"))
         for name in WEB_RUNTIME_FILES:
             shutil.copyfile(os.path.join(RUNTIME_DIR, name), os.path.join(site, "runtime", name))
-        taken = set()
+        taken = {}
         entries = [_model_entry(path, site, taken, verify_size, printer) for path in models]
         manifest = {
             "kstyle_site": SITE_FORMAT,
             "kstyle_version": kstyle.__version__,
             "models": entries,
+            "max_side": WEB_MAX_SIDE,
             "runtime": {**runtime, "entry": WEB_RUNTIME_FILES[0]},
         }
         write_json_atomically(manifest, os.path.join(site, MANIFEST), sort_keys=False)
+        with open(os.path.join(site, HEADERS_FILE), "w") as file:
+            file.write(headers_file())
     printer(f"web page with {len(entries)} model(s) in {output}")
     return manifest
 
 
-# What a page's files are served as; COOP/COEP make the page cross-origin isolated, which
-# multi-threaded wasm (SharedArrayBuffer) needs.
-ISOLATION_HEADERS = {
-    "Cross-Origin-Opener-Policy": "same-origin",
-    "Cross-Origin-Embedder-Policy": "require-corp",
-    "Cross-Origin-Resource-Policy": "same-origin",
-}
 CONTENT_TYPES = {".mjs": "text/javascript", ".js": "text/javascript", ".wasm": "application/wasm",
                  ".json": "application/json", ".onnx": "application/octet-stream"}  # fmt: skip
 
 
-def site_server(folder: str, port: int = 8000, host: str = "127.0.0.1", log=None):
+def site_server(folder: str, port: int = DEFAULT_SERVE_PORT, host: str = "127.0.0.1", log=None):
     """An HTTP server (not yet serving: call ``serve_forever``) for the site in ``folder`` on
     ``host:port`` (port 0: any free one; ``server.server_address`` says which), sending
     :data:`ISOLATION_HEADERS`. ``log``, if given, is called with each request's line.

@@ -7,8 +7,13 @@ const $ = (id) => document.getElementById(id);
 // With the webcam on, two frames are in flight, so that the worker starts the next frame
 // while the page draws the last one; a photo has one.
 const WEBCAM_IN_FLIGHT = 2;
+// "native" resolution scales the longer side down to at most this (manifest.json's
+// max_side): a 12-megapixel photo would run the wasm heap out of memory.
+const DEFAULT_MAX_SIDE = 2048;
+// generation: bumped whenever the source changes (a photo, the webcam started or stopped), so
+// that frames still in flight from an earlier source are dropped, not drawn or counted.
 const state = { manifest: null, source: null, webcam: null, inFlight: 0, pending: false,
-  ready: false, id: 0, frames: 0, times: [] };
+  ready: false, id: 0, generation: 0, frames: 0, times: [] };
 
 function showError(message) {
   const line = String(message).split("\n")[0];
@@ -16,6 +21,19 @@ function showError(message) {
   $("error").hidden = false;
   $("status").textContent = "Error";
   document.body.dataset.state = "error";
+}
+
+// Hides the error bar after a success (the runtime ready, a frame drawn).
+function clearError() {
+  if (document.body.dataset.state !== "error") return;
+  $("error").hidden = true;
+  $("error").textContent = "";
+  document.body.dataset.state = state.ready ? "ready" : "loading";
+  if (state.ready) $("status").textContent = state.readyText;
+}
+
+function maxSide() {
+  return (state.manifest && state.manifest.max_side) || DEFAULT_MAX_SIDE;
 }
 
 function sourceSize() {
@@ -26,12 +44,13 @@ function sourceSize() {
 }
 
 // The processing size: the source's, or scaled down so that its longer side is the chosen
-// resolution (never up).
+// resolution (never up); "native" is capped at maxSide().
 function processingSize() {
   const size = sourceSize();
   if (!size) return null;
   const choice = $("resolution").value;
-  const scale = choice === "native" ? 1 : Math.min(1, Number(choice) / Math.max(size.width, size.height));
+  const side = choice === "native" ? maxSide() : Number(choice);
+  const scale = Math.min(1, side / Math.max(size.width, size.height));
   return { width: Math.max(1, Math.round(size.width * scale)),
     height: Math.max(1, Math.round(size.height * scale)) };
 }
@@ -51,7 +70,7 @@ function send() {
   context.drawImage(state.source, 0, 0, size.width, size.height);
   const pixels = context.getImageData(0, 0, size.width, size.height).data;
   state.inFlight += 1;
-  state.worker.postMessage({ type: "stylize", id: ++state.id, model: $("style").value,
+  state.worker.postMessage({ type: "stylize", id: ++state.id, generation: state.generation, model: $("style").value,
     width: size.width, height: size.height, rgba: pixels, strength: Number($("strength").value),
     preserve: $("preserve").checked }, [pixels.buffer]);
 }
@@ -72,6 +91,16 @@ function showFps(ms) {
 }
 
 function onResult(message) {
+  state.inFlight = Math.max(0, state.inFlight - 1);
+  if (message.generation !== state.generation) { // from a source no longer shown
+    if (state.webcam) requestAnimationFrame(schedule);
+    else if (state.pending) {
+      state.pending = false;
+      send();
+    }
+    return;
+  }
+  clearError();
   const canvas = $("output");
   canvas.width = message.width;
   canvas.height = message.height;
@@ -81,7 +110,6 @@ function onResult(message) {
   if (state.frames === 1) canvas.dataset.firstMs = performance.now().toFixed(0);
   $("download").disabled = false;
   showFps(message.ms);
-  state.inFlight = Math.max(0, state.inFlight - 1);
   if (state.webcam) requestAnimationFrame(schedule);
   else if (state.pending) {
     state.pending = false;
@@ -92,6 +120,7 @@ function onResult(message) {
 async function usePhoto(file) {
   if (!file) return;
   stopWebcam();
+  state.generation += 1;
   try {
     state.source = await createImageBitmap(file, { colorSpaceConversion: "none", premultiplyAlpha: "none" });
   } catch (error) {
@@ -110,6 +139,7 @@ async function startWebcam() {
     await video.play();
     state.webcam = stream;
     state.source = video;
+    state.generation += 1;
     state.times = [];
     $("webcam").textContent = "Stop webcam";
     $("webcam").setAttribute("aria-pressed", "true");
@@ -123,6 +153,9 @@ function stopWebcam() {
   if (!state.webcam) return;
   state.webcam.getTracks().forEach((track) => track.stop());
   state.webcam = null;
+  if (state.source === $("video")) state.source = null;
+  $("video").srcObject = null;
+  state.generation += 1;
   $("webcam").textContent = "Start webcam";
   $("webcam").setAttribute("aria-pressed", "false");
 }
@@ -172,6 +205,7 @@ async function main() {
     return;
   }
   state.manifest = manifest;
+  $("resolution").querySelector("option[value=native]").textContent = `native (up to ${maxSide()} px)`;
   for (const model of manifest.models) {
     const option = new Option(model.style ? `${model.name} (${model.style})` : model.name, model.name);
     $("style").add(option);
@@ -184,15 +218,18 @@ async function main() {
     const message = event.data;
     if (message.type === "ready") {
       state.ready = true;
+      clearError();
       document.body.dataset.readyMs = performance.now().toFixed(0);
       document.body.dataset.state = "ready";
       const threads = message.threads === 1 ? "1 thread" : `${message.threads} threads`;
-      $("status").textContent = `Ready: ${manifest.runtime.name} ${manifest.runtime.version}, ${threads}`;
+      state.readyText = `Ready: ${manifest.runtime.name} ${manifest.runtime.version}, ${threads}`;
+      $("status").textContent = state.readyText;
       if (state.source) schedule();
     } else if (message.type === "result") {
       onResult(message);
     } else if (message.type === "error") {
       state.inFlight = Math.max(0, state.inFlight - 1);
+      if (message.generation !== undefined && message.generation !== state.generation) return;
       stopWebcam();
       showError(message.message);
     }

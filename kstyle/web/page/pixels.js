@@ -1,7 +1,9 @@
 // Pixel arithmetic shared by the page and its worker, the same rules as kstyle.inference:
 // edge padding for images too small to mirror, colour preservation in full-range BT.601
 // YCbCr (the content's Cb, Cr with the stylized luminance, clamped so the chroma is kept),
-// then the strength blend, then rounding to uint8.
+// then the strength blend (in float32, as numpy does), then rounding half to even to uint8.
+// The model's output is uint8 (Python blends its float output), so a blended level can still
+// differ from kstyle.stylize_array's by one.
 
 export function rgbaToRgb(rgba, width, height) {
   const rgb = new Uint8Array(width * height * 3);
@@ -48,10 +50,20 @@ const CR_TO = [
   1.4019995886573404, -0.7141361555818124, 4.0629806304661396e-07,
 ];
 
+// Rounds half to even (numpy's np.round), then clamps to [0, 255].
+export function toUint8(value) {
+  const floor = Math.floor(value), rest = value - floor;
+  const rounded = rest > 0.5 || (rest === 0.5 && floor % 2 !== 0) ? floor + 1 : floor;
+  return Math.min(255, Math.max(0, rounded));
+}
+
 // content, stylized: (H, W, 3) uint8 RGB; returns (H, W, 4) RGBA uint8 (opaque).
 export function finish(content, stylized, width, height, strength, preserve) {
   const rgba = new Uint8ClampedArray(width * height * 4);
   const out = [0, 0, 0];
+  // numpy's float32 blend: strength * stylized + (1 - strength) * content, each step float32
+  const f = Math.fround, s = f(strength), t = f(1 - strength);
+  const mix = (styled, plain) => toUint8(strength === 1 ? styled : f(f(s * f(styled)) + f(t * plain)));
   for (let i = 0; i < width * height; i++) {
     const r = content[3 * i], g = content[3 * i + 1], b = content[3 * i + 2];
     let sr = stylized[3 * i], sg = stylized[3 * i + 1], sb = stylized[3 * i + 2];
@@ -69,9 +81,9 @@ export function finish(content, stylized, width, height, strength, preserve) {
       sg = Math.min(255, Math.max(0, out[1] + y));
       sb = Math.min(255, Math.max(0, out[2] + y));
     }
-    rgba[4 * i] = Math.round(strength * sr + (1 - strength) * r);
-    rgba[4 * i + 1] = Math.round(strength * sg + (1 - strength) * g);
-    rgba[4 * i + 2] = Math.round(strength * sb + (1 - strength) * b);
+    rgba[4 * i] = mix(sr, r);
+    rgba[4 * i + 1] = mix(sg, g);
+    rgba[4 * i + 2] = mix(sb, b);
     rgba[4 * i + 3] = 255;
   }
   return rgba;

@@ -1,8 +1,8 @@
 // kstyle page worker: loads the ONNX Runtime Web runtime and the models, stylizes RGBA frames.
-// Messages in:  {type: "load", manifest}, {type: "stylize", id, model, width, height, rgba,
-//               strength, preserve}
-// Messages out: {type: "ready", threads}, {type: "result", id, width, height, rgba, ms},
-//               {type: "error", message} (one line)
+// Messages in:  {type: "load", manifest}, {type: "stylize", id, generation, model, width,
+//               height, rgba, strength, preserve}
+// Messages out: {type: "ready", threads (what the runtime runs)}, {type: "result", id,
+//               generation, width, height, rgba, ms}, {type: "error", id, generation, message}
 import { finish, padEdge, rgbaToRgb } from "./pixels.js";
 
 let ort = null;
@@ -19,9 +19,15 @@ async function load(message) {
   ort = await import(`./runtime/${manifest.runtime.entry}`);
   // Threads need cross-origin isolation (COOP/COEP): without it the runtime runs one thread.
   const threads = self.crossOriginIsolated ? Math.min(4, navigator.hardwareConcurrency || 1) : 1;
-  ort.env.wasm.numThreads = message.threads || threads;
+  // Without isolation the runtime falls back to one thread, whatever was asked (?threads=N).
+  ort.env.wasm.numThreads = self.crossOriginIsolated ? message.threads || threads : 1;
   ort.env.wasm.wasmPaths = new URL("./runtime/", import.meta.url).href;
   return ort.env.wasm.numThreads;
+}
+
+async function sha256Hex(bytes) {
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+  return Array.from(digest, (byte) => byte.toString(16).padStart(2, "0")).join("");
 }
 
 async function session(name) {
@@ -32,6 +38,9 @@ async function session(name) {
       const response = await fetch(model.file);
       if (!response.ok) throw new Error(`${model.file}: HTTP ${response.status}`);
       const bytes = new Uint8Array(await response.arrayBuffer());
+      if (model.sha256 && (await sha256Hex(bytes)) !== model.sha256) {
+        throw new Error(`${model.file} does not match manifest.json (sha256); rebuild the page`);
+      }
       try {
         return await ort.InferenceSession.create(bytes, { executionProviders: ["wasm"] });
       } catch (error) {
@@ -56,27 +65,37 @@ async function stylize(message) {
     // edge-padded here first, as kstyle.stylize_array does, and cropped back below.
     const padded = padEdge(content, width, height, model.input.size_multiple);
     const input = new ort.Tensor("uint8", padded.rgb, [1, padded.height, padded.width, 3]);
-    const outputs = await run.run({ [model.input.name]: input });
+    let outputs;
+    try {
+      outputs = await run.run({ [model.input.name]: input });
+    } catch (error) {
+      if (/bad_alloc|out of memory|memory/i.test(oneLine(error))) {
+        throw new Error(`out of memory at ${width}x${height}: pick a lower resolution`);
+      }
+      throw error;
+    }
     const full = outputs[model.output.name].data;
     stylized = padded.width === width && padded.height === height
       ? full : padded.crop(full);
   }
   const rgba = finish(content, stylized, width, height, strength, preserve);
-  return { type: "result", id: message.id, width, height, rgba, ms: performance.now() - started };
+  return { type: "result", id: message.id, generation: message.generation, width, height, rgba, ms: performance.now() - started };
 }
 
 async function handle(message) {
   try {
     if (message.type === "load") {
-      const threads = await load(message);
+      await load(message);
       if (message.warm) await session(message.warm);
-      self.postMessage({ type: "ready", threads });
+      // read back after the first session: the runtime lowers it where threads cannot run
+      self.postMessage({ type: "ready", threads: ort.env.wasm.numThreads });
     } else if (message.type === "stylize") {
       const result = await stylize(message);
       self.postMessage(result, [result.rgba.buffer]);
     }
   } catch (error) {
-    self.postMessage({ type: "error", id: message.id, message: oneLine(error) });
+    self.postMessage({ type: "error", id: message.id, generation: message.generation,
+      message: oneLine(error) });
   }
 }
 
