@@ -21,6 +21,7 @@ OTHER_PROGRAMS_FLAGS = {
     "--durations": "pytest",
     "--dist": "pytest-xdist",
     "--resolution": "uv pip install",
+    "--ignore-scripts": "npm ci",
     **dict.fromkeys(
         [
             "--use-fake-device-for-media-stream",
