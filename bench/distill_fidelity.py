@@ -46,7 +46,7 @@ from realtime import FLAGS_SHOWN  # bench/: one list of the CPU flags that matte
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 TRAIN_SEED_START = 10_000
-POLL_SECONDS = 2.0
+POLL_SECONDS = 0.2  # kstyle keeps its 2 newest checkpoints: poll well within a step
 
 
 def square_photo(path: str, size: int):
@@ -190,9 +190,30 @@ def distill(args, prepared) -> dict:
         mark = (latest_step(checkpoints) or 0, started)  # s/step counts from here (or a resume)
 
         def record(step):
-            times[str(step)] = (time.time() - mark[1]) / (step - mark[0])
+            """Stores the wall seconds per step since ``mark``; returns the new mark."""
+            steps = step - mark[0]  # 0 or less: copied late, after a resume from a later step
+            times[str(step)] = (time.time() - mark[1]) / steps if steps > 0 else None
             json.dump(times, open(times_path, "w"))
             return step, time.time()
+
+        def copy_milestones():
+            """Copies every milestone checkpoint not copied yet (the .index last, renamed into
+            place, so a copy cut short is never taken for a whole one)."""
+            nonlocal mark
+            newest = latest_step(checkpoints) or 0
+            for step in milestones[:-1]:
+                index = os.path.join(checkpoints, f"ckpt-{step}.index")
+                if step in found or newest < step or not os.path.isfile(index):
+                    continue
+                for path in glob.glob(os.path.join(checkpoints, f"ckpt-{step}.data-*")):
+                    shutil.copy(path, saved)
+                shutil.copy(index, os.path.join(saved, "index.partial"))
+                os.replace(
+                    os.path.join(saved, "index.partial"), os.path.join(saved, f"ckpt-{step}.index")
+                )
+                found[step] = os.path.join(saved, f"ckpt-{step}")
+                mark = record(step)
+                print(f"milestone {step} copied", file=sys.stderr, flush=True)
 
         stopping = False
         while process.poll() is None:
@@ -200,15 +221,8 @@ def distill(args, prepared) -> dict:
             if args.time_limit and not stopping and time.time() - started > args.time_limit * 60:
                 process.send_signal(signal.SIGTERM)  # kstyle stops after the step, checkpointed
                 stopping = True
-            newest = latest_step(checkpoints) or 0
-            for step in milestones[:-1]:
-                index = os.path.join(checkpoints, f"ckpt-{step}.index")
-                if step not in found and newest >= step and os.path.isfile(index):
-                    for path in glob.glob(os.path.join(checkpoints, f"ckpt-{step}.*")):
-                        shutil.copy(path, saved)
-                    found[step] = os.path.join(saved, f"ckpt-{step}")
-                    mark = record(step)
-                    print(f"milestone {step} copied", file=sys.stderr, flush=True)
+            copy_milestones()
+        copy_milestones()  # a milestone checkpointed just before a stop
         if os.path.isfile(os.path.join(run_dir, "summary.json")):
             record(milestones[-1])
         else:
@@ -219,6 +233,9 @@ def distill(args, prepared) -> dict:
             )
     if os.path.isfile(os.path.join(run_dir, "summary.json")):
         found[milestones[-1]] = final_model
+        missed = [step for step in milestones if step not in found]
+        if missed:
+            print(f"warning: milestones {missed} were overwritten before a copy", file=sys.stderr)
     return {step: (found[step], times.get(str(step))) for step in sorted(found)}
 
 

@@ -91,7 +91,8 @@ def previous_run(run_dir: str, config: TrainConfig) -> dict | None:
         raise KstyleError(f"{config_path} lacks data_seed; pass --restart to start over")
     adopt_old_default(saved, config)
     now = dataclasses.asdict(config)
-    before_presets = {"arch": DEFAULT_ARCH}  # runs started before --arch trained the seed net
+    # style runs started before --arch trained the seed net (distill runs always record arch)
+    before_presets = {} if getattr(config, "teacher", None) else {"arch": DEFAULT_ARCH}
     for key in resume_keys(config):
         then = saved.get(key, before_presets.get(key, now[key]))  # absent: a newer option
         if then != now[key]:

@@ -18,7 +18,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 # The longest test files, started first: with ``-n 2 --dist loadfile`` each file runs on one
-# worker, so a long file collected last would leave the other worker idle at the end.
+# worker, so a long file collected last would leave the other worker idle at the end (the test
+# command passes --no-loadscope-reorder, without which xdist orders files by test count).
 LONG_FILES = (
     "test_resume.py",
     "test_distribute.py",
@@ -81,8 +82,12 @@ def run_in_process(script, *args, env=None):
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
                 code = main(argv, prog=script)
-            except SystemExit as done:  # argparse: --help, a usage error
-                code = done.code if isinstance(done.code, int) else 1
+            except SystemExit as done:  # argparse: --help, a usage error; as the interpreter
+                if done.code is None or isinstance(done.code, int):
+                    code = done.code or 0
+                else:  # a message: printed to stderr, status 1
+                    print(done.code, file=sys.stderr)
+                    code = 1
     finally:
         for name, value in saved_env.items():
             if value is None:

@@ -454,7 +454,10 @@ def avx2_only(monkeypatch):
     restarts = []
     monkeypatch.setattr(common.os, "execv", lambda *args: restarts.append(args))
     monkeypatch.setattr(common, "cpu_flags", lambda: {"avx2", "fma"})
-    monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
+    # set, then unset: monkeypatch records the variable's absence and restores it, so the value
+    # use_fastest_onednn sets cannot leak into later tests' subprocesses
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "")
+    monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS")
     return restarts
 
 
