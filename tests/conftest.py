@@ -17,28 +17,6 @@ from PIL import Image  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-# The longest test files, started first: with ``-n 2 --dist loadfile`` each file runs on one
-# worker, so a long file collected last would leave the other worker idle at the end (the test
-# command passes --no-loadscope-reorder, without which xdist orders files by test count).
-LONG_FILES = (
-    "test_resume.py",
-    "test_distribute.py",
-    "test_distill.py",
-    "test_cli.py",
-    "test_web.py",
-    "test_export_writer.py",
-    "test_export_int8.py",
-    "test_export_web.py",
-    "test_notebook.py",
-)
-
-
-def pytest_collection_modifyitems(config, items):
-    """Puts the tests of :data:`LONG_FILES` first (in that order), the rest as collected."""
-    rank = {name: index for index, name in enumerate(LONG_FILES)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(LONG_FILES)))
-
-
 def run(script, *args, env=None, cwd=None):
     full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
     return subprocess.run(

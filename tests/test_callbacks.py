@@ -4,6 +4,7 @@ request."""
 
 import csv
 import os
+import sys
 
 import keras
 import numpy as np
@@ -289,7 +290,11 @@ class Stream:
         (2, 3, True, True),
     ],
 )
-def test_progress_lines_are_for_logs_unless_asked_for(verbose, log_every, terminal, wanted):
+def test_progress_lines_are_for_logs_unless_asked_for(
+    verbose, log_every, terminal, wanted, monkeypatch
+):
+    # no notebook kernel here, even when an earlier test (the notebook's) imported ipykernel
+    monkeypatch.delitem(sys.modules, "ipykernel", raising=False)
     assert progress_lines_wanted(verbose, log_every, Stream(terminal)) is wanted
 
 

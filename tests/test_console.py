@@ -1,6 +1,5 @@
 """The console: commands named as typed, -q/-v, kstyle's own lines only, logging."""
 
-import logging
 import os
 import re
 import subprocess
@@ -123,5 +122,5 @@ def test_log_levels_and_format(capsys):
     assert capsys.readouterr().err.splitlines() == [
         "shown", "warning: careful", "error: bad", "details"
     ]  # fmt: skip
-    assert len([h for h in logger.handlers if isinstance(h, logging.StreamHandler)]) == 1
+    assert len([h for h in logger.handlers if isinstance(h, console._StderrHandler)]) == 1
     console.setup_logging()

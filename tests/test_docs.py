@@ -10,8 +10,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(ROOT, "README.md")
 QUICK_START = [
     "python -m pip install -e . && python train.py --demo",
-    'python -m pip install -e ".[dev]" && '
-    "python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder",
+    'python -m pip install -e ".[dev]" && python -m pytest -q -n 2 --dist loadfile',
 ]
 README_MAX_LINES = 200
 # Options of other programs that the docs show next to kstyle's.
@@ -21,7 +20,6 @@ OTHER_PROGRAMS_FLAGS = {
     "--model_base_path": "TF Serving",
     "--durations": "pytest",
     "--dist": "pytest-xdist",
-    "--no-loadscope-reorder": "pytest-xdist",
     "--resolution": "uv pip install",
     "--ignore-scripts": "npm ci",
     **dict.fromkeys(
