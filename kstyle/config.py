@@ -6,7 +6,6 @@ offers. This module does not import TensorFlow, so ``--help`` stays quick.
 """
 
 import dataclasses
-import hashlib
 import os
 
 from kstyle.coco import DATA_DIR_HELP
@@ -26,6 +25,7 @@ from kstyle.constants import (
 from kstyle.distribute import JIT_COMPILE, MIXED_PRECISION, STRATEGIES
 from kstyle.errors import KstyleError
 from kstyle.extras import install_command
+from kstyle.files import file_sha256
 from kstyle.images import DEFAULT_MAX_PIXELS
 
 
@@ -337,15 +337,6 @@ def teacher_model_file(teacher: str) -> str:
     """The model file of ``teacher``: ``teacher/model.keras`` for a run directory, else
     ``teacher`` itself."""
     return os.path.join(teacher, "model.keras") if os.path.isdir(teacher) else teacher
-
-
-def file_sha256(path: str) -> str:
-    """The SHA-256 of the file at ``path``, in hex."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def load_teacher(teacher: str):

@@ -12,6 +12,7 @@ and is rewritten this way when a run resumes.)
 
 import contextlib
 import errno
+import hashlib
 import json
 import math
 import os
@@ -217,3 +218,12 @@ def write_json_atomically(data: dict, path: str, sort_keys: bool = True) -> None
         with open(temporary, "w") as file:
             json.dump(data, file, indent=2, sort_keys=sort_keys)
             file.write("\n")
+
+
+def file_sha256(path: str) -> str:
+    """The SHA-256 of the file at ``path``, in hex."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -10,7 +10,6 @@ Run it before building a wheel or sdist: kstyle/web/runtime/ is git-ignored pack
 """
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -22,18 +21,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from kstyle.constants import WEB_RUNTIME_FILES, WEB_RUNTIME_PACKAGE  # noqa: E402
+from kstyle.files import file_sha256  # noqa: E402
 
 WEB = os.path.join(ROOT, "web")
 TARGET = os.path.join(ROOT, "kstyle", "web", "runtime")
-
-
-def sha256(path: str) -> str:
-    """The hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def vendor(install: bool = True, target: str = TARGET, web: str = WEB) -> dict:
@@ -62,7 +53,7 @@ def vendor(install: bool = True, target: str = TARGET, web: str = WEB) -> dict:
                 sys.exit(f"error: {source} is missing; is {WEB_RUNTIME_PACKAGE} {version} the "
                          "version pinned in web/package-lock.json? (npm ci)")  # fmt: skip
             shutil.copyfile(source, os.path.join(staging, name))
-            files[name] = sha256(os.path.join(staging, name))
+            files[name] = file_sha256(os.path.join(staging, name))
         record = {"name": WEB_RUNTIME_PACKAGE, "version": version, "files": files}
         with open(os.path.join(staging, "RUNTIME.json"), "w") as file:
             json.dump(record, file, indent=2)

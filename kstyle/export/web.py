@@ -8,7 +8,6 @@ package pinned in ``web/package-lock.json``), and ``manifest.json``. Nothing is 
 anywhere else when the page is viewed.
 """
 
-import hashlib
 import json
 import os
 import re
@@ -25,7 +24,7 @@ from kstyle.constants import (
 from kstyle.errors import KstyleError
 from kstyle.export.serving import OUTPUT_NAME
 from kstyle.export.writer import describe_model, export
-from kstyle.files import atomic_directory, write_json_atomically
+from kstyle.files import atomic_directory, file_sha256, write_json_atomically
 
 PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAGE_DIR = os.path.join(PACKAGE, "web", "page")
@@ -34,15 +33,6 @@ PAGE_FILES = ("index.html", "app.js", "worker.js", "pixels.js", "style.css")
 MANIFEST = "manifest.json"
 SITE_FORMAT = 1  # manifest.json's "kstyle_site": what marks a folder as a kstyle site
 VENDOR_HINT = "run 'python scripts/vendor_web_runtime.py' in a kstyle checkout"
-
-
-def sha256(path: str) -> str:
-    """The hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def runtime_record(runtime_dir: str = RUNTIME_DIR) -> dict:
@@ -60,7 +50,7 @@ def runtime_record(runtime_dir: str = RUNTIME_DIR) -> dict:
     for name in WEB_RUNTIME_FILES:
         path = os.path.join(runtime_dir, name)
         expected = record.get("files", {}).get(name)
-        if not os.path.isfile(path) or expected is None or sha256(path) != expected:
+        if not os.path.isfile(path) or expected is None or file_sha256(path) != expected:
             raise KstyleError(f"the web runtime file {path} is missing or changed; {VENDOR_HINT}")
     return record
 
@@ -158,7 +148,7 @@ def _model_entry(model_path, site, taken, verify_size, printer) -> dict:
         **description,
         "name": name,
         "file": target,
-        "sha256": sha256(os.path.join(site, target)),
+        "sha256": file_sha256(os.path.join(site, target)),
         "input": {
             "name": "image",
             "dtype": "uint8",
