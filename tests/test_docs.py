@@ -9,8 +9,10 @@ import re
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(ROOT, "README.md")
 QUICK_START = [
-    "python -m pip install -e . && python train.py --demo",
-    'python -m pip install -e ".[dev]" && python -m pytest -q -n 2 --dist loadfile',
+    "python3 -m venv .venv && . .venv/bin/activate && python -m pip install -e . "
+    "&& python train.py --demo",
+    'python3 -m venv .venv && . .venv/bin/activate && python -m pip install -e ".[dev]" '
+    "&& python -m pytest -q -n 2 --dist loadfile",
 ]
 README_MAX_LINES = 200
 # Options of other programs that the docs show next to kstyle's.
@@ -141,3 +143,26 @@ def test_docs_name_only_options_that_exist():
         if flag not in known
     ]
     assert not unknown, "options that no parser has:\n" + "\n".join(unknown)
+
+
+def _help_commands() -> list[str]:
+    """The subcommands that ``kstyle --help`` lists under "commands:", in its order."""
+    from kstyle.cli.main import build_parser
+
+    text = build_parser("kstyle").format_help()
+    section = text.split("commands:\n", 1)[1]
+    return re.findall(r"^  (\w+) ", section, flags=re.MULTILINE)
+
+
+def test_readme_and_cli_reference_name_every_command_of_kstyle_help():
+    commands = _help_commands()
+    assert len(commands) >= 6 and "distill" in commands
+    listed = re.search(r"`kstyle ((?:\w+\|)+\w+)`", _read(README)).group(1).split("|")
+    assert listed == commands, "the README's command list differs from `kstyle --help`"
+    documented = re.findall(r"^## kstyle (\w+)$", _read(os.path.join(ROOT, "docs", "cli.md")), re.M)
+    assert sorted(documented) == sorted(commands)
+    numbers = "one two three four five six seven eight nine ten".split()
+    for page in _pages():
+        for word in re.findall(r"\b(\w+) (?:kstyle )?commands\b", _prose(_read(page))):
+            if word.lower() in numbers:  # "the three commands": a count that drifts
+                assert numbers.index(word.lower()) + 1 == len(commands), (page, word)
