@@ -221,7 +221,8 @@ def test_help_states_every_default():
     assert result.returncode == 0
     text = " ".join(result.stdout.split())
     for fragment in (
-        "--epochs EPOCHS passes over the content images (default: 2)",
+        "--epochs EPOCHS passes over the content images (with --steps: whichever stops "
+        "first) (default: 2, or as many as --steps needs)",
         "(default: 4)",
         "(default: 256)",
         "(default: 0.001)",
