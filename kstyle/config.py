@@ -307,23 +307,24 @@ class DistillConfig(TrainConfig):
     )
 
     def validate(self) -> None:
-        """Raises KstyleError for option values that cannot work."""
+        """Raises KstyleError for option values that cannot work, and for an ``--output`` that
+        holds the teacher (it would be written)."""
         super().validate()
         if not self.teacher:
             raise KstyleError("--teacher is required: the run directory or .keras file to distill")
         if self.perceptual_weight < 0:
             raise KstyleError(f"--perceptual-weight must not be negative: {self.perceptual_weight}")
-
-    def check_inputs(self) -> None:
-        """Raises KstyleError when the teacher is missing, not a transform net, or would be
-        written: ``--output`` must not be the folder that holds it."""
-        load_teacher(self.teacher)
         path = teacher_model_file(self.teacher)
         if os.path.realpath(os.path.dirname(path)) == os.path.realpath(self.resolved_output()):
             raise KstyleError(
                 f"--output {self.resolved_output()} holds the teacher {path}; the student "
                 "needs a run directory of its own"
             )
+
+    def check_inputs(self) -> None:
+        """Raises KstyleError when the teacher is missing or not a transform net (one that
+        ``--output`` would write is :meth:`validate`'s)."""
+        load_teacher(self.teacher)
 
     def uses_loss_net(self) -> bool:
         """Whether the run builds the VGG-16 loss network: only for the perceptual term."""
