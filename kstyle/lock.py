@@ -14,6 +14,7 @@ Where ``flock`` does not exist (Windows) or the file system refuses it, nothing 
 
 import contextlib
 import errno
+import hashlib
 import os
 import threading
 import time
@@ -30,6 +31,8 @@ LOCK_NAME = ".kstyle.lock"
 # holds; and of file systems that cannot lock at all (these run unlocked).
 _HELD_ELSEWHERE = (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
 _CANNOT_LOCK = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)
+# The longest output name that keeps its whole name in its lock file's.
+_MAX_NAME_BYTES = 255 - len(LOCK_NAME) - 1
 # How long a refusal waits for a holder that has just locked to write its PID.
 _PID_WAIT_SECONDS = 0.5
 
@@ -44,8 +47,12 @@ def run_dir_lock_path(run_dir: str) -> str:
 
 def output_lock_path(output: str) -> str:
     """The lock file of any other output (a file or a folder): ``.NAME.kstyle.lock`` beside
-    it, so that it never lands inside what is written."""
+    it, so that it never lands inside what is written. A NAME too long for that keeps its
+    start and gains a hash of the whole name, within the file-name limit of 255 bytes."""
     folder, name = os.path.split(os.path.abspath(output.rstrip(os.sep) or output))
+    if len(name.encode()) > _MAX_NAME_BYTES:
+        digest = hashlib.sha256(name.encode()).hexdigest()[:16]
+        name = f"{name.encode()[: _MAX_NAME_BYTES - 17].decode(errors='ignore')}-{digest}"
     return os.path.join(folder, f".{name}{LOCK_NAME}")
 
 
@@ -113,7 +120,8 @@ def holding(lock_path: str, output: str):
 
     Raises:
         KstyleError: another process holds the lock (one line naming its PID).
-        OSError: the lock file cannot be made (named as ``output``).
+        OSError: the lock file cannot be made (named as ``output``, or as the folder that
+            cannot be made).
     """
     if fcntl is None:
         yield
@@ -138,7 +146,8 @@ def holding(lock_path: str, output: str):
         os.makedirs(folder, exist_ok=True)
         descriptor = _try_lock(lock_path)
     except OSError as error:
-        raise OSError(error.errno, error.strerror, output) from error
+        named = output if error.filename in (None, lock_path) else error.filename  # a folder
+        raise OSError(error.errno, error.strerror, named) from error
     if descriptor is None:
         pid = holder_pid(lock_path)
         who = f"PID {pid}" if pid is not None else "PID unknown"

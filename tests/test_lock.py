@@ -107,6 +107,10 @@ def test_stylize_and_export_refuse_an_output_being_written(tmp_path, holders, sa
     assert assert_one_line_error(result) == refusal(folder, holder.pid)
     assert not folder.exists()
     assert output_lock_path(str(target)) == str(tmp_path / "out" / ".styled.png.kstyle.lock")
+    # names too long for the lock file's keep their start and a hash of the whole
+    long_names = [output_lock_path(str(tmp_path / ("y" * 246 + end))) for end in (".png", ".jpg")]
+    assert long_names[0] != long_names[1]
+    assert all(len(os.path.basename(name).encode()) <= 255 for name in long_names)
 
 
 def test_a_killed_holder_leaves_no_lock(tmp_path, holders, saved_model_path):
