@@ -95,6 +95,20 @@ def test_training_into_a_held_folder_is_refused_before_any_work(tmp_path, holder
     assert (run_dir / ".kstyle.lock").read_text() == f"{holder.pid}\n"
 
 
+def test_the_library_call_is_refused_too(tmp_path, holders):
+    """``kstyle.run.train`` (a notebook's call) takes the lock itself, before it reads
+    anything: the style image here does not even exist."""
+    from kstyle.errors import KstyleError
+    from kstyle.run import TrainConfig, train
+
+    run_dir = tmp_path / "run"
+    holder = holders(f"run:{run_dir}")
+    config = TrainConfig(style=str(tmp_path / "missing.png"), output=str(run_dir), steps=1)
+    with pytest.raises(KstyleError) as caught:
+        train(config, printer=lambda line: None)
+    assert f"error: {caught.value}" == refusal(run_dir, holder.pid)
+
+
 def test_stylize_and_export_refuse_an_output_being_written(tmp_path, holders, saved_model_path):
     photo = tmp_path / "photo.png"
     Image.fromarray(random_image(32, 40, seed=4)).save(photo)
