@@ -106,6 +106,7 @@ def smoke_notes(paths) -> list[str]:
     for path in map(str, paths):
         models = [path]
         if os.path.isdir(path) and not os.path.isfile(model_file_of(path)):  # a folder of runs
-            models = sorted(os.path.join(path, name) for name in os.listdir(path))
+            runs = (os.path.join(path, name) for name in sorted(os.listdir(path)))
+            models = [run for run in runs if os.path.isdir(run)]
         notes.extend(note for note in map(smoke_note, models) if note is not None)
     return notes

@@ -75,6 +75,8 @@ def test_smoke_notes_and_the_export_description_of_a_folder_of_runs(tmp_path):
         marks = {"smoke_test": smoke}
         save_model_atomically(net, str(tmp_path / "runs" / name / "model.keras"), marks=marks)
     (tmp_path / "runs" / "notes.txt").write_text("x")
+    loose = str(tmp_path / "runs" / "loose.keras")  # not a run: export would not take it
+    save_model_atomically(net, loose, marks={"smoke_test": True})
     expected = [NOTE.format(tmp_path / "runs" / name / "model.keras") for name in "ac"]
     assert smoke_notes([str(tmp_path / "runs")]) == expected
     assert smoke_notes([str(tmp_path / "runs" / "b"), str(tmp_path / "runs" / "c")]) == [
