@@ -34,7 +34,7 @@ from kstyle.run_dir import (
     worker_dir,
     write_run_config,
 )
-from kstyle.schedule import FitCall, fit_schedule, steps_line, total_steps_of  # noqa: F401
+from kstyle.schedule import fit_schedule, steps_line, total_steps_of
 from kstyle.smoke import smoke_line
 
 

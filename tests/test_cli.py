@@ -354,7 +354,7 @@ def test_the_demos_steps_are_the_epochs_it_records():
     """The demo's --steps 112 on its 64 images (16 steps per epoch) runs 7 whole epochs, and
     no --epochs caps or overstates them (config.json records what ran)."""
     from kstyle.cli.train import DEMO_OPTIONS
-    from kstyle.run import steps_line
+    from kstyle.schedule import steps_line
 
     assert "epochs" not in DEMO_OPTIONS
     assert (

@@ -1,4 +1,5 @@
-"""kstyle.run: the fit schedule, the step count, and train's four phases run one by one.
+"""kstyle.run and kstyle.schedule: the fit schedule, the step count and its line, and
+train's four phases run one by one.
 
 The kill, NaN and signal paths of a whole ``train.py`` run are in test_resume.py.
 """
@@ -21,18 +22,8 @@ from kstyle.callbacks import (
     TrainingMonitor,
 )
 from kstyle.errors import KstyleError
-from kstyle.run import (
-    FitCall,
-    TrainConfig,
-    build_run,
-    finish_run,
-    fit_run,
-    fit_schedule,
-    open_run,
-    steps_line,
-    total_steps_of,
-    train,
-)
+from kstyle.run import TrainConfig, build_run, finish_run, fit_run, open_run, train
+from kstyle.schedule import FitCall, fit_schedule, steps_line, total_steps_of
 from kstyle.stopping import StopRequest
 
 
