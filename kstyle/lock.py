@@ -36,7 +36,8 @@ _MAX_NAME_BYTES = 255 - len(LOCK_NAME) - 1
 # How long a refusal waits for a holder that has just locked to write its PID.
 _PID_WAIT_SECONDS = 0.5
 
-_held: dict[str, list] = {}  # lock file -> [descriptor, holds] of the locks this process holds
+# lock file -> [descriptor, holds, folder made for it] of the locks this process holds
+_held: dict[str, list] = {}
 _held_guard = threading.Lock()
 
 
@@ -128,18 +129,31 @@ def holding(lock_path: str, output: str):
         return
     key = os.path.realpath(lock_path)
     with _held_guard:
-        if key in _held:  # this process holds it already (a nested call)
-            _held[key][1] += 1
-            reentered = True
-        else:
-            reentered = False
-    if reentered:
-        try:
+        held = _held.get(key)
+        if held is not None:  # this process holds it already (a nested call)
+            held[1] += 1
+    if held is None:
+        held = _acquire(lock_path, output)
+        if held is None:  # a file system without locks
             yield
-        finally:
-            with _held_guard:
-                _held[key][1] -= 1
-        return
+            return
+        with _held_guard:
+            _held[key] = held
+    try:
+        yield
+    finally:
+        with _held_guard:
+            held[1] -= 1
+            last = held[1] == 0
+            if last:
+                del _held[key]
+        if last:
+            _release(lock_path, held[0], held[2])
+
+
+def _acquire(lock_path: str, output: str) -> list | None:
+    """``[descriptor, 1, made_folder]`` for the newly taken lock of ``lock_path`` (None where
+    the file system cannot lock); see :func:`holding`."""
     folder = os.path.dirname(os.path.abspath(lock_path))
     made_folder = None if os.path.isdir(folder) else folder
     try:
@@ -155,21 +169,7 @@ def holding(lock_path: str, output: str):
             f"--output {output} is in use by another kstyle process ({who}); wait for it to "
             "end (or stop it), or choose another --output"
         )
-    if descriptor == -1:  # a file system without locks
-        yield
-        return
-    with _held_guard:
-        _held[key] = [descriptor, 1]
-    try:
-        yield
-    finally:
-        with _held_guard:
-            _held[key][1] -= 1
-            last = _held[key][1] == 0
-            if last:
-                del _held[key]
-        if last:
-            _release(lock_path, descriptor, made_folder)
+    return None if descriptor == -1 else [descriptor, 1, made_folder]
 
 
 def run_dir_lock(run_dir: str):
