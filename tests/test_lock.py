@@ -56,7 +56,7 @@ def refusal(output, pid):
 
 
 # Runs train and distill into a held folder (argv[1]) in one process: each must be refused
-# before TensorFlow (or Keras) is imported, --restart too.
+# before TensorFlow (or Keras) is imported, --restart and --demo too.
 REFUSED = """
 import sys
 from kstyle.cli.main import main
@@ -67,6 +67,7 @@ codes = [
     main(["train", "--style", "s.png", *common]),
     main(["train", "--style", "s.png", "--restart", *common]),
     main(["distill", "--teacher", "t", *common]),
+    main(["train", "--demo", "--output", run]),  # before the demo set is written into it
 ]
 heavy = sorted(name for name in sys.modules if name.split(".")[0] in ("tensorflow", "keras"))
 print(codes, heavy)
@@ -88,8 +89,9 @@ def test_training_into_a_held_folder_is_refused_before_any_work(tmp_path, holder
         cwd=tmp_path,
         timeout=120,
     )
-    assert result.stdout == "[2, 2, 2] []\n", result.stderr[-2000:]
-    assert result.stderr.splitlines() == [refusal(run_dir, holder.pid)] * 3
+    assert result.stdout == "[2, 2, 2, 2] []\n", result.stderr[-2000:]
+    assert result.stderr.splitlines() == [refusal(run_dir, holder.pid)] * 4
+    assert sorted(os.listdir(run_dir)) == [".kstyle.lock", "config.json", "history.csv"]
     # --restart deleted nothing, the holder's lock included
     assert (run_dir / "history.csv").read_text() == "step\n1\n"
     assert (run_dir / ".kstyle.lock").read_text() == f"{holder.pid}\n"

@@ -9,6 +9,7 @@ import os
 import shutil
 
 import numpy as np
+from conftest import run_in_process
 
 from kstyle.callbacks import save_model_atomically
 from kstyle.export.writer import describe_model
@@ -86,3 +87,20 @@ def test_smoke_notes_and_the_export_description_of_a_folder_of_runs(tmp_path):
     assert (smoke["smoke_test"], smoke["note"]) == (True, SMOKE_TEST_NOTE)
     real = describe_model(str(tmp_path / "runs" / "b"))
     assert real["smoke_test"] is False and "note" not in real
+
+
+def test_export_says_so_and_its_sidecar_carries_the_mark(tmp_path):
+    run_dir = tmp_path / "smoke-run"
+    run_dir.mkdir()
+    marks = {"smoke_test": True, "note": SMOKE_TEST_NOTE}
+    save_model_atomically(build_transform_net("tiny"), str(run_dir / "model.keras"), marks)
+    result = run_in_process(
+        "export.py", run_dir, "--format", "tflite", "--output", tmp_path / "out",
+        "--verify-size", 32,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert NOTE.format(run_dir / "model.keras") in [
+        line.removeprefix("note: ") for line in result.stderr.splitlines()
+    ]
+    sidecar = json.loads((tmp_path / "out" / "model.tflite.json").read_text())
+    assert (sidecar["smoke_test"], sidecar["note"]) == (True, SMOKE_TEST_NOTE)
