@@ -17,12 +17,16 @@ from kstyle.constants import LOG_INTERVAL_SECONDS
 from kstyle.errors import KstyleError, cause_of
 from kstyle.files import atomic_output, flush_folder, flush_to_disk
 from kstyle.images import save_image, side_by_side, to_uint8
+from kstyle.smoke import mark_model_file
 
 
-def save_model_atomically(model, path: str) -> None:
-    """``model.save(path)`` through a temporary file, so ``path`` is always a whole model."""
+def save_model_atomically(model, path: str, marks: dict | None = None) -> None:
+    """``model.save(path)`` through a temporary file, so ``path`` is always a whole model, with
+    ``marks`` (``{"smoke_test": False}``: :func:`kstyle.smoke.mark_model_file`) in it."""
     with atomic_output(path) as temporary:
         model.save(temporary)
+        if marks is not None:
+            mark_model_file(temporary, marks)
 
 
 def plot_losses(rows, path: str, title: str = "", names=("content", "style", "loss")) -> None:
@@ -157,18 +161,18 @@ class TrainingMonitor(keras.callbacks.Callback):
 
 
 class SaveTransformNet(keras.callbacks.Callback):
-    """Saves the transform net (alone) to ``path`` atomically at the end of every epoch.
+    """Saves the transform net (alone) to ``path`` atomically at the end of every epoch, with
+    ``marks`` (see :func:`save_model_atomically`); ``prepare`` maps the net to what is saved
+    (e.g. ``kstyle.distribute.float32_copy``)."""
 
-    ``prepare`` maps the net to what is saved (e.g. ``kstyle.distribute.float32_copy``).
-    """
-
-    def __init__(self, path, prepare=None):
+    def __init__(self, path, prepare=None, marks=None):
         super().__init__()
         self.path = path
         self.prepare = prepare or (lambda model: model)
+        self.marks = marks
 
     def on_epoch_end(self, epoch, logs=None):
-        save_model_atomically(self.prepare(self.model.transform_net), self.path)
+        save_model_atomically(self.prepare(self.model.transform_net), self.path, self.marks)
 
 
 class SkippedFilesReport(keras.callbacks.Callback):

@@ -15,6 +15,7 @@ from kstyle.constants import (
     CONTENT_WEIGHT,
     DEFAULT_ARCH,
     DEFAULT_TFDS_NAME,
+    EPOCHS,
     IMAGE_SIZE,
     LOG_INTERVAL_SECONDS,
     PADDINGS,
@@ -27,6 +28,7 @@ from kstyle.errors import KstyleError
 from kstyle.extras import install_command
 from kstyle.files import file_sha256
 from kstyle.images import DEFAULT_MAX_PIXELS
+from kstyle.smoke import is_smoke_test, model_file_of
 
 
 def option(default=dataclasses.MISSING, *, doc, default_text=None, choices=None, keep=False):
@@ -78,7 +80,12 @@ class TrainConfig:
         None, doc="tfds data directory (with --tfds-name)", default_text="tfds's own"
     )
     output: str | None = option(None, doc="run directory", default_text="runs/<style name>")
-    epochs: int = option(2, doc="passes over the content images", keep=True)
+    epochs: int | None = option(
+        None,
+        doc="passes over the content images (with --steps: whichever stops first)",
+        default_text=f"{EPOCHS}, or as many as --steps needs",
+        keep=True,
+    )
     batch_size: int = option(BATCH_SIZE, doc="images per step", keep=True)
     image_size: int = option(
         IMAGE_SIZE,
@@ -100,8 +107,9 @@ class TrainConfig:
     fraction: float = option(1.0, doc="keep the first floor(N*fraction) content images", keep=True)
     steps: int | None = option(
         None,
-        doc="stop after this many steps (quick runs)",
-        default_text="all the epochs",
+        doc="train this many steps: the content images repeat for as many epochs as that "
+        "needs (the last one may be partial)",
+        default_text="the steps of --epochs",
         keep=True,
     )
     vgg_weights: str = option(
@@ -204,6 +212,11 @@ class TrainConfig:
         (a resumed run must find the same): nothing for style training."""
         return {}
 
+    def smoke_test_cause(self) -> str | None:
+        """Why the run is a smoke test (its model learns no style), in words for its note:
+        ``--vgg-weights random`` (an untrained loss network); None for a real run."""
+        return "--vgg-weights random" if self.vgg_weights == "random" else None
+
     def resolved_style_size(self) -> int:
         """The style image's side: ``style_size``, or ``image_size``."""
         return self.style_size or self.image_size
@@ -294,17 +307,13 @@ class DistillConfig(TrainConfig):
     )
 
     def validate(self) -> None:
-        """Raises KstyleError for option values that cannot work."""
+        """Raises KstyleError for option values that cannot work, and for an ``--output`` that
+        holds the teacher (it would be written)."""
         super().validate()
         if not self.teacher:
             raise KstyleError("--teacher is required: the run directory or .keras file to distill")
         if self.perceptual_weight < 0:
             raise KstyleError(f"--perceptual-weight must not be negative: {self.perceptual_weight}")
-
-    def check_inputs(self) -> None:
-        """Raises KstyleError when the teacher is missing, not a transform net, or would be
-        written: ``--output`` must not be the folder that holds it."""
-        load_teacher(self.teacher)
         path = teacher_model_file(self.teacher)
         if os.path.realpath(os.path.dirname(path)) == os.path.realpath(self.resolved_output()):
             raise KstyleError(
@@ -312,9 +321,23 @@ class DistillConfig(TrainConfig):
                 "needs a run directory of its own"
             )
 
+    def check_inputs(self) -> None:
+        """Raises KstyleError when the teacher is missing or not a transform net (one that
+        ``--output`` would write is :meth:`validate`'s)."""
+        load_teacher(self.teacher)
+
     def uses_loss_net(self) -> bool:
         """Whether the run builds the VGG-16 loss network: only for the perceptual term."""
         return self.perceptual_weight > 0
+
+    def smoke_test_cause(self) -> str | None:
+        """Why the student is a smoke test: its teacher is one (``kstyle.smoke``), or its
+        perceptual term uses an untrained loss network; None for a real run."""
+        if is_smoke_test(self.teacher):
+            return f"its teacher {teacher_model_file(self.teacher)} is a smoke test's model"
+        if self.uses_loss_net() and self.vgg_weights == "random":
+            return "--vgg-weights random"
+        return None
 
     def recorded_inputs(self) -> dict:
         """The teacher's model file and its SHA-256 (hex), for ``config.json`` and
@@ -336,7 +359,7 @@ class DistillConfig(TrainConfig):
 def teacher_model_file(teacher: str) -> str:
     """The model file of ``teacher``: ``teacher/model.keras`` for a run directory, else
     ``teacher`` itself."""
-    return os.path.join(teacher, "model.keras") if os.path.isdir(teacher) else teacher
+    return model_file_of(teacher)
 
 
 def load_teacher(teacher: str):

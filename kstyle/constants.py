@@ -16,7 +16,8 @@ DEFAULT_ARCH = "johnson"
 SIZE_MULTIPLE = 4
 # The reference's training defaults that the library's functions share with TrainConfig: the
 # content and style loss weights (no total-variation term), the square images are resized to,
-# and the images per step.
+# the images per step, and the passes over the content images (without --steps).
+EPOCHS = 2
 CONTENT_WEIGHT = 1e-4
 STYLE_WEIGHT = 3e-8
 TV_WEIGHT = 0.0

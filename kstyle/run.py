@@ -24,16 +24,18 @@ from kstyle.config import TrainConfig
 from kstyle.errors import KstyleError
 from kstyle.files import remove_leftovers, write_json_atomically
 from kstyle.run_dir import (
-    SMOKE_TEST_NOTE,
     check_loss_net,
     check_ownership,
     clear_run,
+    own_run_dir,
     previous_run,
     read_json,
     smoke_test_fields,
     worker_dir,
     write_run_config,
 )
+from kstyle.schedule import fit_schedule, steps_line, total_steps_of
+from kstyle.smoke import smoke_line
 
 
 def load_style_image(path: str, size: int) -> np.ndarray:
@@ -59,44 +61,6 @@ def build_training_data(config: TrainConfig, seed: int | None):
     if config.tfds_name is not None and config.data is None:
         return tfds_dataset(config.tfds_name, config.tfds_split, config.tfds_data_dir, **common)
     return folder_dataset(config.data or coco_train_folder(config.data_dir), **common)
-
-
-@dataclasses.dataclass
-class FitCall:
-    """One ``fit`` call of a run: epochs ``[initial_epoch, epochs)`` of ``steps_per_epoch``."""
-
-    start_step: int
-    initial_epoch: int
-    epochs: int
-    steps_per_epoch: int
-
-
-def fit_schedule(start_step: int, total_steps: int, steps_per_epoch: int) -> list[FitCall]:
-    """The ``fit`` calls that take a run from ``start_step`` to ``total_steps``.
-
-    Keras resumes only at epoch boundaries, so a run resumed mid-epoch first finishes that
-    epoch in a call of its own; a last partial epoch (``--steps``) gets its own call too. Each
-    call's progress bar therefore counts exactly the steps it will run.
-    """
-    calls = []
-    step = start_step
-    while step < total_steps:
-        epoch, offset = divmod(step, steps_per_epoch)
-        if offset or total_steps - step < steps_per_epoch:
-            count = min(steps_per_epoch - offset, total_steps - step)
-            calls.append(FitCall(step, epoch, epoch + 1, count))
-            step += count
-        else:
-            full = (total_steps - step) // steps_per_epoch
-            calls.append(FitCall(step, epoch, epoch + full, steps_per_epoch))
-            step += full * steps_per_epoch
-    return calls
-
-
-def total_steps_of(steps_per_epoch: int, epochs: int, max_steps: int | None) -> int:
-    """Steps in the whole run: ``epochs`` epochs, or ``max_steps`` if that is fewer."""
-    total = steps_per_epoch * epochs
-    return min(total, max_steps) if max_steps is not None else total
 
 
 @dataclasses.dataclass
@@ -140,19 +104,25 @@ def train(config: TrainConfig, printer=print, hard_stop: bool = False) -> dict:
     run (nothing is trained then). Inputs are checked before any model is built.
 
     SIGINT and SIGTERM stop the run after the current step; with ``hard_stop`` (the command
-    line's) also promptly (see :class:`kstyle.stopping.StopRequest`).
+    line's) also promptly (see :class:`kstyle.stopping.StopRequest`). The process owns the
+    run directory while it trains (:func:`kstyle.run_dir.own_run_dir`): another ``train``
+    into it is refused, naming this process.
 
     Raises:
-        KstyleError: bad options or inputs, the VGG weights are unavailable, a loss became
+        KstyleError: bad options or inputs, another process owns the run directory, the VGG
+            weights are unavailable, a loss became
             NaN or infinite (exit code 3; the last good checkpoint is kept), or training was
             interrupted (exit code 130; a checkpoint of that step is written first).
         KeyboardInterrupt: a second Ctrl-C without ``hard_stop``.
     """
     from kstyle.stopping import StopRequest, latest_checkpoint
 
+    config.validate()
     checkpoints = os.path.join(worker_dir(config.resolved_output()), "checkpoints")
     stop = StopRequest(hard=hard_stop, last_checkpoint=lambda: latest_checkpoint(checkpoints))
-    with stop.handling_signals():  # from the start: a stop is prompt in every phase
+    # the run directory first, before any work; signals from the start: a stop is prompt in
+    # every phase
+    with own_run_dir(config.resolved_output()), stop.handling_signals():
         run = open_run(config)
         run.stop = stop
         if run.finished is not None:
@@ -235,6 +205,9 @@ def build_run(run: Run, printer=print) -> None:
     if run.previous is None:
         strategy = strategy_name(run.strategy)
         write_run_config(run.run_dir, config, run.data, run.total_steps, strategy)
+        length = steps_line(steps_per_epoch, config.epochs, config.steps)
+        if length is not None:
+            printer(length)
         printer(
             f"training on {run.data.description}: {run.total_steps} steps on {strategy}, "
             f"run directory {run.run_dir}"
@@ -245,8 +218,8 @@ def build_run(run: Run, printer=print) -> None:
             f"resuming {run.run_dir} at step {run.start_step} of {run.total_steps} "
             f"(epoch {epoch + 1}, batch {batch}) from its last checkpoint"
         )
-    if smoke_test_fields(config)["smoke_test"]:
-        printer(f"note: {SMOKE_TEST_NOTE} (--vgg-weights random); the model learns no style")
+    if config.smoke_test_cause() is not None:
+        printer(f"note: {smoke_line(config.smoke_test_cause())}")
     _build_callbacks(run, printer)
 
 
@@ -327,7 +300,7 @@ def _build_callbacks(run: Run, printer) -> None:
         )
     run.callbacks += [
         run.checkpoint,
-        SaveTransformNet(run.model_path, float32_copy),
+        SaveTransformNet(run.model_path, float32_copy, marks=smoke_test_fields(config)),
         SkippedFilesReport(run.data, printer),
     ]
     lines = progress_lines_wanted(config.verbose, config.log_every)
@@ -352,9 +325,8 @@ def fit_run(run: Run) -> None:
             model are written first; a stop that no step boundary answers in time, or a second
             signal, ends the process without them).
     """
-    from kstyle.callbacks import NonFiniteLoss, save_model_atomically
+    from kstyle.callbacks import NonFiniteLoss
     from kstyle.data import unreadable_epoch_message
-    from kstyle.distribute import float32_copy
     from kstyle.stopping import TrainingStopped
 
     checkpoint = run.checkpoint
@@ -371,7 +343,7 @@ def fit_run(run: Run) -> None:
                 verbose=run.verbose,
             )
     except NonFiniteLoss as error:  # the bad step was not applied: the weights are finite
-        save_model_atomically(float32_copy(run.trainer.transform_net), run.model_path)
+        _save_model(run)
         kept = checkpoint.manager.latest_checkpoint
         where = f"the last good checkpoint ({kept}) is kept" if kept else "no checkpoint yet"
         raise KstyleError(
@@ -388,7 +360,7 @@ def fit_run(run: Run) -> None:
                 f"{stopped.signal_name} before the first step; {where}", exit_code=130
             ) from stopped
         path = checkpoint.save()
-        save_model_atomically(float32_copy(run.trainer.transform_net), run.model_path)
+        _save_model(run)
         raise KstyleError(
             f"{stopped.signal_name} after {checkpoint.step} steps; checkpoint {path} written, "
             "rerun the same command to resume",
@@ -407,11 +379,10 @@ def fit_run(run: Run) -> None:
 def finish_run(run: Run) -> dict:
     """Phase 4: saves the model and ``summary.json``, removes the checkpoints (``model.keras``
     is the result now) and returns the summary, with the trained ``transform_net``."""
-    from kstyle.callbacks import read_history, save_model_atomically
-    from kstyle.distribute import float32_copy
+    from kstyle.callbacks import read_history
 
     transform_net = run.trainer.transform_net
-    save_model_atomically(float32_copy(transform_net), run.model_path)
+    _save_model(run)
     monitor = run.monitor
     if not monitor.rows and os.path.isfile(monitor.history_path):  # resumed at the very end
         monitor.rows = read_history(monitor.history_path, run.start_step)
@@ -429,6 +400,16 @@ def finish_run(run: Run) -> dict:
     write_json_atomically(summary, run.summary_path)
     shutil.rmtree(run.checkpoint.directory, ignore_errors=True)
     return {**summary, "finished_before": False, "transform_net": transform_net}
+
+
+def _save_model(run: Run) -> None:
+    """Saves the transform net (float32) to ``model.keras``, marked as a smoke test's or not
+    (``kstyle.smoke``)."""
+    from kstyle.callbacks import save_model_atomically
+    from kstyle.distribute import float32_copy
+
+    marks = smoke_test_fields(run.config)
+    save_model_atomically(float32_copy(run.trainer.transform_net), run.model_path, marks=marks)
 
 
 def _distributed_stream(strategy, data, start_step):

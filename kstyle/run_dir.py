@@ -18,15 +18,18 @@ from kstyle.config import TrainConfig, flag_of, resume_keys
 from kstyle.constants import DEFAULT_ARCH, DEFAULT_TFDS_NAME
 from kstyle.errors import KstyleError, cause_of
 from kstyle.files import PREFIX, write_json_atomically
+from kstyle.lock import LOCK_NAME, run_dir_lock
+from kstyle.smoke import smoke_fields
 
 RUN_FILES = ("model.keras", "config.json", "history.csv", "losses.png", "preview.png")
 # Files and folders of a run that --restart removes (never anything else in the folder).
 RESTART_REMOVES = (*RUN_FILES, "summary.json", "stylized.png", "checkpoints", "logs")
 # Other names kstyle itself puts into a run directory: the demo's data, the folders of the
-# other workers of a multi-worker run, and temporary files of a write that was cut short.
-_OWN_NAMES = re.compile(rf"demo_data|(worker|chief)-\d+|{re.escape(PREFIX)}.*")
-# What a run with an untrained loss network (--vgg-weights random) says about itself.
-SMOKE_TEST_NOTE = "untrained loss network: smoke test only"
+# other workers of a multi-worker run, temporary files of a write that was cut short, and the
+# lock file of the process that owns the run (kstyle.lock; left behind by a kill).
+_OWN_NAMES = re.compile(
+    rf"demo_data|(worker|chief)-\d+|{re.escape(PREFIX)}.*|{re.escape(LOCK_NAME)}"
+)
 
 
 def check_ownership(run_dir: str) -> None:
@@ -62,6 +65,22 @@ def check_ownership(run_dir: str) -> None:
         "choose an empty or new folder (kstyle overwrites and, with --restart, deletes the "
         "files of its runs)"
     )
+
+
+def own_run_dir(run_dir: str):
+    """Makes this process the owner of ``run_dir`` for the ``with`` block (a context
+    manager): refuses a folder that is not a run's (:func:`check_ownership`), then holds its
+    lock (``kstyle.lock``), so that a second training or distillation into the same folder is
+    refused with the PID of the first. In a multi-worker run only the chief takes the lock
+    (the other workers write folders of their own inside it)."""
+    import contextlib
+
+    from kstyle.distribute import is_chief
+
+    if not is_chief():
+        return contextlib.nullcontext()
+    check_ownership(run_dir)
+    return run_dir_lock(run_dir)
 
 
 def worker_dir(run_dir: str) -> str:
@@ -123,6 +142,20 @@ def adopt_old_default(saved: dict, config: TrainConfig) -> None:
     old_run = "data_dir" not in saved and saved.get("data") is None
     if old_run and saved.get("tfds_name") == DEFAULT_TFDS_NAME and config.data is None:
         config.tfds_name = config.tfds_name or DEFAULT_TFDS_NAME
+    adopt_old_epochs(saved, config)
+
+
+def adopt_old_epochs(saved: dict, config: TrainConfig) -> None:
+    """Lets a run started before ``--steps`` could run past ``--epochs`` resume as the same
+    command.
+
+    Such a run (its ``config.json`` has no ``epochs_used``) recorded the epochs it was given
+    or their default then (2; the demo 100), which capped ``--steps``. Resumed without
+    ``--epochs``, it keeps that recorded number, so that it continues to the very step count
+    it was started for (its ``total_steps``).
+    """
+    if "epochs_used" not in saved and config.epochs is None and saved.get("epochs") is not None:
+        config.epochs = saved["epochs"]
 
 
 def _shown(value) -> str:
@@ -131,13 +164,13 @@ def _shown(value) -> str:
 
 
 def smoke_test_fields(config: TrainConfig) -> dict:
-    """``{"smoke_test": bool}``, and for a run with an untrained loss network (``--vgg-weights
-    random``: its losses measure nothing, its model learns no style) ``"note"``: the
-    :data:`SMOKE_TEST_NOTE`. ``config.json`` and ``summary.json`` hold them. A run that builds
-    no loss network (a distillation without its perceptual term) is never a smoke test."""
-    if config.vgg_weights != "random" or not config.uses_loss_net():
-        return {"smoke_test": False}
-    return {"smoke_test": True, "note": SMOKE_TEST_NOTE}
+    """``{"smoke_test": bool}``, and for a smoke test ``"note"`` (``kstyle.smoke``'s note).
+    A smoke test is a run with an untrained loss network (``--vgg-weights random``: its losses
+    measure nothing, its model learns no style) or a student of a smoke test's teacher (see
+    ``config.smoke_test_cause``); a distillation without its perceptual term builds no loss
+    network and is one only through its teacher. ``config.json``, ``summary.json`` and the
+    model file (``kstyle.smoke``) hold them."""
+    return smoke_fields(config.smoke_test_cause() is not None)
 
 
 def check_loss_net(run_dir: str, config: TrainConfig) -> None:
@@ -194,7 +227,7 @@ def clear_run(run_dir: str) -> None:
 def write_run_config(run_dir: str, config: TrainConfig, data, total_steps: int, strategy: str):
     """Writes ``config.json`` into ``run_dir``: the options as given (a resumed run must
     match them) and what the run made of them (``data`` is its ``TrainingData``, ``strategy``
-    the strategy's name)."""
+    the strategy's name; ``epochs_used`` counts a last partial epoch as one)."""
     write_json_atomically(
         {
             **dataclasses.asdict(config),
@@ -204,6 +237,7 @@ def write_run_config(run_dir: str, config: TrainConfig, data, total_steps: int, 
             "data_seed": data.seed,
             "steps_per_epoch": data.steps_per_epoch,
             "total_steps": total_steps,
+            "epochs_used": -(-total_steps // data.steps_per_epoch),
             "strategy_used": strategy,
             **smoke_test_fields(config),
             **config.recorded_inputs(),

@@ -221,7 +221,8 @@ def test_help_states_every_default():
     assert result.returncode == 0
     text = " ".join(result.stdout.split())
     for fragment in (
-        "--epochs EPOCHS passes over the content images (default: 2)",
+        "--epochs EPOCHS passes over the content images (with --steps: whichever stops "
+        "first) (default: 2, or as many as --steps needs)",
         "(default: 4)",
         "(default: 256)",
         "(default: 0.001)",
@@ -343,6 +344,22 @@ def test_demo_runs_and_ends_with_a_stylized_picture(tmp_path):
     picture = Image.open(out / "stylized.png")
     assert picture.size[0] > 2 * 400  # the full-size sample photo, input | output
     assert len(os.listdir(out / "demo_data" / "content")) == 64
+    saved = json.loads((out / "config.json").read_text())
+    assert (saved["steps_per_epoch"], saved["steps"], saved["epochs"]) == (16, 2, None)
+    assert saved["epochs_used"] == 1
+    assert "--steps 2 on 16 steps per epoch: 1 epoch (partial)" in result.stderr
+
+
+def test_the_demos_steps_are_the_epochs_it_records():
+    """The demo's --steps 112 on its 64 images (16 steps per epoch) runs 7 whole epochs, and
+    no --epochs caps or overstates them (config.json records what ran)."""
+    from kstyle.cli.train import DEMO_OPTIONS
+    from kstyle.schedule import steps_line
+
+    assert "epochs" not in DEMO_OPTIONS
+    assert (
+        steps_line(16, None, DEMO_OPTIONS["steps"]) == "--steps 112 on 16 steps per epoch: 7 epochs"
+    )
 
 
 def test_onednn_preference_by_task_and_cpu(tmp_path):

@@ -195,6 +195,42 @@ def test_a_killed_distillation_resumes_as_if_never_stopped_with_its_teacher(
     assert checkpoint_step(output) == 0  # finished: the checkpoints are gone
 
 
+def test_a_student_of_a_smoke_teacher_is_a_smoke_test_too(inputs, tmp_path, capsys):
+    """The teacher's mark (kstyle.smoke) passes to the student's run and model file, and
+    stylizing with the student prints the note, as training does."""
+    from kstyle.smoke import SMOKE_TEST_NOTE, mark_model_file, model_file_marks
+
+    teacher = tmp_path / "smoke-teacher" / "model.keras"
+    teacher.parent.mkdir()
+    shutil.copyfile(inputs / "teacher" / "model.keras", teacher)
+    mark_model_file(str(teacher), {"smoke_test": True, "note": SMOKE_TEST_NOTE})
+    output = tmp_path / "student"
+    args = command(inputs, output, teacher=teacher)
+    args[args.index("--steps") + 1] = "2"
+    result = in_process(args, capsys)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (
+        f"note: {SMOKE_TEST_NOTE} (its teacher {teacher} is a smoke test's model); the model "
+        "learns no style"
+    ) in result.stderr.splitlines()
+    for name in ("config.json", "summary.json"):
+        saved = json.loads((output / name).read_text())
+        assert (saved["smoke_test"], saved["note"]) == (True, SMOKE_TEST_NOTE), name
+    assert model_file_marks(str(output / "model.keras"))["smoke_test"] is True
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.full((32, 32, 3), 90, np.uint8)).save(photo)
+    capsys.readouterr()
+    from kstyle.cli.main import main
+
+    assert (
+        main(["stylize", str(photo), "--model", str(output), "--output", str(tmp_path / "o.png")])
+        == 0
+    )
+    assert capsys.readouterr().err.splitlines() == [
+        f"note: {SMOKE_TEST_NOTE} ({output / 'model.keras'}); the model learned no style"
+    ]
+
+
 def test_bad_teachers_are_one_line_errors(inputs, tmp_path, capsys):
     inputs_layer = keras.Input((8,))
     keras.Model(inputs_layer, keras.layers.Dense(2)(inputs_layer)).save(tmp_path / "other.keras")

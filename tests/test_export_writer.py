@@ -35,6 +35,7 @@ def test_all_fp32_formats_match_keras_and_write_metadata(export_run, export_net,
         assert (tmp_path / name).is_file()
     metadata = json.loads((tmp_path / "model.tflite.json").read_text())
     assert metadata["style"] == "style.png" and metadata["quantization"] == "none"
+    assert metadata["smoke_test"] is True  # export_run trained with --vgg-weights random
     assert metadata["input"]["shape"] == [1, None, None, 3]
     assert metadata["input"]["dtype"] == metadata["output"]["dtype"] == "uint8"
     # odd sizes come back at their own size through every format

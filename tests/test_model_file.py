@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 from conftest import max_level_diff, random_image, randomize_norms
 
+from kstyle.callbacks import save_model_atomically
 from kstyle.inference import stylize_array
+from kstyle.smoke import SMOKE_TEST_NOTE
 from kstyle.transform_net import build_transform_net, load_transform_net
 
 # Runs in a fresh interpreter: loads argv[1] with plain Keras, stylizes argv[2] (a uint8 .npy
@@ -48,12 +50,14 @@ def _plain_keras(script, *args, backend="tensorflow", cwd):
 
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory):
-    """A default seed net with random norm parameters saved as model.keras, a 40 x 48 image
-    and kstyle's stylization of it."""
+    """A default seed net with random norm parameters saved as model.keras (as a run saves
+    it: with kstyle.smoke's mark, which plain Keras must ignore), a 40 x 48 image and
+    kstyle's stylization of it."""
     folder = tmp_path_factory.mktemp("model_file")
     keras.utils.set_random_seed(6)
     path = folder / "model.keras"
-    randomize_norms(build_transform_net(), seed=6).save(path)
+    net = randomize_norms(build_transform_net(), seed=6)
+    save_model_atomically(net, str(path), marks={"smoke_test": True, "note": SMOKE_TEST_NOTE})
     image = random_image(40, 48, seed=8)
     np.save(folder / "image.npy", image)
     expected = stylize_array(load_transform_net(str(path)), image)

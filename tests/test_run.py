@@ -1,4 +1,5 @@
-"""kstyle.run: the fit schedule, the step count, and train's four phases run one by one.
+"""kstyle.run and kstyle.schedule: the fit schedule, the step count and its line, and
+train's four phases run one by one.
 
 The kill, NaN and signal paths of a whole ``train.py`` run are in test_resume.py.
 """
@@ -21,17 +22,8 @@ from kstyle.callbacks import (
     TrainingMonitor,
 )
 from kstyle.errors import KstyleError
-from kstyle.run import (
-    FitCall,
-    TrainConfig,
-    build_run,
-    finish_run,
-    fit_run,
-    fit_schedule,
-    open_run,
-    total_steps_of,
-    train,
-)
+from kstyle.run import TrainConfig, build_run, finish_run, fit_run, open_run, train
+from kstyle.schedule import FitCall, fit_schedule, steps_line, total_steps_of
 from kstyle.stopping import StopRequest
 
 
@@ -54,9 +46,39 @@ def test_fit_schedule(start, total, per_epoch, calls):
 
 
 def test_total_steps_of():
-    assert total_steps_of(5, 2, None) == 10
-    assert total_steps_of(5, 2, 7) == 7
+    assert total_steps_of(5, None, None) == 10  # the reference's 2 epochs
+    assert total_steps_of(5, 3, None) == 15
+    assert total_steps_of(16, None, 60) == 60  # --steps alone: as many epochs as it needs
+    assert total_steps_of(16, None, 10) == 10
+    assert total_steps_of(5, 2, 7) == 7  # both: whichever stops first
     assert total_steps_of(5, 2, 30) == 10
+    assert TrainConfig(style="s").epochs is None  # TrainConfig() keeps the 2 epochs
+
+
+@pytest.mark.parametrize(
+    "epochs, steps, line",
+    [
+        (None, None, None),  # the epochs alone say it
+        (3, None, None),
+        (None, 60, "--steps 60 on 16 steps per epoch: 4 epochs (the last one partial)"),
+        (None, 64, "--steps 64 on 16 steps per epoch: 4 epochs"),
+        (None, 10, "--steps 10 on 16 steps per epoch: 1 epoch (partial)"),
+        (
+            2,
+            60,
+            "--steps 60 on 16 steps per epoch: --epochs 2 stops first, after 32 steps",
+        ),
+        (
+            5,
+            60,
+            "--steps 60 on 16 steps per epoch stops before --epochs 5 (80 steps): 4 epochs "
+            "(the last one partial)",
+        ),
+        (2, 32, "--steps 32 on 16 steps per epoch: 2 epochs, as many as --epochs 2"),
+    ],
+)
+def test_steps_line_says_how_long_the_run_is(epochs, steps, line):
+    assert steps_line(16, epochs, steps) == line
 
 
 SMOKE_NOTE = "untrained loss network: smoke test only"
@@ -96,12 +118,15 @@ def test_the_phases_of_a_new_run(tmp_path, image_folder, style_file):
     build_run(run, printer=lines.append)
     assert (run.data.steps_per_epoch, run.total_steps, run.start_step) == (4, 6, 0)
     assert lines == [
+        "--steps 6 on 4 steps per epoch stops before --epochs 3 (12 steps): 2 epochs (the "
+        "last one partial)",
         f"training on 8 images from {image_folder}: 6 steps on default strategy "
         f"(1 replica(s)), run directory {output}",
         f"note: {SMOKE_NOTE} (--vgg-weights random); the model learns no style",
     ]
     saved = json.loads((output / "config.json").read_text())
     assert (saved["total_steps"], saved["steps_per_epoch"], saved["data_seed"]) == (6, 4, 5)
+    assert (saved["epochs"], saved["steps"], saved["epochs_used"]) == (3, 6, 2)
     assert saved["style_size_used"] == 32 and saved["batch_size"] == 2
     kinds = [type(callback) for callback in run.callbacks]
     assert kinds == [

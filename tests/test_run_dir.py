@@ -11,7 +11,9 @@ from kstyle.config import TrainConfig
 from kstyle.errors import KstyleError
 from kstyle.run_dir import (
     check_loss_net,
+    check_ownership,
     clear_run,
+    own_run_dir,
     previous_run,
     read_json,
     worker_dir,
@@ -21,13 +23,14 @@ from kstyle.run_dir import (
 
 def test_restart_removes_the_runs_files_and_nothing_else(tmp_path):
     for name in ("model.keras", "config.json", "history.csv", "losses.png", "preview.png",
-                 "summary.json", "stylized.png", "notes.txt"):  # fmt: skip
+                 "summary.json", "stylized.png", "notes.txt", ".kstyle.lock"):  # fmt: skip
         (tmp_path / name).write_text("x")
     for folder in ("checkpoints", "logs/train", "demo_data/content"):
         os.makedirs(tmp_path / folder)
         (tmp_path / folder / "file").write_text("x")
     clear_run(str(tmp_path))
-    assert sorted(os.listdir(tmp_path)) == ["demo_data", "notes.txt"]
+    # the lock file stays: it may be a live process's (kstyle.lock)
+    assert sorted(os.listdir(tmp_path)) == [".kstyle.lock", "demo_data", "notes.txt"]
     assert (tmp_path / "demo_data" / "content" / "file").exists()
     clear_run(str(tmp_path / "missing"))  # nothing there: nothing to do
 
@@ -102,6 +105,48 @@ def test_a_run_started_on_the_old_tfds_default_resumes_on_it(tmp_path):
         previous_run(str(tmp_path), TrainConfig(style="s.png", output=str(tmp_path)))
 
 
+def test_a_run_started_before_steps_could_pass_the_epochs_resumes_as_it_was(tmp_path):
+    """Such a run recorded the epochs it was given, or the default then (2; the demo set
+    100), which capped --steps; its config.json has no epochs_used. The same command (no
+    --epochs) resumes it towards the total it was started for; a new run that was given
+    --epochs must be given it again."""
+    for old_epochs, steps in ((2, None), (2, 60), (100, 112)):
+        config = TrainConfig(style="s.png", data="d", output=str(tmp_path), steps=steps)
+        saved = {**dataclasses.asdict(config), "epochs": old_epochs, "data_seed": 9}
+        (tmp_path / "config.json").write_text(json.dumps(saved))
+        write_checkpoint(str(tmp_path), 3)
+        assert previous_run(str(tmp_path), config) == saved
+        assert config.epochs == old_epochs  # so total_steps_of gives the run's old total
+    config = TrainConfig(style="s.png", data="d", output=str(tmp_path), steps=60)
+    saved = {**dataclasses.asdict(config), "epochs": 3, "epochs_used": 3, "data_seed": 9}
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(KstyleError, match="started with --epochs 3 \\(now not given\\); rerun"):
+        previous_run(str(tmp_path), config)
+    assert config.epochs is None
+
+
+def test_a_run_folder_is_owned_by_one_process(tmp_path, monkeypatch):
+    """The lock itself is test_lock.py's; here: what own_run_dir checks and where it locks."""
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    run_dir = tmp_path / "run"
+    with own_run_dir(str(run_dir)):
+        assert (run_dir / ".kstyle.lock").read_text() == f"{os.getpid()}\n"
+        check_ownership(str(run_dir))  # the lock file is kstyle's own
+    assert not run_dir.exists()  # nothing was written: the folder made for the lock is gone
+    (tmp_path / "theirs").mkdir()
+    (tmp_path / "theirs" / "notes.txt").write_text("x")
+    with pytest.raises(KstyleError, match="holds no kstyle run"):
+        with own_run_dir(str(tmp_path / "theirs")):
+            pass
+    assert os.listdir(tmp_path / "theirs") == ["notes.txt"]  # refused before any lock file
+    # in a multi-worker run only the chief takes the lock
+    cluster = {"worker": ["a:1", "b:1"]}
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "worker",
+                                                                         "index": 1}}))  # fmt: skip
+    with own_run_dir(str(run_dir)):
+        assert not run_dir.exists()
+
+
 def test_a_run_started_before_the_presets_resumes_only_as_the_seed_net(tmp_path):
     """Such a run's config.json has no arch: it trained the seed net, so resuming it with a
     slimmer --arch would restore the seed's checkpoint into another network."""
@@ -144,6 +189,9 @@ def test_config_json_holds_the_options_and_what_the_run_made_of_them(tmp_path):
     assert {k: saved[k] for k in dataclasses.asdict(config)} == dataclasses.asdict(config)
     assert saved["run_dir"] == os.path.join("runs", "wave") and saved["style_size_used"] == 64
     assert (saved["data_seed"], saved["steps_per_epoch"], saved["total_steps"]) == (3, 2, 4)
+    assert saved["epochs"] is None and saved["epochs_used"] == 2  # as given; as run
+    write_run_config(str(tmp_path), config, data, 5, "default strategy (1 replica(s))")
+    assert json.loads((tmp_path / "config.json").read_text())["epochs_used"] == 3  # partial
     assert saved["data_description"] == "8 images from d"
     assert saved["strategy_used"] == "default strategy (1 replica(s))"
     assert set(saved["versions"]) == {"kstyle", "python", "tensorflow", "keras"}

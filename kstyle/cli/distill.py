@@ -29,21 +29,27 @@ def main_with_args(argv=None, prog=None, from_shell=None) -> int:
     ``from_shell`` (default: ``argv`` is None) marks a command typed in a shell."""
     from_shell = argv is None if from_shell is None else from_shell
     args = build_parser(prog).parse_args(sys.argv[1:] if argv is None else list(argv))
-    logger = start_command(args, "train", from_shell)  # training, for oneDNN
-    from kstyle.run import train
+    from kstyle.run_dir import own_run_dir
 
     options = {k: v for k, v in vars(args).items() if k not in ("quiet", "verbose")}
     if args.quiet:
         options["verbose"] = 0  # no Keras progress bar either
-    # progress lines and messages go to stderr through logging; results to stdout
-    summary = train(DistillConfig(**options), printer=logger.info, hard_stop=True)
+    config = DistillConfig(**options)
+    config.validate()
+    with own_run_dir(config.resolved_output()):  # before TensorFlow, the teacher, the data
+        logger = start_command(args, "train", from_shell)  # training, for oneDNN
+        from kstyle.run import train
+
+        # progress lines and messages go to stderr through logging; results to stdout
+        summary = train(config, printer=logger.info, hard_stop=True)
     if summary.get("finished_before"):
         return 0
     losses = {k: float("nan") if v is None else v for k, v in summary["losses"].items()}
+    note = f" ({summary['note']})" if summary.get("note") else ""  # a smoke teacher's too
     print(
         f"done: {summary['steps']} steps, last loss {losses['loss']:.4g} (pixel "
         f"{losses['pixel']:.4g}, perceptual {losses['perceptual']:.4g}); student: "
-        f"{summary['model_path']}"
+        f"{summary['model_path']}{note}"
     )
     return 0
 

@@ -84,11 +84,15 @@ def main_with_args(argv=None, prog=None, from_shell=None) -> int:
     logger = start_command(args, None, from_shell)
     from kstyle.errors import KstyleError
     from kstyle.export import export
+    from kstyle.lock import output_lock
+    from kstyle.smoke import smoke_notes
 
     if args.calibration_count < 1:
         raise KstyleError(f"--calibration-count must be positive, got {args.calibration_count}")
     if args.verify_size < SIZE_MULTIPLE:
         raise KstyleError(f"--verify-size must be at least {SIZE_MULTIPLE}, got {args.verify_size}")
+    for note in smoke_notes(args.model):
+        logger.info(f"note: {note}")
     if args.format == WEB:
         from kstyle.export.web import build_site
 
@@ -98,22 +102,24 @@ def main_with_args(argv=None, prog=None, from_shell=None) -> int:
                 "and --calibration-data"
             )
 
-        build_site(args.model, args.output, verify_size=args.verify_size)
+        with output_lock(args.output):  # one kstyle process writes an output at a time
+            build_site(args.model, args.output, verify_size=args.verify_size)
         return 0
     if len(args.model) > 1:
         raise KstyleError(f"several models need --format {WEB}; export one at a time")
     formats = FORMATS if args.format == ALL else (args.format,)
     quantizations = QUANTIZATIONS if args.quantize == ALL else (args.quantize,)
-    results = export(
-        args.model[0],
-        args.output,
-        formats=formats,
-        quantizations=quantizations,
-        input_size=args.input_size,
-        calibration_data=args.calibration_data,
-        calibration_count=args.calibration_count,
-        verify_size=args.verify_size,
-    )
+    with output_lock(args.output):  # one kstyle process writes an output at a time
+        results = export(
+            args.model[0],
+            args.output,
+            formats=formats,
+            quantizations=quantizations,
+            input_size=args.input_size,
+            calibration_data=args.calibration_data,
+            calibration_count=args.calibration_count,
+            verify_size=args.verify_size,
+        )
     failed = [result for result in results if not result.passed]
     for result in failed:
         logger.error(f"{result.path} missed its bar ({result.bar}): {result.shortfall}")

@@ -52,10 +52,13 @@ def main_with_args(argv=None, prog=None, from_shell=None) -> int:
     logger = start_command(args, None, from_shell)
     from kstyle.errors import KstyleError
     from kstyle.export.web import build_site, is_site, site_server
+    from kstyle.smoke import smoke_notes
 
     if not 0 <= args.port <= 65535:
         raise KstyleError(f"--port must be between 0 and 65535, got {args.port}")
     built = not (len(args.source) == 1 and is_site(args.source[0]))
+    for note in smoke_notes(args.source):
+        logger.info(f"note: {note}")
     if not built and args.output:
         raise KstyleError(f"{args.source[0]} is already a site; drop --output (nothing to build)")
     # SIGTERM (kill, a service manager) stops the server as Ctrl-C does, so the temporary

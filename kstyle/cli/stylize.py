@@ -101,7 +101,9 @@ def main_with_args(argv=None, prog=None, from_shell=None) -> int:
     logger = start_command(args, "stylize", from_shell)
     from kstyle.errors import KstyleError
     from kstyle.inference import check_strength, check_tile
+    from kstyle.lock import output_lock
     from kstyle.memory import parse_memory
+    from kstyle.smoke import smoke_note
     from kstyle.stylize_files import stylize
     from kstyle.transform_net import load_transform_net
 
@@ -112,21 +114,24 @@ def main_with_args(argv=None, prog=None, from_shell=None) -> int:
     if args.max_pixels < 0:
         raise KstyleError(f"--max-pixels must be 0 (no limit) or positive, got {args.max_pixels}")
     check_tile(args.tile)
-    model = load_transform_net(args.model)
-    written, failed = stylize(
-        model,
-        args.input,
-        args.output,
-        max_size=args.max_size,
-        show_input=args.side_by_side,
-        preserve_colors=args.preserve_color,
-        strength=args.strength,
-        tile=args.tile,
-        max_memory=max_memory,
-        max_pixels=args.max_pixels,
-        progress=not (args.no_progress or args.quiet),
-        work_dir=args.work_dir,
-    )
+    if note := smoke_note(args.model):
+        logger.info(f"note: {note}")
+    with output_lock(args.output):  # one kstyle process writes an output at a time
+        model = load_transform_net(args.model)
+        written, failed = stylize(
+            model,
+            args.input,
+            args.output,
+            max_size=args.max_size,
+            show_input=args.side_by_side,
+            preserve_colors=args.preserve_color,
+            strength=args.strength,
+            tile=args.tile,
+            max_memory=max_memory,
+            max_pixels=args.max_pixels,
+            progress=not (args.no_progress or args.quiet),
+            work_dir=args.work_dir,
+        )
     for source, reason in failed:
         logger.warning(f"skipped {source}: {reason}")
     print(

@@ -10,7 +10,7 @@ from kstyle.cli.common import OneLineErrorParser, add_option, run_command, start
 from kstyle.cli.console import add_verbosity, program_name
 from kstyle.config import TrainConfig, flag_of
 
-DEMO_OPTIONS = dict(image_size=128, steps=112, epochs=100, plot_every=10)
+DEMO_OPTIONS = dict(image_size=128, steps=112, plot_every=10)
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
@@ -68,13 +68,26 @@ def _explicit(argv, name) -> bool:
 
 def main_with_args(argv=None, prog=None, from_shell=None) -> int:
     """Trains as ``argv`` (None: the command line) says; a KstyleError reports bad input.
-    ``from_shell`` (default: ``argv`` is None) marks a command typed in a shell."""
+    ``from_shell`` (default: ``argv`` is None) marks a command typed in a shell. The run
+    directory is this process's (``kstyle.run_dir.own_run_dir``) before TensorFlow loads."""
     from_shell = argv is None if from_shell is None else from_shell
     arguments = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser(prog)
-    args = parser.parse_args(arguments)
-    logger = start_command(args, "train", from_shell)
+    args = build_parser(prog).parse_args(arguments)
     from kstyle.errors import KstyleError
+    from kstyle.run_dir import own_run_dir
+
+    if not (args.style or args.demo):
+        raise KstyleError("--style is required (or use --demo)")
+    if args.demo:
+        args.output = args.output or os.path.join("runs", "demo")
+    output = TrainConfig(style=args.style, output=args.output).resolved_output()
+    with own_run_dir(output):  # before the demo set is written into it
+        return _train(args, arguments, from_shell)
+
+
+def _train(args, arguments, from_shell) -> int:
+    """:func:`main_with_args` once this process owns the run directory."""
+    logger = start_command(args, "train", from_shell)
     from kstyle.run import train
 
     options = {k: v for k, v in vars(args).items() if k not in ("demo", "quiet", "verbose")}
@@ -82,19 +95,13 @@ def main_with_args(argv=None, prog=None, from_shell=None) -> int:
         options["verbose"] = 0  # no Keras progress bar either
     if args.demo:
         from kstyle.demo import prepare_demo
-        from kstyle.run_dir import check_ownership
 
-        output = args.output or os.path.join("runs", "demo")
-        check_ownership(output)  # before the demo set is written into it
-        demo = prepare_demo(os.path.join(output, "demo_data"))
-        options["output"] = output
+        demo = prepare_demo(os.path.join(args.output, "demo_data"))
         options["style"] = args.style or demo["style"]
         options["data"] = args.data or demo["data"]
         for name, value in DEMO_OPTIONS.items():
             if not _explicit(arguments, name):
                 options[name] = value
-    if not options["style"]:
-        raise KstyleError("--style is required (or use --demo)")
     # progress lines and messages go to stderr through logging; results to stdout
     summary = train(TrainConfig(**options), printer=logger.info, hard_stop=True)
     if summary.get("finished_before"):  # the message said why; the result line says where

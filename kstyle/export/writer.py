@@ -28,6 +28,7 @@ from kstyle.files import (
     write_json_atomically,
 )
 from kstyle.images import load_image
+from kstyle.smoke import is_smoke_test, smoke_fields
 from kstyle.transform_net import load_transform_net
 
 NEEDS_CALIBRATION = "--quantize int8 needs --calibration-data DIR (representative photos)"
@@ -77,7 +78,9 @@ def tflite_bytes(transform_net, quantize=NO_QUANTIZATION, input_size=None, calib
 
 
 def describe_model(model_path: str) -> dict:
-    """Name and style of a trained model, from its run directory's config.json if present."""
+    """Name and style of a trained model, from its run directory's config.json if present,
+    and whether it is a smoke test's (``kstyle.smoke``: its sidecars and manifest entries say
+    so)."""
     run_dir = model_path if os.path.isdir(model_path) else os.path.dirname(model_path)
     name = os.path.basename(os.path.normpath(run_dir)) or "kstyle"
     style = None
@@ -88,7 +91,7 @@ def describe_model(model_path: str) -> dict:
                 style = os.path.basename(json.load(file).get("style") or "") or None
         except (OSError, ValueError):
             style = None
-    return {"name": name, "style": style}
+    return {"name": name, "style": style, **smoke_fields(is_smoke_test(model_path))}
 
 
 def write_metadata(path: str, fmt: str, quantize, input_size, description: dict) -> str:
