@@ -3,10 +3,13 @@
 import argparse
 import sys
 
+from kstyle.checks import model_file
 from kstyle.cli.common import OneLineErrorParser, run_command, start_command
 from kstyle.cli.console import add_verbosity, program_name
 from kstyle.cli.train import add_config_options
 from kstyle.config import STYLE_ONLY, DistillConfig
+from kstyle.errors import KstyleError
+from kstyle.files import check_writable
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
@@ -24,19 +27,37 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def check_config(config: DistillConfig) -> None:
+    """Checks what can be checked before TensorFlow is imported: the option values
+    (:meth:`DistillConfig.validate`), the teacher's model file and, by a real write, the run
+    directory's folder.
+
+    Raises:
+        KstyleError, OSError: one line each.
+    """
+    config.validate()
+    try:
+        model_file(config.teacher, "--teacher")
+    except KstyleError as error:
+        raise KstyleError(f"--teacher: {error}") from error
+    check_writable(config.resolved_output(), folder=True)
+
+
 def main_with_args(argv=None, prog=None, from_shell=None) -> int:
     """Distills as ``argv`` (None: the command line) says; a KstyleError reports bad input.
     ``from_shell`` (default: ``argv`` is None) marks a command typed in a shell."""
     from_shell = argv is None if from_shell is None else from_shell
     args = build_parser(prog).parse_args(sys.argv[1:] if argv is None else list(argv))
-    logger = start_command(args, "train", from_shell)  # training, for oneDNN
-    from kstyle.run import train
-
     options = {k: v for k, v in vars(args).items() if k not in ("quiet", "verbose")}
     if args.quiet:
         options["verbose"] = 0  # no Keras progress bar either
+    config = DistillConfig(**options)
+    check_config(config)
+    logger = start_command(args, "train", from_shell)  # training, for oneDNN
+    from kstyle.run import train
+
     # progress lines and messages go to stderr through logging; results to stdout
-    summary = train(DistillConfig(**options), printer=logger.info, hard_stop=True)
+    summary = train(config, printer=logger.info, hard_stop=True)
     if summary.get("finished_before"):
         return 0
     losses = {k: float("nan") if v is None else v for k, v in summary["losses"].items()}

@@ -9,8 +9,11 @@ import typing
 from kstyle.cli.common import OneLineErrorParser, add_option, run_command, start_command
 from kstyle.cli.console import add_verbosity, program_name
 from kstyle.config import TrainConfig, flag_of
+from kstyle.errors import KstyleError
+from kstyle.files import check_writable
 
 DEMO_OPTIONS = dict(image_size=128, steps=112, epochs=100, plot_every=10)
+DEMO_OUTPUT = os.path.join("runs", "demo")  # --demo's run directory without --output
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
@@ -66,6 +69,23 @@ def _explicit(argv, name) -> bool:
     return any(arg == flag or arg.startswith(flag + "=") for arg in argv)
 
 
+def check_config(config: TrainConfig, demo: bool = False) -> None:
+    """Checks what can be checked before TensorFlow is imported: the option values
+    (:meth:`TrainConfig.validate`), the style image (unless ``demo`` makes one) and, by a real
+    write, the run directory's folder.
+
+    Raises:
+        KstyleError, OSError: one line each.
+    """
+    if not demo and not config.style:
+        raise KstyleError("--style is required (or use --demo)")
+    config.validate()
+    if not demo:
+        config.check_inputs()  # reads the style image
+    output = (config.output or DEMO_OUTPUT) if demo else config.resolved_output()
+    check_writable(output, folder=True)
+
+
 def main_with_args(argv=None, prog=None, from_shell=None) -> int:
     """Trains as ``argv`` (None: the command line) says; a KstyleError reports bad input.
     ``from_shell`` (default: ``argv`` is None) marks a command typed in a shell."""
@@ -73,18 +93,18 @@ def main_with_args(argv=None, prog=None, from_shell=None) -> int:
     arguments = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(prog)
     args = parser.parse_args(arguments)
-    logger = start_command(args, "train", from_shell)
-    from kstyle.errors import KstyleError
-    from kstyle.run import train
-
     options = {k: v for k, v in vars(args).items() if k not in ("demo", "quiet", "verbose")}
     if args.quiet:
         options["verbose"] = 0  # no Keras progress bar either
+    check_config(TrainConfig(**options), demo=args.demo)
+    logger = start_command(args, "train", from_shell)
+    from kstyle.run import train
+
     if args.demo:
         from kstyle.demo import prepare_demo
         from kstyle.run_dir import check_ownership
 
-        output = args.output or os.path.join("runs", "demo")
+        output = args.output or DEMO_OUTPUT
         check_ownership(output)  # before the demo set is written into it
         demo = prepare_demo(os.path.join(output, "demo_data"))
         options["output"] = output
@@ -93,8 +113,6 @@ def main_with_args(argv=None, prog=None, from_shell=None) -> int:
         for name, value in DEMO_OPTIONS.items():
             if not _explicit(arguments, name):
                 options[name] = value
-    if not options["style"]:
-        raise KstyleError("--style is required (or use --demo)")
     # progress lines and messages go to stderr through logging; results to stdout
     summary = train(TrainConfig(**options), printer=logger.info, hard_stop=True)
     if summary.get("finished_before"):  # the message said why; the result line says where
