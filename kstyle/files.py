@@ -17,6 +17,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import tempfile
 
 from kstyle.errors import KstyleError
@@ -129,6 +130,24 @@ def naming(error: OSError, path: str) -> OSError:
     return OSError(error.errno, error.strerror, path)
 
 
+def _tensorflow_write_error(error: Exception, path: str) -> OSError | None:
+    """The OSError that a TensorFlow file error (its writes, a SavedModel's, raise these rather
+    than OSError) stands for, naming ``path``: a full disk, no permission, a missing folder.
+    None for anything else."""
+    tf = sys.modules.get("tensorflow")
+    if tf is None:
+        return None
+    meanings = (
+        (tf.errors.ResourceExhaustedError, errno.ENOSPC),
+        (tf.errors.PermissionDeniedError, errno.EACCES),
+        (tf.errors.NotFoundError, errno.ENOENT),
+    )
+    for kind, number in meanings:
+        if isinstance(error, kind):
+            return OSError(number, os.strerror(number), path)
+    return None
+
+
 def check_writable(path: str, folder: bool = False) -> None:
     """Raises OSError naming ``path`` unless kstyle can write it: a real write, since permission
     bits do not tell (root ignores them; a read-only mount or a full disk does not show in
@@ -201,8 +220,12 @@ class StagedOutput:
         self.discard()
         if isinstance(error, OSError):
             renamed = naming(error, self.path)
-            if renamed is not error:
-                raise renamed from error
+        elif error is not None and self.temporary in str(error):
+            renamed = _tensorflow_write_error(error, self.path)
+        else:
+            renamed = None
+        if renamed is not None and renamed is not error:
+            raise renamed from error
 
 
 @contextlib.contextmanager

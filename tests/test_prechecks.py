@@ -280,3 +280,26 @@ def test_shortened_cuts_at_a_sentence_else_between_words():
     long_error = ValueError("x" * 10 + " " + "word " * 100)
     cut = cause_of(long_error, limit=60)
     assert len(cut) <= 60 and cut.endswith("word…"), cut
+
+
+def test_a_tensorflow_write_on_a_full_disk_names_the_users_path(tmp_path):
+    """TensorFlow's own writes (a SavedModel's) raise its errors, not OSError; one into a staged
+    output is the OSError it stands for, naming the output, so the command's line does too."""
+    import tensorflow as tf
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)])
+    if mounted.returncode != 0:
+        pytest.skip("needs root to mount a tiny tmpfs")
+    target = str(disk / "saved_model")
+    try:
+        with pytest.raises(OSError) as raised, StagedOutput(target, folder=True) as staged:
+            tf.io.write_file(f"{staged.temporary}/data", tf.constant(b"x" * 200_000))
+        assert raised.value.filename == target
+        assert os_error_line(raised.value) == (
+            f"no space left on the disk of {target}: No space left on device"
+        )
+        assert os.listdir(disk) == []
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
