@@ -48,6 +48,16 @@ def check_max_pixels(max_pixels) -> None:
         raise KstyleError(f"--max-pixels must be 0 (no limit) or positive, got {max_pixels}")
 
 
+def check_work_dir(work_dir) -> None:
+    """Raises KstyleError unless ``work_dir`` is None (the system's temporary folder) or an
+    existing folder, and OSError (naming it) unless a file can be written there."""
+    if work_dir is None:
+        return
+    if not os.path.isdir(work_dir):
+        raise KstyleError(f"--work-dir {work_dir} is not a folder; create it or choose another")
+    check_writable(work_dir, folder=True)
+
+
 NEEDS_CALIBRATION = "--quantize int8 needs --calibration-data DIR (representative photos)"
 
 

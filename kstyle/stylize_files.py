@@ -8,7 +8,13 @@ import functools
 import logging
 import os
 
-from kstyle.checks import check_max_pixels, check_max_size, check_strength, stylize_jobs
+from kstyle.checks import (
+    check_max_pixels,
+    check_max_size,
+    check_strength,
+    check_work_dir,
+    stylize_jobs,
+)
 from kstyle.errors import KstyleError
 from kstyle.images import DEFAULT_MAX_PIXELS, load_image, save_image, side_by_side
 from kstyle.inference import Tilers, stylize_array
@@ -70,6 +76,7 @@ def stylize(
     strength = check_strength(strength)
     check_max_size(max_size)
     check_max_pixels(max_pixels)
+    check_work_dir(work_dir)
     video, jobs = stylize_jobs(input_path, output_path)  # before the model: fail fast
     if isinstance(model, str):
         model = load_transform_net(model)

@@ -122,6 +122,8 @@ CASES = [
     ("stylize", [*STYLIZE, "o.png", "--tile", "6"], ["--tile must be a multiple of 4"]),
     ("stylize", [*STYLIZE, "o.png", "--max-memory", "4XB"], ["memory size '4XB'"]),
     ("stylize", [*STYLIZE, "o.png", "--max-pixels", "-1"], ["--max-pixels must be 0"]),
+    ("stylize", [*STYLIZE, "o.png", "--work-dir", "{photo}.gone"], ["--work-dir", "not a folder"]),
+    ("stylize", [*STYLIZE, "o.png", "--work-dir", "{ro}"], ["{ro}"]),
     ("stylize", [*STYLIZE, "out.gif2"], ["unknown output image type .gif2 for out.gif2"]),
     ("stylize", [*STYLIZE, "{ro}/out.png"], ["{ro}/out.png"]),
     ("stylize", [*STYLIZE, "{ro}"], ["{ro}/photo.png"]),

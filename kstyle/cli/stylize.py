@@ -8,6 +8,7 @@ from kstyle.checks import (
     check_max_size,
     check_strength,
     check_tile,
+    check_work_dir,
     model_file,
     stylize_jobs,
 )
@@ -114,6 +115,7 @@ def check_arguments(args) -> int:
     max_memory = parse_memory(args.max_memory)
     check_max_pixels(args.max_pixels)
     check_tile(args.tile)
+    check_work_dir(args.work_dir)
     stylize_jobs(args.input, args.output)
     model_file(args.model, "--model")
     return max_memory
