@@ -137,8 +137,9 @@ def model_file(path: str, option: str = "kstyle") -> str:
     Raises:
         KstyleError: nothing there; a folder without a model.keras (a SavedModel folder says
             so); a TFLite, ONNX or SavedModel file (an exported model); a zip archive cut
-            short or damaged; a zip without a Keras model's config.json; any other file that
-            is neither a zip nor an HDF5 file.
+            short or damaged; a zip without a Keras model's config.json, or one not named
+            *.keras (Keras will not load it); any other file that is neither a zip nor an
+            HDF5 file.
     """
     if os.path.isdir(path):
         if any(os.path.isfile(os.path.join(path, name)) for name in SAVED_MODEL_GRAPHS):
@@ -172,6 +173,11 @@ def model_file(path: str, option: str = "kstyle") -> str:
             raise KstyleError(
                 f"could not load model {path}: a zip archive, but not a Keras model (it holds "
                 "no config.json)"
+            )
+        if not path.endswith(".keras"):  # Keras reads the format from the name
+            raise KstyleError(
+                f"could not load model {path}: a Keras model, but Keras loads one only from a "
+                "file named *.keras; rename it"
             )
     elif not head.startswith(HDF5_SIGNATURE):
         raise KstyleError(

@@ -231,6 +231,8 @@ def test_model_files_are_told_apart_by_their_bytes(files, tmp_path):
     shutil.make_archive(str(tmp_path / "notes"), "zip", os.path.dirname(files["photo"]))
     os.rename(tmp_path / "notes.zip", tmp_path / "notes.keras")
     assert "no config.json" in _error(str(tmp_path / "notes.keras"))
+    shutil.copy(files["model"], tmp_path / "model.bin")
+    assert "named *.keras; rename it" in _error(str(tmp_path / "model.bin"))
     # the ONNX check is the extension plus the first byte: another .onnx file is foreign
     (tmp_path / "text.onnx").write_text("hello")
     assert "not a Keras model file" in _error(str(tmp_path / "text.onnx"))
