@@ -6,7 +6,7 @@ Imports go down these layers (``tests/test_package.py`` checks it):
   (listing, atomic writes), ``images`` (read, write, compare), ``memory`` (the memory
   budget), ``progress``, ``demo``, ``extras`` (optional dependencies), ``quiet``
   (dependencies' start-up lines), ``coco`` (the COCO download), ``internals`` (the private
-  TF/LiteRT calls left);
+  TF/LiteRT calls left), ``checks`` (what a command checks before it imports TensorFlow);
 - training: ``data`` -> ``transform_net``, ``loss_net`` -> ``losses`` -> ``trainer`` ->
   ``callbacks``, ``stopping`` -> ``run_dir`` -> ``run``, with ``distribute`` and
   ``config`` (the options) below them;

@@ -17,6 +17,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import tempfile
 
 from kstyle.errors import KstyleError
@@ -115,6 +116,59 @@ def remove_leftovers(folder: str) -> int:
     return removed
 
 
+def is_temporary_name(path) -> bool:
+    """Whether ``path`` is, or lies under, a temporary name that kstyle made (:data:`PREFIX`)."""
+    return any(part.startswith(PREFIX) for part in os.path.normpath(str(path)).split(os.sep))
+
+
+def naming(error: OSError, path: str) -> OSError:
+    """``error`` as the user should read it: the same error naming ``path`` (the output they
+    asked for) where it names no file or one of kstyle's temporary names; else ``error``
+    itself."""
+    if not error.errno or (error.filename is not None and not is_temporary_name(error.filename)):
+        return error
+    return OSError(error.errno, error.strerror, path)
+
+
+def _tensorflow_write_error(error: Exception, path: str) -> OSError | None:
+    """The OSError that a TensorFlow file error (its writes, a SavedModel's, raise these rather
+    than OSError) stands for, naming ``path``: a full disk, no permission, a missing folder.
+    None for anything else."""
+    tf = sys.modules.get("tensorflow")
+    if tf is None:
+        return None
+    meanings = (
+        (tf.errors.ResourceExhaustedError, errno.ENOSPC),
+        (tf.errors.PermissionDeniedError, errno.EACCES),
+        (tf.errors.NotFoundError, errno.ENOENT),
+    )
+    for kind, number in meanings:
+        if isinstance(error, kind):
+            return OSError(number, os.strerror(number), path)
+    return None
+
+
+def check_writable(path: str, folder: bool = False) -> None:
+    """Raises OSError naming ``path`` unless kstyle can write it: a real write, since permission
+    bits do not tell (root ignores them; a read-only mount or a full disk does not show in
+    them). A temporary file is created and removed in the folder that will hold ``path``
+    (``path`` itself with ``folder``, for a folder written into), or in the nearest existing
+    folder above it, under which the write would create the rest. Nothing else is created.
+    """
+    target = os.path.abspath(path)
+    directory = target if folder else os.path.dirname(target)
+    while not os.path.lexists(directory):
+        directory = os.path.dirname(directory)
+    if not os.path.isdir(directory):  # a file where a folder must go
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), path)
+    try:
+        descriptor, probe = tempfile.mkstemp(prefix=PREFIX, suffix=".probe", dir=directory)
+    except OSError as error:
+        raise OSError(error.errno, error.strerror, path) from error
+    os.close(descriptor)
+    os.remove(probe)
+
+
 class StagedOutput:
     """A temporary file (or folder) next to ``path`` that becomes ``path`` only when told.
 
@@ -129,19 +183,22 @@ class StagedOutput:
     def __init__(self, path: str, folder: bool = False):
         self.path = path
         self.directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(self.directory, exist_ok=True)
-        # mkstemp and mkdtemp make owner-only entries; an output gets the usual permissions
-        # (those of the file it replaces, else what the umask leaves), as open() would give.
-        if folder:
-            self.temporary = tempfile.mkdtemp(prefix=PREFIX, suffix=".tmp", dir=self.directory)
-            os.chmod(self.temporary, _mode_for(path, 0o777))
-        else:
-            extension = os.path.splitext(path)[1][:16]
-            descriptor, self.temporary = tempfile.mkstemp(
-                prefix=PREFIX, suffix=f".tmp{extension}", dir=self.directory
-            )
-            os.close(descriptor)
-            os.chmod(self.temporary, _mode_for(path, 0o666))
+        try:
+            os.makedirs(self.directory, exist_ok=True)
+            # mkstemp and mkdtemp make owner-only entries; an output gets the usual permissions
+            # (those of the file it replaces, else what the umask leaves), as open() would give.
+            if folder:
+                self.temporary = tempfile.mkdtemp(prefix=PREFIX, suffix=".tmp", dir=self.directory)
+                os.chmod(self.temporary, _mode_for(path, 0o777))
+            else:
+                extension = os.path.splitext(path)[1][:16]
+                descriptor, self.temporary = tempfile.mkstemp(
+                    prefix=PREFIX, suffix=f".tmp{extension}", dir=self.directory
+                )
+                os.close(descriptor)
+                os.chmod(self.temporary, _mode_for(path, 0o666))
+        except OSError as error:
+            raise naming(error, path) from error
 
     def commit(self) -> None:
         """Flushes the temporary to disk and renames it over ``path``."""
@@ -161,8 +218,14 @@ class StagedOutput:
 
     def __exit__(self, kind, error, traceback):
         self.discard()
-        if isinstance(error, OSError) and error.errno and error.filename is None:  # name it
-            raise OSError(error.errno, error.strerror, self.path) from error
+        if isinstance(error, OSError):
+            renamed = naming(error, self.path)
+        elif error is not None and self.temporary in str(error):
+            renamed = _tensorflow_write_error(error, self.path)
+        else:
+            renamed = None
+        if renamed is not None and renamed is not error:
+            raise renamed from error
 
 
 @contextlib.contextmanager

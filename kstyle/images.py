@@ -103,16 +103,25 @@ def side_by_side(left: np.ndarray, right: np.ndarray, gap: int = 8) -> np.ndarra
     return canvas
 
 
-def save_image(array: np.ndarray, path: str) -> None:
-    """Writes a (H, W, 3) uint8 RGB array to ``path`` atomically; the extension picks the
-    format (:data:`OUTPUT_EXTENSIONS`; JPEG and WebP at quality 95)."""
+def check_output_image(path: str) -> str:
+    """Returns the Pillow format that ``path``'s extension picks (:data:`OUTPUT_EXTENSIONS`).
+
+    Raises:
+        KstyleError: an extension kstyle does not write.
+    """
     extension = os.path.splitext(path)[1].lower()
     if extension not in OUTPUT_EXTENSIONS:
         raise KstyleError(
             f"unknown output image type {extension or '(none)'} for {path}; "
             f"use one of {', '.join(OUTPUT_EXTENSIONS)}"
         )
-    image_format = Image.registered_extensions()[extension]
+    return Image.registered_extensions()[extension]
+
+
+def save_image(array: np.ndarray, path: str) -> None:
+    """Writes a (H, W, 3) uint8 RGB array to ``path`` atomically; the extension picks the
+    format (:func:`check_output_image`; JPEG and WebP at quality 95)."""
+    image_format = check_output_image(path)
     options = {"quality": 95} if image_format in ("JPEG", "WEBP") else {}
     with atomic_output(path) as temporary:
         Image.fromarray(array).save(temporary, format=image_format, **options)

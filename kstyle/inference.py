@@ -6,6 +6,7 @@ budget asks for it.
 import numpy as np
 
 from kstyle import tiling
+from kstyle.checks import check_strength, check_tile
 from kstyle.constants import SIZE_MULTIPLE
 from kstyle.errors import KstyleError
 from kstyle.forward import model_size_multiple, run_model
@@ -54,17 +55,6 @@ def blend(content: np.ndarray, stylized: np.ndarray, strength: float) -> np.ndar
     )
 
 
-def check_strength(strength) -> float:
-    """Returns ``strength`` as a float, or raises KstyleError unless 0 <= strength <= 1."""
-    try:
-        value = float(strength)
-    except (TypeError, ValueError):
-        value = float("nan")
-    if not 0.0 <= value <= 1.0:
-        raise KstyleError(f"--strength must be between 0 and 1, got {strength}")
-    return value
-
-
 def pad_to_multiple(batch, multiple=SIZE_MULTIPLE):
     """Reflect-pads (B, H, W, 3) at the bottom and right to multiples of ``multiple`` (edge
     mode where the image is too small to mirror)."""
@@ -74,14 +64,6 @@ def pad_to_multiple(batch, multiple=SIZE_MULTIPLE):
         mode = "reflect" if height > pad_h and width > pad_w else "edge"
         batch = np.pad(batch, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode=mode)
     return batch
-
-
-def check_tile(tile) -> None:
-    """Raises KstyleError unless ``tile`` is None or a non-negative multiple of 4."""
-    if tile is not None and (int(tile) < 0 or int(tile) % SIZE_MULTIPLE):
-        raise KstyleError(
-            f"--tile must be a multiple of {SIZE_MULTIPLE} (0: never tile), got {tile}"
-        )
 
 
 class Tilers:

@@ -4,69 +4,36 @@ Behind ``kstyle.stylize`` and the stylize command. Images go through
 :func:`kstyle.inference.stylize_array`, videos through :func:`kstyle.video.stylize_video`.
 """
 
-import collections
 import functools
 import logging
 import os
 
-from kstyle.constants import VIDEO_EXTENSIONS
+from kstyle.checks import (
+    check_max_pixels,
+    check_max_size,
+    check_strength,
+    check_work_dir,
+    stylize_jobs,
+)
 from kstyle.errors import KstyleError
-from kstyle.files import list_image_files
 from kstyle.images import DEFAULT_MAX_PIXELS, load_image, save_image, side_by_side
-from kstyle.inference import Tilers, check_strength, stylize_array
+from kstyle.inference import Tilers, stylize_array
 from kstyle.memory import AUTO
 from kstyle.progress import ProgressBar
 from kstyle.transform_net import load_transform_net
-from kstyle.video import is_video, stylize_video
+from kstyle.video import stylize_video
 
 logger = logging.getLogger(__name__)
 
 
-def _same_file(a: str, b: str) -> bool:
-    """Whether ``a`` and ``b`` are one file (links, hard links and case-insensitive file
-    systems included)."""
-    if os.path.exists(a) and os.path.exists(b):
-        return os.path.samefile(a, b)
-    return os.path.realpath(a) == os.path.realpath(b)
-
-
-def _inside(path: str, folder: str) -> bool:
-    """Whether ``path`` is ``folder`` or lies under it (after resolving links)."""
-    path, folder = os.path.realpath(path), os.path.realpath(folder)
-    return os.path.commonpath([path, folder]) == folder
-
-
-def folder_jobs(input_folder: str, output_folder: str) -> list[tuple[str, str]]:
-    """``(source, target)`` for every image under ``input_folder``: the tree mirrored under
-    ``output_folder`` as PNG files named after their sources (``a.jpg`` -> ``a.png``).
-
-    Sources that would share a target (``a.jpg`` and ``a.png`` in one folder) keep their
-    extension instead (``a.jpg.png``, ``a.png.png``; an underscore is added should even that
-    be taken), and a warning names them, so no output overwrites another.
-
-    Raises:
-        KstyleError: the output folder is the input folder, lies inside it, or holds it.
-    """
-    if _inside(output_folder, input_folder) or _inside(input_folder, output_folder):
-        raise KstyleError(
-            f"--output {output_folder} and the input folder {input_folder} overlap; "
-            "the outputs would mix with (and be read as) the inputs. Choose a folder outside it"
-        )
-    sources = list_image_files(input_folder)
-    relative = [os.path.relpath(source, input_folder) for source in sources]
-    stems = collections.Counter(os.path.splitext(name)[0].lower() for name in relative)
-    jobs, taken = [], set()
-    for source, name in zip(sources, relative, strict=True):
-        stem = os.path.splitext(name)[0]
-        if stems[stem.lower()] > 1:
-            stem = name
-        while f"{stem}.png".lower() in taken:  # even that name is taken: lengthen it
-            stem += "_"
-        if stem != os.path.splitext(name)[0]:
-            logger.warning("%s shares its name with another image: written as %s.png", name, stem)
-        taken.add(f"{stem}.png".lower())
-        jobs.append((source, os.path.join(output_folder, stem + ".png")))
-    return jobs
+def _warn_renamed(jobs, input_folder: str, output_folder: str) -> None:
+    """Names each image of a folder whose output keeps its extension, as another image has its
+    name (see :func:`kstyle.checks.folder_jobs`)."""
+    for source, target in jobs:
+        name = os.path.relpath(source, input_folder)
+        written = os.path.relpath(target, output_folder)
+        if written != os.path.splitext(name)[0] + ".png":
+            logger.warning("%s shares its name with another image: written as %s", name, written)
 
 
 def stylize(
@@ -92,8 +59,9 @@ def stylize(
             recursively for images).
         output_path: a file when the input is a file (an existing folder is also accepted;
             an existing file is replaced, atomically, but never the input itself); a folder
-            when the input is a folder, outside it (see :func:`folder_jobs` for the names).
-            A video input needs a video output path.
+            when the input is a folder, outside it (:func:`kstyle.checks.folder_jobs` names
+            its files). A video input needs a video output path. All of it is checked, and
+            the output's folder probed with a real write, before the model is loaded.
         max_size: shrink inputs so their longer side is at most this (None: keep the size).
         show_input: write input | output side by side, like the reference's final figure.
         preserve_colors, strength, tile, max_memory: see :func:`stylize_array`.
@@ -106,17 +74,14 @@ def stylize(
         images that could not be read; one bad image never stops a folder.
     """
     strength = check_strength(strength)
+    check_max_size(max_size)
+    check_max_pixels(max_pixels)
+    check_work_dir(work_dir)
+    video, jobs = stylize_jobs(input_path, output_path)  # before the model: fail fast
     if isinstance(model, str):
         model = load_transform_net(model)
     tilers = Tilers(model, tile, max_memory, work_dir)
-    if os.path.isfile(input_path) and is_video(input_path):
-        if os.path.isdir(output_path) or not is_video(output_path):
-            raise KstyleError(
-                f"a video input needs a video output ({', '.join(VIDEO_EXTENSIONS)}), "
-                f"got {output_path}"
-            )
-        if _same_file(input_path, output_path):
-            raise KstyleError(f"--output {output_path} is the input itself; choose another output")
+    if video:
         stylize_video(
             model,
             input_path,
@@ -133,23 +98,7 @@ def stylize(
         )
         return [output_path], []
     if os.path.isdir(input_path):
-        jobs = folder_jobs(input_path, output_path)
-    elif os.path.isfile(input_path):
-        target = output_path
-        if os.path.isdir(output_path):
-            name = os.path.splitext(os.path.basename(input_path))[0] + ".png"
-            target = os.path.join(output_path, name)
-            beside = _same_file(output_path, os.path.dirname(os.path.abspath(input_path)))
-            if beside and os.path.exists(target) and not _same_file(input_path, target):
-                raise KstyleError(
-                    f"{target} exists beside the input and was not named; give --output a file "
-                    "name or another folder"
-                )
-        if _same_file(input_path, target):
-            raise KstyleError(f"--output {target} is the input itself; choose another output")
-        jobs = [(input_path, target)]
-    else:
-        raise KstyleError(f"input not found: {input_path}")
+        _warn_renamed(jobs, input_path, output_path)
 
     written, failed = [], []
     for source, target in jobs:

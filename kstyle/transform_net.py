@@ -11,11 +11,10 @@ opens with ``keras.saving.load_model`` on any backend without ``import kstyle``
 (``docs/other-stacks.md``); reflect padding uses kstyle's ``ReflectionPadding2D``.
 """
 
-import os
-
 import keras
 from keras import layers, ops
 
+from kstyle.checks import model_file
 from kstyle.constants import DEFAULT_ARCH, PADDINGS
 from kstyle.errors import KstyleError, cause_of
 
@@ -189,15 +188,11 @@ def load_transform_net(path: str):
     """Loads a trained transform network from a ``.keras`` file or a training run directory.
 
     Raises:
-        KstyleError: nothing there, or the file is not a loadable Keras model.
+        KstyleError: nothing there, an exported model (TFLite, ONNX, SavedModel), a damaged
+            or foreign file (:func:`kstyle.checks.model_file` tells them apart), or a file
+            that Keras cannot load as a transform net.
     """
-    if os.path.isdir(path):
-        candidate = os.path.join(path, "model.keras")
-        if not os.path.isfile(candidate):
-            raise KstyleError(f"no model.keras in run directory {path}")
-        path = candidate
-    if not os.path.isfile(path):
-        raise KstyleError(f"model not found: {path}")
+    path = model_file(path)
     try:
         model = keras.saving.load_model(path, compile=False)
     except Exception as error:

@@ -15,7 +15,6 @@ import time
 
 import numpy as np
 
-from kstyle.constants import VIDEO_EXTENSIONS
 from kstyle.errors import KstyleError, cause_of
 from kstyle.extras import require
 from kstyle.files import atomic_output
@@ -61,11 +60,6 @@ class VideoSpeed:
             f"stylized {self.frames} frames in {self.seconds:.1f} s: {self.fps:.3g} fps "
             f"(source {self.source_fps:.4g} fps: {self.real_time:.2f}x real time)"
         )
-
-
-def is_video(path: str) -> bool:
-    """Whether ``path`` has a video extension (:data:`VIDEO_EXTENSIONS`)."""
-    return path.lower().endswith(VIDEO_EXTENSIONS)
 
 
 def has_audio(path: str) -> bool:

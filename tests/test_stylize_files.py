@@ -114,7 +114,7 @@ def test_nothing_the_user_did_not_name_is_overwritten(model, tmp_path):
 
 
 def test_folder_names_stay_distinct_when_even_the_long_names_collide(tmp_path):
-    from kstyle.stylize_files import folder_jobs
+    from kstyle.checks import folder_jobs
 
     for name in ("a.jpg", "a.png", "a.jpg.png", "B.png", "b.webp"):
         Image.fromarray(random_image(8, 8)).save(tmp_path / name)

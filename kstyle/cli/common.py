@@ -51,6 +51,8 @@ def os_error_line(error: OSError) -> str:
     if error.errno == errno.EEXIST and os.path.isfile(str(path)):  # a file where a folder goes
         what = _OS_ERROR_WHAT[errno.ENOTDIR]
     reason = error.strerror or str(error)
+    if reason.lower() == what.rstrip(":").lower():  # "read-only file system: x: Read-only ..."
+        return f"{what} {path}"
     return f"{what} {path}: {reason}"
 
 
@@ -71,8 +73,10 @@ def _tensorflow_error_line(error) -> str | None:
     )
     if not isinstance(error, file_errors):
         return None
+    from kstyle.errors import shortened
+
     message = (str(error.message).strip().splitlines() or [type(error).__name__])[0]
-    return re.sub(r"^\{\{function_node [^}]*\}\}\s*|\s*\[Op:\w+\]$", "", message)[:300]
+    return shortened(re.sub(r"^\{\{function_node [^}]*\}\}\s*|\s*\[Op:\w+\]$", "", message), 300)
 
 
 def start_command(args, task: str | None, from_shell: bool):

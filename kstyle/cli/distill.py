@@ -3,10 +3,13 @@
 import argparse
 import sys
 
+from kstyle.checks import model_file
 from kstyle.cli.common import OneLineErrorParser, run_command, start_command
 from kstyle.cli.console import add_verbosity, program_name
 from kstyle.cli.train import add_config_options
 from kstyle.config import STYLE_ONLY, DistillConfig
+from kstyle.errors import KstyleError
+from kstyle.files import check_writable
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
@@ -24,6 +27,23 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def check_config(config: DistillConfig) -> None:
+    """Checks what can be checked before TensorFlow is imported: the option values
+    (:meth:`DistillConfig.validate`), the teacher's model file and, by a real write, the run
+    directory's folder.
+
+    Raises:
+        KstyleError, OSError: one line each.
+    """
+    config.validate()
+    try:
+        model_file(config.teacher, "--teacher")
+    except KstyleError as error:  # name the option once, whichever message it is
+        message = str(error)
+        raise KstyleError(message if "--teacher" in message else f"--teacher: {message}") from error
+    check_writable(config.resolved_output(), folder=True)
+
+
 def main_with_args(argv=None, prog=None, from_shell=None) -> int:
     """Distills as ``argv`` (None: the command line) says; a KstyleError reports bad input.
     ``from_shell`` (default: ``argv`` is None) marks a command typed in a shell."""
@@ -35,7 +55,7 @@ def main_with_args(argv=None, prog=None, from_shell=None) -> int:
     if args.quiet:
         options["verbose"] = 0  # no Keras progress bar either
     config = DistillConfig(**options)
-    config.validate()
+    check_config(config)
     with own_run_dir(config.resolved_output()):  # before TensorFlow, the teacher, the data
         logger = start_command(args, "train", from_shell)  # training, for oneDNN
         from kstyle.run import train

@@ -5,6 +5,7 @@ import argparse
 import functools
 import sys
 
+from kstyle.checks import check_export_options, model_file
 from kstyle.cli.common import OneLineErrorParser, add_option, run_command, start_command
 from kstyle.cli.console import add_verbosity, program_name
 from kstyle.constants import (
@@ -13,8 +14,9 @@ from kstyle.constants import (
     FORMATS,
     NO_QUANTIZATION,
     QUANTIZATIONS,
-    SIZE_MULTIPLE,
 )
+from kstyle.errors import KstyleError
+from kstyle.files import check_writable
 
 ALL = "all"  # every format, or every quantization
 WEB = "web"  # a static site (kstyle.export.web), not one of the artifacts ``all`` writes
@@ -76,50 +78,80 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def main_with_args(argv=None, prog=None, from_shell=None) -> int:
-    """Exports as ``argv`` (None: the command line) says; 1 when a file missed its bar.
-    ``from_shell`` (default: ``argv`` is None) marks a command typed in a shell."""
-    from_shell = argv is None if from_shell is None else from_shell
-    args = build_parser(prog).parse_args(argv)
-    logger = start_command(args, None, from_shell)
-    from kstyle.errors import KstyleError
-    from kstyle.export import export
-    from kstyle.lock import output_lock
-    from kstyle.smoke import smoke_notes
+def _chosen(args) -> tuple[tuple, tuple]:
+    """The formats and the quantizations that ``args`` ask for (``all`` spelt out)."""
+    formats = FORMATS if args.format == ALL else (args.format,)
+    return formats, QUANTIZATIONS if args.quantize == ALL else (args.quantize,)
 
-    if args.calibration_count < 1:
-        raise KstyleError(f"--calibration-count must be positive, got {args.calibration_count}")
-    if args.verify_size < SIZE_MULTIPLE:
-        raise KstyleError(f"--verify-size must be at least {SIZE_MULTIPLE}, got {args.verify_size}")
-    for note in smoke_notes(args.model):
-        logger.info(f"note: {note}")
+
+def check_arguments(args) -> None:
+    """Checks what can be checked before TensorFlow is imported: the options, the model file
+    (for one model) and, by a real write, the output folder.
+
+    Raises:
+        KstyleError, OSError: one line each.
+    """
     if args.format == WEB:
-        from kstyle.export.web import build_site
-
         if args.quantize != NO_QUANTIZATION or args.input_size or args.calibration_data:
             raise KstyleError(
                 f"--format {WEB} writes fp32 ONNX for any size; drop --quantize, --input-size "
                 "and --calibration-data"
             )
-
-        with output_lock(args.output):  # one kstyle process writes an output at a time
-            build_site(args.model, args.output, verify_size=args.verify_size)
-        return 0
+        check_export_options((), (), None, None, args.calibration_count, args.verify_size)
+        check_writable(args.output)  # the site is written beside it, then renamed
+        return
     if len(args.model) > 1:
         raise KstyleError(f"several models need --format {WEB}; export one at a time")
-    formats = FORMATS if args.format == ALL else (args.format,)
-    quantizations = QUANTIZATIONS if args.quantize == ALL else (args.quantize,)
+    formats, quantizations = _chosen(args)
+    check_export_options(
+        formats,
+        quantizations,
+        args.input_size,
+        args.calibration_data,
+        args.calibration_count,
+        args.verify_size,
+    )
+    model_file(args.model[0], "kstyle export")
+    check_writable(args.output, folder=True)
+
+
+def main_with_args(argv=None, prog=None, from_shell=None) -> int:
+    """Exports as ``argv`` (None: the command line) says; 1 when a file missed its bar.
+    ``from_shell`` (default: ``argv`` is None) marks a command typed in a shell."""
+    from_shell = argv is None if from_shell is None else from_shell
+    args = build_parser(prog).parse_args(argv)
+    check_arguments(args)
+    from kstyle.lock import output_lock
+
     with output_lock(args.output):  # one kstyle process writes an output at a time
-        results = export(
-            args.model[0],
-            args.output,
-            formats=formats,
-            quantizations=quantizations,
-            input_size=args.input_size,
-            calibration_data=args.calibration_data,
-            calibration_count=args.calibration_count,
-            verify_size=args.verify_size,
-        )
+        return _export(args, from_shell)
+
+
+def _export(args, from_shell) -> int:
+    """:func:`main_with_args` once its checks passed and this process holds the output."""
+    logger = start_command(args, None, from_shell)
+    from kstyle.smoke import smoke_notes
+
+    for note in smoke_notes(args.model):
+        logger.info(f"note: {note}")
+    if args.format == WEB:
+        from kstyle.export.web import build_site
+
+        build_site(args.model, args.output, verify_size=args.verify_size)
+        return 0
+    from kstyle.export import export
+
+    formats, quantizations = _chosen(args)
+    results = export(
+        args.model[0],
+        args.output,
+        formats=formats,
+        quantizations=quantizations,
+        input_size=args.input_size,
+        calibration_data=args.calibration_data,
+        calibration_count=args.calibration_count,
+        verify_size=args.verify_size,
+    )
     failed = [result for result in results if not result.passed]
     for result in failed:
         logger.error(f"{result.path} missed its bar ({result.bar}): {result.shortfall}")

@@ -13,6 +13,8 @@ import threading
 from kstyle.cli.common import OneLineErrorParser, add_option, run_command, start_command
 from kstyle.cli.console import add_verbosity, program_name
 from kstyle.constants import DEFAULT_SERVE_PORT
+from kstyle.errors import KstyleError
+from kstyle.files import check_writable
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
@@ -49,13 +51,14 @@ def main_with_args(argv=None, prog=None, from_shell=None) -> int:
     """Builds (if needed) and serves as ``argv`` says, until interrupted."""
     from_shell = argv is None if from_shell is None else from_shell
     args = build_parser(prog).parse_args(argv)
+    if not 0 <= args.port <= 65535:  # before TensorFlow is imported, as every check that can be
+        raise KstyleError(f"--port must be between 0 and 65535, got {args.port}")
+    if args.output:
+        check_writable(args.output)  # the site is written beside it, then renamed
     logger = start_command(args, None, from_shell)
-    from kstyle.errors import KstyleError
     from kstyle.export.web import build_site, is_site, site_server
     from kstyle.smoke import smoke_notes
 
-    if not 0 <= args.port <= 65535:
-        raise KstyleError(f"--port must be between 0 and 65535, got {args.port}")
     built = not (len(args.source) == 1 and is_site(args.source[0]))
     for note in smoke_notes(args.source):
         logger.info(f"note: {note}")

@@ -3,11 +3,20 @@
 import argparse
 import sys
 
+from kstyle.checks import (
+    check_max_pixels,
+    check_max_size,
+    check_strength,
+    check_tile,
+    check_work_dir,
+    model_file,
+    stylize_jobs,
+)
 from kstyle.cli.common import OneLineErrorParser, add_option, run_command, start_command
 from kstyle.cli.console import add_verbosity, program_name
 from kstyle.constants import SIZE_MULTIPLE, VIDEO_EXTENSIONS
 from kstyle.images import DEFAULT_MAX_PIXELS
-from kstyle.memory import DEFAULT_MAX_MEMORY
+from kstyle.memory import DEFAULT_MAX_MEMORY, parse_memory
 
 DEFAULT_MAX_MEMORY_TEXT = f"{DEFAULT_MAX_MEMORY / 2**30:g}GB"  # parse_memory reads it back
 
@@ -93,30 +102,41 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def check_arguments(args) -> int:
+    """Checks every value and path of ``args`` that can be checked before TensorFlow is
+    imported: the option ranges, the input, the outputs (their types, and a real write into
+    their folder) and the model file. Returns the memory budget in bytes.
+
+    Raises:
+        KstyleError, OSError: one line each (see :func:`kstyle.checks.stylize_jobs`).
+    """
+    check_strength(args.strength)
+    check_max_size(args.max_size)
+    max_memory = parse_memory(args.max_memory)
+    check_max_pixels(args.max_pixels)
+    check_tile(args.tile)
+    check_work_dir(args.work_dir)
+    stylize_jobs(args.input, args.output)
+    model_file(args.model, "--model")
+    return max_memory
+
+
 def main_with_args(argv=None, prog=None, from_shell=None) -> int:
     """Stylizes as ``argv`` (None: the command line) says; 1 when every input failed.
     ``from_shell`` (default: ``argv`` is None) marks a command typed in a shell."""
     from_shell = argv is None if from_shell is None else from_shell
     args = build_parser(prog).parse_args(argv)
-    logger = start_command(args, "stylize", from_shell)
-    from kstyle.errors import KstyleError
-    from kstyle.inference import check_strength, check_tile
+    max_memory = check_arguments(args)
     from kstyle.lock import output_lock
-    from kstyle.memory import parse_memory
     from kstyle.smoke import smoke_note
-    from kstyle.stylize_files import stylize
-    from kstyle.transform_net import load_transform_net
 
-    if args.max_size is not None and args.max_size < 4:
-        raise KstyleError(f"--max-size must be at least 4, got {args.max_size}")
-    check_strength(args.strength)
-    max_memory = parse_memory(args.max_memory)
-    if args.max_pixels < 0:
-        raise KstyleError(f"--max-pixels must be 0 (no limit) or positive, got {args.max_pixels}")
-    check_tile(args.tile)
-    if note := smoke_note(args.model):
-        logger.info(f"note: {note}")
     with output_lock(args.output):  # one kstyle process writes an output at a time
+        logger = start_command(args, "stylize", from_shell)
+        from kstyle.stylize_files import stylize
+        from kstyle.transform_net import load_transform_net
+
+        if note := smoke_note(args.model):
+            logger.info(f"note: {note}")
         model = load_transform_net(args.model)
         written, failed = stylize(
             model,

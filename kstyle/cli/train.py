@@ -9,8 +9,11 @@ import typing
 from kstyle.cli.common import OneLineErrorParser, add_option, run_command, start_command
 from kstyle.cli.console import add_verbosity, program_name
 from kstyle.config import TrainConfig, flag_of
+from kstyle.errors import KstyleError
+from kstyle.files import check_writable
 
 DEMO_OPTIONS = dict(image_size=128, steps=112, plot_every=10)
+DEMO_OUTPUT = os.path.join("runs", "demo")  # --demo's run directory without --output
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
@@ -66,6 +69,22 @@ def _explicit(argv, name) -> bool:
     return any(arg == flag or arg.startswith(flag + "=") for arg in argv)
 
 
+def check_config(config: TrainConfig, demo: bool = False) -> None:
+    """Checks what can be checked before TensorFlow is imported: the option values
+    (:meth:`TrainConfig.validate`), the style image (unless ``demo`` makes one) and, by a real
+    write, the run directory's folder.
+
+    Raises:
+        KstyleError, OSError: one line each.
+    """
+    if not demo and not config.style:
+        raise KstyleError("--style is required (or use --demo)")
+    config.validate()
+    if not demo:
+        config.check_inputs()  # reads the style image
+    check_writable(config.resolved_output(), folder=True)
+
+
 def main_with_args(argv=None, prog=None, from_shell=None) -> int:
     """Trains as ``argv`` (None: the command line) says; a KstyleError reports bad input.
     ``from_shell`` (default: ``argv`` is None) marks a command typed in a shell. The run
@@ -73,26 +92,25 @@ def main_with_args(argv=None, prog=None, from_shell=None) -> int:
     from_shell = argv is None if from_shell is None else from_shell
     arguments = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(prog).parse_args(arguments)
-    from kstyle.errors import KstyleError
     from kstyle.run_dir import own_run_dir
 
-    if not (args.style or args.demo):
-        raise KstyleError("--style is required (or use --demo)")
     if args.demo:
-        args.output = args.output or os.path.join("runs", "demo")
-    output = TrainConfig(style=args.style, output=args.output).resolved_output()
-    with own_run_dir(output):  # before the demo set is written into it
-        return _train(args, arguments, from_shell)
-
-
-def _train(args, arguments, from_shell) -> int:
-    """:func:`main_with_args` once this process owns the run directory."""
-    logger = start_command(args, "train", from_shell)
-    from kstyle.run import train
-
+        args.output = args.output or DEMO_OUTPUT
     options = {k: v for k, v in vars(args).items() if k not in ("demo", "quiet", "verbose")}
     if args.quiet:
         options["verbose"] = 0  # no Keras progress bar either
+    config = TrainConfig(**options)
+    check_config(config, demo=args.demo)
+    with own_run_dir(config.resolved_output()):  # before the demo set is written into it
+        return _train(args, arguments, options, from_shell)
+
+
+def _train(args, arguments, options, from_shell) -> int:
+    """:func:`main_with_args` once its checks passed and this process owns the run directory;
+    ``options`` are the :class:`TrainConfig` fields as given."""
+    logger = start_command(args, "train", from_shell)
+    from kstyle.run import train
+
     if args.demo:
         from kstyle.demo import prepare_demo
 

@@ -7,6 +7,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from kstyle.checks import NEEDS_CALIBRATION, check_export_options, model_file
 from kstyle.constants import (
     DEFAULT_CALIBRATION_COUNT,
     DEFAULT_VERIFY_SIZE,
@@ -22,6 +23,7 @@ from kstyle.export.verify import held_out_image, verify
 from kstyle.extras import require
 from kstyle.files import (
     StagedOutput,
+    check_writable,
     list_image_files,
     remove_leftovers,
     remove_path,
@@ -30,8 +32,6 @@ from kstyle.files import (
 from kstyle.images import load_image
 from kstyle.smoke import is_smoke_test, smoke_fields
 from kstyle.transform_net import load_transform_net
-
-NEEDS_CALIBRATION = "--quantize int8 needs --calibration-data DIR (representative photos)"
 
 
 def load_calibration_images(folder, count=DEFAULT_CALIBRATION_COUNT, size=DEFAULT_VERIFY_SIZE):
@@ -185,14 +185,11 @@ def export(
     into place (with its sidecar). One that misses it leaves any previous file untouched and
     is kept beside it as ``NAME.failed`` (the record's ``path``).
     """
-    unknown = [f for f in formats if f not in FORMATS]
-    if unknown:
-        raise KstyleError(f"unknown format {unknown[0]!r}; use one of {', '.join(FORMATS)}, all")
-    for quantize in quantizations:
-        if quantize not in QUANTIZATIONS:
-            raise KstyleError(f"unknown quantization {quantize!r}; use one of {QUANTIZATIONS}")
-    if input_size is not None and (input_size < SIZE_MULTIPLE):
-        raise KstyleError(f"--input-size must be at least {SIZE_MULTIPLE}, got {input_size}")
+    check_export_options(
+        formats, quantizations, input_size, calibration_data, calibration_count, verify_size
+    )
+    check_writable(output_dir, folder=True)
+    model_file(model_path)
     # Before any work: the verifying runtimes (and ONNX's converter) come with kstyle[export].
     if "tflite" in formats:
         require("ai_edge_litert", "export")
