@@ -5,8 +5,8 @@ Imports go down these layers (``tests/test_package.py`` checks it):
 - base: ``errors``, ``constants`` (shared choices and defaults, no TensorFlow), ``files``
   (listing, atomic writes), ``images`` (read, write, compare), ``memory`` (the memory
   budget), ``progress``, ``demo``, ``extras`` (optional dependencies), ``quiet``
-  (dependencies' start-up lines), ``coco`` (the COCO download), ``internals`` (the private
-  TF/LiteRT calls left);
+  (dependencies' start-up lines), ``web_runtime`` (the web page's runtime, from npm),
+  ``coco`` (the COCO download), ``internals`` (the private TF/LiteRT calls left);
 - training: ``data`` -> ``transform_net``, ``loss_net`` -> ``losses`` -> ``trainer`` ->
   ``callbacks``, ``stopping`` -> ``run_dir`` -> ``run``, with ``distribute`` and
   ``config`` (the options) below them;

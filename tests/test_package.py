@@ -10,7 +10,7 @@ from conftest import ROOT
 
 PACKAGE = os.path.join(ROOT, "kstyle")
 BASE = {"errors", "constants", "files", "images", "image_headers", "memory", "progress", "demo"}
-BASE |= {"internals", "extras", "quiet", "coco"}
+BASE |= {"internals", "extras", "quiet", "coco", "web_runtime"}
 TRAINING = {"data", "transform_net", "loss_net", "losses", "trainer", "callbacks", "distribute"}
 TRAINING |= {"config", "stopping", "run_dir", "run"}
 INFERENCE = {"graph", "forward", "flops", "staged", "tiling", "inference", "video", "stylize_files"}
