@@ -78,6 +78,8 @@ def _why_vendor(runtime_dir: str, version: str) -> str | None:
     try:
         record = runtime_record(runtime_dir)
     except KstyleError:
+        if os.path.isfile(os.path.join(runtime_dir, "RUNTIME.json")):
+            return "the web runtime is incomplete or changed"
         return "the web runtime is not vendored yet"
     if record.get("version") != version:
         return f"the web runtime is {WEB_RUNTIME_PACKAGE} {record.get('version')}, not {version}"
@@ -88,8 +90,9 @@ def ensure_runtime(runtime_dir: str | None = None, web: str | None = None):
     """The folder of a checked runtime and its record (see :func:`runtime_record`), as a pair.
 
     In a checkout (``web`` is kstyle's npm project; default :data:`CHECKOUT_WEB`) a runtime
-    that is missing, changed or not the pinned version is vendored first (:func:`vendor_runtime`),
-    saying so in one logged line (info); elsewhere (an installed wheel) it is only checked.
+    that is missing, changed or not the pinned version is vendored first
+    (:func:`vendor_runtime`), saying so in one logged line (info); elsewhere (an installed
+    wheel) it is only checked.
 
     Raises:
         KstyleError: no usable runtime and none can be vendored (not a checkout, npm missing,
@@ -135,6 +138,7 @@ def vendor_runtime(
 
 
 def _vendor_unlocked(runtime_dir: str, web: str, install: bool) -> dict:
+    """:func:`vendor_runtime`, its lock held."""
     if not install:
         return _copy_runtime(os.path.join(web, "node_modules"), runtime_dir)
     if shutil.which(NPM_CI[0]) is None:

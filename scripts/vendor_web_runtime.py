@@ -29,6 +29,8 @@ def vendor(install: bool = True, target: str = RUNTIME_DIR, web: str = CHECKOUT_
         return vendor_runtime(target, web, install=install)
     except KstyleError as error:
         sys.exit(f"error: {error}")
+    except OSError as error:  # web/'s files, or the disk
+        sys.exit(f"error: {error.filename}: {error.strerror}")
 
 
 def main() -> int:
