@@ -5,10 +5,13 @@ Imports go down these layers (``tests/test_package.py`` checks it):
 - base: ``errors``, ``constants`` (shared choices and defaults, no TensorFlow), ``files``
   (listing, atomic writes), ``images`` (read, write, compare), ``memory`` (the memory
   budget), ``progress``, ``demo``, ``extras`` (optional dependencies), ``quiet``
-  (dependencies' start-up lines), ``coco`` (the COCO download), ``internals`` (the private
-  TF/LiteRT calls left), ``checks`` (what a command checks before it imports TensorFlow);
+  (dependencies' start-up lines), ``web_runtime`` (the web page's runtime, from npm),
+  ``coco`` (the COCO download), ``internals`` (the private TF/LiteRT calls left), ``checks``
+  (what a command checks before it imports TensorFlow), ``lock`` (one process per run
+  directory or output), ``smoke`` (smoke-test marks of model files), ``schedule`` (steps
+  and epochs);
 - training: ``data`` -> ``transform_net``, ``loss_net`` -> ``losses`` -> ``trainer`` ->
-  ``callbacks``, ``stopping`` -> ``run_dir`` -> ``run``, with ``distribute`` and
+  ``callbacks``, ``stopping`` -> ``run_dir`` -> ``run`` (and ``distill``), with ``distribute`` and
   ``config`` (the options) below them;
 - inference: ``graph`` -> ``forward`` (fused, compiled pass) -> ``staged`` (exact statistics
   in bands) -> ``tiling`` -> ``inference`` (arrays) -> ``video``, ``stylize_files`` and

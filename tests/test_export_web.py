@@ -310,3 +310,183 @@ def test_vendor_script_one_line_error_and_no_staging_left(tmp_path, capsys):
     record = script.vendor(install=False, target=str(out / "runtime"), web=str(tmp_path / "web"))
     assert sorted(record["files"]) == sorted(WEB_RUNTIME_FILES)
     assert os.listdir(out) == ["runtime"]
+
+
+# A stand-in for npm (``npm ci`` in its working folder): logs its call, waits ``DELAY``
+# seconds, then writes node_modules/onnxruntime-web with the version that the folder's
+# package-lock.json pins and a small file for each runtime file (or fails, with FAIL set).
+FAKE_NPM = """#!{python}
+import json, os, sys, time
+start, found = time.time(), sorted(os.listdir())
+time.sleep(float(os.environ.get("FAKE_NPM_DELAY", "0")))
+if os.environ.get("FAKE_NPM_FAIL"):
+    print("npm error code ENOTFOUND", file=sys.stderr)
+    print("npm error network request to https://registry.npmjs.org failed", file=sys.stderr)
+    sys.exit(1)
+with open("package-lock.json") as file:
+    version = json.load(file)["packages"]["node_modules/onnxruntime-web"]["version"]
+package = os.path.join("node_modules", "onnxruntime-web")
+os.makedirs(os.path.join(package, "dist"))
+with open(os.path.join(package, "package.json"), "w") as file:
+    json.dump({{"name": "onnxruntime-web", "version": version}}, file)
+for name in {files!r}:
+    with open(os.path.join(package, "dist", name), "w") as file:
+        file.write(f"fake {{name}} {{version}}")
+entry = {{"argv": sys.argv[1:], "cwd": os.getcwd(), "files": found,
+          "start": start, "end": time.time()}}
+with open({log!r}, "a") as file:
+    file.write(json.dumps(entry) + "\\n")
+"""
+
+
+@pytest.fixture
+def checkout(tmp_path, monkeypatch):
+    """A checkout without a vendored runtime: ``web/`` with a copy of the real package.json and
+    package-lock.json, ``kstyle/web/`` without ``runtime/`` (kstyle.web_runtime pointed at
+    both), and a fake ``npm`` first on PATH (``bin/``) that logs each call to ``npm.log``."""
+    from kstyle import web_runtime
+    from kstyle.constants import WEB_RUNTIME_FILES
+
+    root = tmp_path / "checkout"
+    (root / "web").mkdir(parents=True)
+    (root / "kstyle" / "web").mkdir(parents=True)
+    for name in ("package.json", "package-lock.json"):
+        shutil.copyfile(os.path.join(ROOT, "web", name), root / "web" / name)
+    (tmp_path / "bin").mkdir()
+    npm = tmp_path / "bin" / "npm"
+    log = tmp_path / "npm.log"
+    npm.write_text(FAKE_NPM.format(python=sys.executable, files=WEB_RUNTIME_FILES, log=str(log)))
+    npm.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(web_runtime, "RUNTIME_DIR", str(root / "kstyle" / "web" / "runtime"))
+    monkeypatch.setattr(web_runtime, "CHECKOUT_WEB", str(root / "web"))
+    return root
+
+
+def npm_calls(checkout) -> list:
+    log = checkout.parent / "npm.log"
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def assert_fake_runtime(runtime, version):
+    """``runtime`` holds the fake npm's files of ``version``, with RUNTIME.json's hashes."""
+    from kstyle.constants import WEB_RUNTIME_FILES
+
+    record = json.loads((runtime / "RUNTIME.json").read_text())
+    assert record["version"] == version and sorted(record["files"]) == sorted(WEB_RUNTIME_FILES)
+    for name in WEB_RUNTIME_FILES:
+        assert (runtime / name).read_text() == f"fake {name} {version}"
+        assert record["files"][name] == sha(runtime / name)
+
+
+def test_export_vendors_a_missing_runtime_with_npm_in_a_temporary_folder(
+    runs, checkout, tmp_path, capsys
+):
+    from kstyle.cli.main import main
+
+    site = tmp_path / "site"
+    command = ["export", str(runs / "b"), "--format", "web", "--output", str(site)]
+    assert main([*command, "--verify-size", "32"]) == 0
+    lockfile = checkout / "web" / "package-lock.json"
+    said = [line for line in capsys.readouterr().err.splitlines() if "npm" in line]
+    assert said == [
+        f"the web runtime is not vendored yet: running npm ci from {lockfile} (once; a download "
+        "of about 56 MB from the npm registry)"
+    ]
+    (call,) = npm_calls(checkout)
+    assert call["argv"][:2] == ["ci", "--ignore-scripts"]
+    assert call["files"] == ["package-lock.json", "package.json"]  # copies, in a folder...
+    assert not str(call["cwd"]).startswith(str(checkout))  # ...outside the checkout
+    assert not os.path.exists(call["cwd"])  # and deleted
+    assert_fake_runtime(checkout / "kstyle" / "web" / "runtime", "1.30.0")
+    vendored = json.loads((checkout / "kstyle" / "web" / "runtime" / "RUNTIME.json").read_text())
+    assert json.loads((site / "manifest.json").read_text())["runtime"]["files"] == vendored["files"]
+    for name, digest in vendored["files"].items():
+        assert sha(site / "runtime" / name) == digest
+    every = [name for _, folders, files in os.walk(checkout) for name in folders + files]
+    assert "node_modules" not in every and not [n for n in every if n.startswith(".kstyle")]
+    # vendored once: the next export finds it
+    assert main([*command, "--verify-size", "32"]) == 0
+    assert "npm" not in capsys.readouterr().err and len(npm_calls(checkout)) == 1
+
+
+def test_a_runtime_is_vendored_again_when_the_lockfile_pins_another_version(checkout, caplog):
+    from kstyle.web_runtime import ensure_runtime
+
+    runtime = checkout / "kstyle" / "web" / "runtime"
+    lockfile = checkout / "web" / "package-lock.json"
+    assert ensure_runtime()[0] == str(runtime) and len(npm_calls(checkout)) == 1
+    lock = json.loads(lockfile.read_text())
+    lock["packages"]["node_modules/onnxruntime-web"]["version"] = "1.31.0"
+    lockfile.write_text(json.dumps(lock))
+    with caplog.at_level("INFO", logger="kstyle.web_runtime"):
+        folder, record = ensure_runtime()
+    assert record["version"] == "1.31.0" and len(npm_calls(checkout)) == 2
+    assert_fake_runtime(runtime, "1.31.0")
+    assert "the web runtime is onnxruntime-web 1.30.0, not 1.31.0: running npm ci" in caplog.text
+
+
+def at_once(call: str):
+    """Runs ``kstyle.web_runtime.<call>()`` in two processes started together (the fake npm
+    takes a second), with the module pointed where the ``checkout`` fixture points it."""
+    from kstyle import web_runtime
+
+    where = (web_runtime.RUNTIME_DIR, web_runtime.CHECKOUT_WEB)
+    code = f"from kstyle import web_runtime as w; w.RUNTIME_DIR, w.CHECKOUT_WEB = {where!r}; "
+    code += f"w.{call}()"
+    env = {**os.environ, "FAKE_NPM_DELAY": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    processes = [
+        subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.PIPE)
+        for _ in range(2)
+    ]
+    for process in processes:
+        assert process.wait(timeout=60) == 0, process.stderr.read().decode()
+        process.stderr.close()
+
+
+def test_two_processes_vendoring_at_once_take_turns(checkout):
+    at_once("vendor_runtime")
+    first, second = sorted(npm_calls(checkout), key=lambda call: call["start"])
+    assert first["end"] <= second["start"]  # npm ran twice, one after the other
+    assert_fake_runtime(checkout / "kstyle" / "web" / "runtime", "1.30.0")
+    assert os.listdir(checkout / "kstyle" / "web") == ["runtime"]  # no staging folder left
+
+
+def test_two_exports_that_miss_the_runtime_at_once_vendor_it_once(checkout):
+    at_once("ensure_runtime")
+    assert len(npm_calls(checkout)) == 1
+    assert_fake_runtime(checkout / "kstyle" / "web" / "runtime", "1.30.0")
+    assert os.listdir(checkout / "kstyle" / "web") == ["runtime"]
+
+
+def test_no_npm_or_a_failing_npm_is_one_line(runs, checkout, tmp_path, capsys, monkeypatch):
+    web = ("--format", "web", "--output", tmp_path / "site")
+    monkeypatch.setenv("FAKE_NPM_FAIL", "1")
+    line = one_line_error(capsys, "serve", runs / "b", "--port", 0)
+    assert line == "error: npm ci failed (exit status 1): npm error code ENOTFOUND"
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no npm
+    for command in (("export", runs / "b", *web), ("serve", runs / "b", "--port", 0)):
+        line = one_line_error(capsys, *command)
+        assert line == (
+            "error: the web runtime is not vendored yet in "
+            f"{checkout / 'kstyle' / 'web' / 'runtime'}, and npm is not installed to fetch it: "
+            "install Node.js (20 or newer) and npm, then run this again"
+        )
+    assert not (tmp_path / "site").exists()
+    assert os.listdir(checkout / "kstyle" / "web") == []  # no runtime, no staging left
+    assert npm_calls(checkout) == []
+
+
+def test_an_installed_package_only_checks_its_runtime(checkout, tmp_path):
+    """Without kstyle's npm project beside the package (a wheel), nothing is vendored: a
+    missing runtime is today's one line naming the script."""
+    from kstyle.errors import KstyleError
+    from kstyle.web_runtime import ensure_runtime
+
+    (tmp_path / "site-packages" / "web").mkdir(parents=True)  # someone else's web/, or none
+    (tmp_path / "site-packages" / "web" / "package.json").write_text('{"name": "other"}')
+    for web in (tmp_path / "site-packages" / "web", tmp_path / "nowhere"):
+        with pytest.raises(KstyleError, match="run 'python scripts/vendor_web_runtime.py'"):
+            ensure_runtime(web=str(web))
+    assert npm_calls(checkout) == []

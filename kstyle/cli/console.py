@@ -4,15 +4,16 @@ messages on stderr (results go to stdout), and dependencies kept quiet."""
 import logging
 import os
 import sys
-import warnings
+
+from kstyle.quiet import (
+    TF_LOG_VARIABLE,
+    filtered_stderr,
+    hiding,
+    ignore_harmless_warnings,
+    show_everything,
+)
 
 LOGGER_NAME = "kstyle"
-TF_LOG_VARIABLE = "TF_CPP_MIN_LOG_LEVEL"
-
-# Python warnings of dependencies that say nothing about the user's run, by message.
-HARMLESS_WARNINGS = (
-    (FutureWarning, r"In the future `np\.object` will be defined"),  # keras's tf2onnx shim
-)
 
 
 def program_name(script: str | None = None) -> str:
@@ -79,21 +80,26 @@ def setup_logging(quiet: bool = False, verbose: bool = False) -> logging.Logger:
 
 
 def quiet_dependencies(verbose: bool = False) -> None:
-    """Keeps TensorFlow's start-up lines and known-harmless dependency warnings off the
-    console, then imports TensorFlow (so call it after parsing the command line, and after
-    ``use_fastest_onednn``, which must run before TensorFlow is imported).
+    """Keeps TensorFlow's start-up lines and known-harmless dependency lines and warnings
+    (:mod:`kstyle.quiet`) off the console, then imports TensorFlow (so call it after parsing
+    the command line, and after ``use_fastest_onednn``, which must run before TensorFlow is
+    imported).
 
-    Nothing is hidden with ``verbose``; TensorFlow's C++ logs are left as the user set them
-    when ``TF_CPP_MIN_LOG_LEVEL`` is set. Otherwise the level is 3 (no C++ log lines; a
-    GPU that TensorFlow cannot use shows in ``kstyle info``, not as start-up noise)."""
-    if verbose:
+    Nothing is hidden with ``verbose``, or where the user set ``TF_CPP_MIN_LOG_LEVEL=0``.
+    Where the user set it to 1, 2 or 3, TensorFlow's C++ log lines follow that level (its
+    warnings and errors, as that level allows), and the known-harmless start-up lines, which
+    TensorFlow writes before any level applies, are dropped as by default. Unset, the level
+    is 3 (no C++ log lines; a GPU that TensorFlow cannot use shows in ``kstyle info``, not
+    as start-up noise)."""
+    show_everything(verbose)
+    if not hiding():
         return
-    for category, message in HARMLESS_WARNINGS:
-        warnings.filterwarnings("ignore", message=message, category=category)
-    if TF_LOG_VARIABLE in os.environ or "tensorflow" in sys.modules:
+    ignore_harmless_warnings()
+    if "tensorflow" in sys.modules:
         return
-    os.environ[TF_LOG_VARIABLE] = "3"
-    from kstyle.quiet import filtered_stderr
-
+    os.environ.setdefault(TF_LOG_VARIABLE, "3")
     with filtered_stderr():
-        import tensorflow  # noqa: F401  (its start-up lines are written now)
+        import tensorflow  # its start-up lines are written now
+
+        # and CUDA's (it starts with the first look at the devices, or the first op)
+        tensorflow.config.list_physical_devices()

@@ -29,6 +29,7 @@ from kstyle.export.serving import (
     serving_archive,
 )
 from kstyle.graph import Graph, instance_norms, output_tanh
+from kstyle.quiet import filtered_stderr
 from kstyle.transform_net import ReflectionPadding2D, TanhToPixels
 
 logger = logging.getLogger(__name__)
@@ -398,7 +399,9 @@ def int8_flatbuffer(
             by if equalize else None,
             tanh_clip,
         )
-    with tempfile.TemporaryDirectory() as directory:
+    # filtered: the calibrator prints its settings, and the debugger warns that it builds
+    # tf.lite.Interpreters (kstyle.quiet)
+    with tempfile.TemporaryDirectory() as directory, filtered_stderr():
         serving_archive(transform_net, directory, input_size=input_size, batch_size=1, model=model)
         converter = tf.lite.TFLiteConverter.from_saved_model(directory)
         converter.optimizations = [tf.lite.Optimize.DEFAULT]

@@ -15,6 +15,7 @@ import tensorflow as tf
 from kstyle.constants import NO_QUANTIZATION, SIZE_MULTIPLE
 from kstyle.forward import inference_net
 from kstyle.graph import Graph, is_instance_norm
+from kstyle.quiet import filtered_stderr
 
 OUTPUT_NAME = "stylized"  # every format's output (the SavedModel signature's key too)
 
@@ -193,7 +194,7 @@ def plain_tflite_bytes(transform_net, quantize=NO_QUANTIZATION, input_size=None)
     weights) or ``dynamic`` (int8 weights, dynamic-range activations)."""
     import tempfile
 
-    with tempfile.TemporaryDirectory() as directory:
+    with tempfile.TemporaryDirectory() as directory, filtered_stderr():  # the converter's lines
         serving_archive(transform_net, directory, input_size=input_size, batch_size=1)
         converter = tf.lite.TFLiteConverter.from_saved_model(directory)
         if quantize == "float16":

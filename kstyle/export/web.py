@@ -3,8 +3,9 @@ webcam in the browser (ONNX Runtime Web, wasm), one page for one or several trai
 
 The site holds ``index.html`` and the page's scripts and style (``kstyle/web/page/``), each
 model's verified ONNX export under ``models/``, the runtime's files under ``runtime/`` (copied
-from ``kstyle/web/runtime/``, which ``scripts/vendor_web_runtime.py`` fills from the npm
-package pinned in ``web/package-lock.json``), and ``manifest.json``. Nothing is fetched from
+from ``kstyle/web/runtime/``, which a wheel carries and a checkout fills on first use from the
+npm package pinned in ``web/package-lock.json``: :mod:`kstyle.web_runtime`), and
+``manifest.json``. Nothing is fetched from
 anywhere else when the page is viewed.
 """
 
@@ -25,34 +26,17 @@ from kstyle.errors import KstyleError
 from kstyle.export.serving import OUTPUT_NAME
 from kstyle.export.writer import describe_model, export
 from kstyle.files import atomic_directory, file_sha256, write_json_atomically
+from kstyle.web_runtime import (  # RUNTIME_DIR and runtime_record: also imported from here
+    PACKAGE_DIR,
+    RUNTIME_DIR,  # noqa: F401
+    ensure_runtime,
+    runtime_record,  # noqa: F401
+)
 
-PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PAGE_DIR = os.path.join(PACKAGE, "web", "page")
-RUNTIME_DIR = os.path.join(PACKAGE, "web", "runtime")
+PAGE_DIR = os.path.join(PACKAGE_DIR, "web", "page")
 PAGE_FILES = ("index.html", "app.js", "worker.js", "pixels.js", "style.css")
 MANIFEST = "manifest.json"
 SITE_FORMAT = 1  # manifest.json's "kstyle_site": what marks a folder as a kstyle site
-VENDOR_HINT = "run 'python scripts/vendor_web_runtime.py' in a kstyle checkout"
-
-
-def runtime_record(runtime_dir: str = RUNTIME_DIR) -> dict:
-    """The vendored runtime's RUNTIME.json (``name``, ``version``, ``files``: name -> sha256),
-    after checking that each file is present with that hash.
-
-    Raises:
-        KstyleError: the runtime is missing, incomplete or changed since it was vendored.
-    """
-    try:
-        with open(os.path.join(runtime_dir, "RUNTIME.json")) as file:
-            record = json.load(file)
-    except (OSError, ValueError):
-        raise KstyleError(f"the web runtime is missing from {runtime_dir}; {VENDOR_HINT}") from None
-    for name in WEB_RUNTIME_FILES:
-        path = os.path.join(runtime_dir, name)
-        expected = record.get("files", {}).get(name)
-        if not os.path.isfile(path) or expected is None or file_sha256(path) != expected:
-            raise KstyleError(f"the web runtime file {path} is missing or changed; {VENDOR_HINT}")
-    return record
 
 
 def is_site(folder: str) -> bool:
@@ -195,15 +179,15 @@ def build_site(paths, output: str, verify_size: int = DEFAULT_VERIFY_SIZE, print
     import kstyle
 
     models = find_models(paths)
-    runtime = runtime_record()
     check_output(output)
+    runtime_dir, runtime = ensure_runtime()
     with atomic_directory(output) as site:
         for name in PAGE_FILES:
             shutil.copyfile(os.path.join(PAGE_DIR, name), os.path.join(site, name))
         os.makedirs(os.path.join(site, "runtime"))
         os.makedirs(os.path.join(site, "models"))
         for name in WEB_RUNTIME_FILES:
-            shutil.copyfile(os.path.join(RUNTIME_DIR, name), os.path.join(site, "runtime", name))
+            shutil.copyfile(os.path.join(runtime_dir, name), os.path.join(site, "runtime", name))
         taken = {}
         entries = [_model_entry(path, site, taken, verify_size, printer) for path in models]
         manifest = {
