@@ -166,7 +166,8 @@ def check_writable(path: str, folder: bool = False) -> None:
     except OSError as error:
         raise OSError(error.errno, error.strerror, path) from error
     os.close(descriptor)
-    os.remove(probe)
+    with contextlib.suppress(FileNotFoundError):  # another run's clean-up took it already
+        os.remove(probe)
 
 
 class StagedOutput:

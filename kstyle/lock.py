@@ -36,8 +36,8 @@ _MAX_NAME_BYTES = 255 - len(LOCK_NAME) - 1
 # How long a refusal waits for a holder that has just locked to write its PID.
 _PID_WAIT_SECONDS = 0.5
 
-# lock file -> [descriptor, holds, folder made for it] of the locks this process holds
-_held: dict[str, list] = {}
+# (thread, lock file) -> [descriptor, holds, folders made for it] of the locks held here
+_held: dict[tuple[int, str], list] = {}
 _held_guard = threading.Lock()
 
 
@@ -102,15 +102,26 @@ def _try_lock(lock_path: str) -> int | None:
         os.close(descriptor)
 
 
-def _release(lock_path: str, descriptor: int, made_folder: str | None) -> None:
-    """Removes the lock file (while still holding it), then lets go of the lock; removes
-    ``made_folder`` too if it is empty now."""
+def _release(lock_path: str, descriptor: int, made_folders: list[str]) -> None:
+    """Removes the lock file (while still holding it), then lets go of the lock; removes the
+    ``made_folders`` (deepest first) that are empty now."""
     with contextlib.suppress(OSError):
         os.remove(lock_path)
     os.close(descriptor)
-    if made_folder is not None:
-        with contextlib.suppress(OSError):  # not empty: the run wrote into it
-            os.rmdir(made_folder)
+    for folder in made_folders:
+        try:
+            os.rmdir(folder)
+        except OSError:  # not empty: the run wrote into it (and so into those above)
+            break
+
+
+def _missing_folders(folder: str) -> list[str]:
+    """``folder`` and those of its parents that do not exist yet, deepest first."""
+    missing = []
+    while folder and not os.path.isdir(folder) and folder != os.path.dirname(folder):
+        missing.append(folder)
+        folder = os.path.dirname(folder)
+    return missing
 
 
 @contextlib.contextmanager
@@ -127,7 +138,7 @@ def holding(lock_path: str, output: str):
     if fcntl is None:
         yield
         return
-    key = os.path.realpath(lock_path)
+    key = (threading.get_ident(), os.path.realpath(lock_path))  # another thread: refused
     with _held_guard:
         held = _held.get(key)
         if held is not None:  # this process holds it already (a nested call)
@@ -152,10 +163,10 @@ def holding(lock_path: str, output: str):
 
 
 def _acquire(lock_path: str, output: str) -> list | None:
-    """``[descriptor, 1, made_folder]`` for the newly taken lock of ``lock_path`` (None where
+    """``[descriptor, 1, made_folders]`` for the newly taken lock of ``lock_path`` (None where
     the file system cannot lock); see :func:`holding`."""
     folder = os.path.dirname(os.path.abspath(lock_path))
-    made_folder = None if os.path.isdir(folder) else folder
+    made_folders = _missing_folders(folder)
     try:
         os.makedirs(folder, exist_ok=True)
         descriptor = _try_lock(lock_path)
@@ -169,7 +180,12 @@ def _acquire(lock_path: str, output: str) -> list | None:
             f"--output {output} is in use by another kstyle process ({who}); wait for it to "
             "end (or stop it), or choose another --output"
         )
-    return None if descriptor == -1 else [descriptor, 1, made_folder]
+    if descriptor == -1:
+        for made in made_folders:  # nothing to guard: leave no folder behind
+            with contextlib.suppress(OSError):
+                os.rmdir(made)
+        return None
+    return [descriptor, 1, made_folders]
 
 
 def run_dir_lock(run_dir: str):
@@ -178,7 +194,12 @@ def run_dir_lock(run_dir: str):
     return holding(run_dir_lock_path(run_dir), run_dir)
 
 
-def output_lock(output: str):
-    """Holds the lock of an output file or folder (a context manager): one stylize or export
-    writes it at a time (see :func:`holding`)."""
+def output_lock(output: str, folder: bool = False):
+    """Holds the lock of an output (a context manager): one stylize or export writes it at a
+    time (see :func:`holding`). An output ``folder`` that kstyle writes files into has its
+    lock inside (``FOLDER/.kstyle.lock``), so that nothing is written outside what the user
+    named; a file, or a folder that is built aside and renamed into place (a web site), has
+    it beside (:func:`output_lock_path`)."""
+    if folder:
+        return holding(run_dir_lock_path(output), output)
     return holding(output_lock_path(output), output)

@@ -13,9 +13,11 @@ import pytest
 from conftest import ROOT, assert_one_line_error, random_image, run_in_process, write_image_folder
 from PIL import Image
 
+from kstyle.errors import KstyleError
 from kstyle.lock import holder_pid, output_lock, output_lock_path, run_dir_lock
 
-# Takes the locks named on its command line (run:FOLDER or output:PATH), says so, and sleeps.
+# Takes the locks named on its command line (run:FOLDER, output:PATH or folder:FOLDER, an output
+# folder), says so, and sleeps.
 HOLDER = """
 import contextlib, sys, time
 from kstyle.lock import output_lock, run_dir_lock
@@ -23,7 +25,8 @@ from kstyle.lock import output_lock, run_dir_lock
 with contextlib.ExitStack() as stack:
     for spec in sys.argv[1:]:
         kind, path = spec.split(":", 1)
-        stack.enter_context((run_dir_lock if kind == "run" else output_lock)(path))
+        lock = run_dir_lock(path) if kind == "run" else output_lock(path, kind == "folder")
+        stack.enter_context(lock)
     print("locked", flush=True)
     time.sleep(600)
 """
@@ -61,12 +64,12 @@ REFUSED = """
 import sys
 from kstyle.cli.main import main
 
-run = sys.argv[1]
-common = ["--data", "d", "--output", run, "--vgg-weights", "random"]
+run, style, data, teacher = sys.argv[1:]
+common = ["--data", data, "--output", run, "--vgg-weights", "random"]
 codes = [
-    main(["train", "--style", "s.png", *common]),
-    main(["train", "--style", "s.png", "--restart", *common]),
-    main(["distill", "--teacher", "t", *common]),
+    main(["train", "--style", style, *common]),
+    main(["train", "--style", style, "--restart", *common]),
+    main(["distill", "--teacher", teacher, *common]),
     main(["train", "--demo", "--output", run]),  # before the demo set is written into it
 ]
 heavy = sorted(name for name in sys.modules if name.split(".")[0] in ("tensorflow", "keras"))
@@ -74,7 +77,14 @@ print(codes, heavy)
 """
 
 
-def test_training_into_a_held_folder_is_refused_before_any_work(tmp_path, holders):
+def test_training_into_a_held_folder_is_refused_before_any_work(
+    tmp_path, holders, saved_model_path
+):
+    """Valid inputs (so that only the lock can refuse): a style image, a data folder and a
+    teacher."""
+    style, data = tmp_path / "style.png", tmp_path / "data"
+    Image.fromarray(random_image(32, 32, seed=6)).save(style)
+    write_image_folder(str(data), count=2, size=(32, 32))
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "config.json").write_text('{"versions": {"kstyle": "0"}}')  # the holder's run
@@ -82,7 +92,7 @@ def test_training_into_a_held_folder_is_refused_before_any_work(tmp_path, holder
     holder = holders(f"run:{run_dir}")
     env = {**os.environ, "PYTHONPATH": ROOT}
     result = subprocess.run(
-        [sys.executable, "-c", REFUSED, str(run_dir)],
+        [sys.executable, "-c", REFUSED, str(run_dir), str(style), str(data), saved_model_path],
         capture_output=True,
         text=True,
         env=env,
@@ -115,13 +125,13 @@ def test_stylize_and_export_refuse_an_output_being_written(tmp_path, holders, sa
     photo = tmp_path / "photo.png"
     Image.fromarray(random_image(32, 40, seed=4)).save(photo)
     target, folder = tmp_path / "out" / "styled.png", tmp_path / "export"
-    holder = holders(f"output:{target}", f"output:{folder}")
+    holder = holders(f"output:{target}", f"folder:{folder}")
     result = run_in_process("stylize.py", photo, "--model", saved_model_path, "--output", target)
     assert assert_one_line_error(result) == refusal(target, holder.pid)
     assert not target.exists()
     result = run_in_process("export.py", saved_model_path, "--format", "onnx", "--output", folder)
     assert assert_one_line_error(result) == refusal(folder, holder.pid)
-    assert not folder.exists()
+    assert os.listdir(folder) == [".kstyle.lock"]  # a folder output's lock is inside it
     assert output_lock_path(str(target)) == str(tmp_path / "out" / ".styled.png.kstyle.lock")
     # names too long for the lock file's keep their start and a hash of the whole
     long_names = [output_lock_path(str(tmp_path / ("y" * 246 + end))) for end in (".png", ".jpg")]
@@ -172,3 +182,47 @@ def test_a_process_may_take_its_own_lock_again_and_other_opens_are_refused(tmp_p
                 fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         finally:
             os.close(descriptor)
+
+
+def test_outputs_lock_only_what_they_write(tmp_path, holders, saved_model_path):
+    """Two pictures stylized into one folder at once are two outputs: neither is refused. A
+    folder output's lock is inside it, so a parent that kstyle may not write is never
+    touched."""
+    photos = [tmp_path / "a.png", tmp_path / "b.png"]
+    for seed, photo in enumerate(photos):
+        Image.fromarray(random_image(32, 32, seed=seed)).save(photo)
+    out = tmp_path / "out"
+    holder = holders(f"output:{out / 'a.png'}")
+    result = run_in_process("stylize.py", photos[1], "--model", saved_model_path, "--output", out)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert sorted(os.listdir(out)) == [".a.png.kstyle.lock", "b.png"]
+    result = run_in_process("stylize.py", photos[0], "--model", saved_model_path, "--output", out)
+    assert assert_one_line_error(result) == refusal(out / "a.png", holder.pid)
+    assert sorted(os.listdir(tmp_path)) == ["a.png", "b.png", "out"]
+
+
+def test_a_lock_removes_every_folder_it_made_and_other_threads_are_refused(tmp_path):
+    import threading
+
+    deep = tmp_path / "new" / "a" / "b"
+    refused = []
+
+    def other_thread():
+        try:
+            with output_lock(str(deep), folder=True):
+                refused.append(False)
+        except KstyleError as error:
+            refused.append(str(error))
+
+    with output_lock(str(deep), folder=True):
+        assert os.listdir(deep) == [".kstyle.lock"]
+        thread = threading.Thread(target=other_thread)
+        thread.start()
+        thread.join()
+    assert refused == [f"--output {deep} is in use by another kstyle process (PID {os.getpid()}); "
+                       "wait for it to end (or stop it), or choose another --output"]  # fmt: skip
+    assert os.listdir(tmp_path) == []  # new/, new/a and new/a/b were made for the lock
+    (tmp_path / "new").mkdir()
+    with output_lock(str(tmp_path / "new" / "a"), folder=True):
+        (tmp_path / "new" / "kept.txt").write_text("the user's")
+    assert os.listdir(tmp_path / "new") == ["kept.txt"]  # a/ was made and is empty: removed

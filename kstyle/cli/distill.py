@@ -9,7 +9,7 @@ from kstyle.cli.console import add_verbosity, program_name
 from kstyle.cli.train import add_config_options
 from kstyle.config import STYLE_ONLY, DistillConfig
 from kstyle.errors import KstyleError
-from kstyle.files import check_writable
+from kstyle.files import check_writable, list_image_files
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
@@ -29,8 +29,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
 
 def check_config(config: DistillConfig) -> None:
     """Checks what can be checked before TensorFlow is imported: the option values
-    (:meth:`DistillConfig.validate`), the teacher's model file and, by a real write, the run
-    directory's folder.
+    (:meth:`DistillConfig.validate`), the teacher's model file, the ``--data`` folder and, by
+    a real write, the run directory's folder.
 
     Raises:
         KstyleError, OSError: one line each.
@@ -41,6 +41,8 @@ def check_config(config: DistillConfig) -> None:
     except KstyleError as error:  # name the option once, whichever message it is
         message = str(error)
         raise KstyleError(message if "--teacher" in message else f"--teacher: {message}") from error
+    if config.data:
+        list_image_files(config.data, config.fraction)  # it exists and holds images
     check_writable(config.resolved_output(), folder=True)
 
 

@@ -123,7 +123,8 @@ def main_with_args(argv=None, prog=None, from_shell=None) -> int:
     check_arguments(args)
     from kstyle.lock import output_lock
 
-    with output_lock(args.output):  # one kstyle process writes an output at a time
+    # one kstyle process writes an output at a time (a site is built aside, then renamed)
+    with output_lock(args.output, folder=args.format != WEB):
         return _export(args, from_shell)
 
 

@@ -71,6 +71,10 @@ def main_with_args(argv=None, prog=None, from_shell=None) -> int:
     try:
         with contextlib.ExitStack() as stack:
             site = args.source[0]
+            if built and args.output:  # held while it is built and served
+                from kstyle.lock import output_lock
+
+                stack.enter_context(output_lock(args.output))
             if built:
                 site = args.output or os.path.join(
                     stack.enter_context(tempfile.TemporaryDirectory(prefix="kstyle-site-")),

@@ -1,6 +1,7 @@
 """``kstyle-stylize`` / ``python stylize.py``: stylize an image or a folder with a trained net."""
 
 import argparse
+import os
 import sys
 
 from kstyle.checks import (
@@ -102,10 +103,11 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def check_arguments(args) -> int:
+def check_arguments(args) -> tuple[int, str]:
     """Checks every value and path of ``args`` that can be checked before TensorFlow is
     imported: the option ranges, the input, the outputs (their types, and a real write into
-    their folder) and the model file. Returns the memory budget in bytes.
+    their folder) and the model file. Returns the memory budget in bytes and what the run
+    writes: the output file of an image or a video, None for a folder (``args.output``).
 
     Raises:
         KstyleError, OSError: one line each (see :func:`kstyle.checks.stylize_jobs`).
@@ -116,9 +118,9 @@ def check_arguments(args) -> int:
     check_max_pixels(args.max_pixels)
     check_tile(args.tile)
     check_work_dir(args.work_dir)
-    stylize_jobs(args.input, args.output)
+    video, jobs = stylize_jobs(args.input, args.output)
     model_file(args.model, "--model")
-    return max_memory
+    return max_memory, (None if os.path.isdir(args.input) else jobs[0][1])
 
 
 def main_with_args(argv=None, prog=None, from_shell=None) -> int:
@@ -126,11 +128,12 @@ def main_with_args(argv=None, prog=None, from_shell=None) -> int:
     ``from_shell`` (default: ``argv`` is None) marks a command typed in a shell."""
     from_shell = argv is None if from_shell is None else from_shell
     args = build_parser(prog).parse_args(argv)
-    max_memory = check_arguments(args)
+    max_memory, target = check_arguments(args)
     from kstyle.lock import output_lock
     from kstyle.smoke import smoke_note
 
-    with output_lock(args.output):  # one kstyle process writes an output at a time
+    # one kstyle process writes an output at a time: the file, or the folder of a folder
+    with output_lock(target or args.output, folder=target is None):
         logger = start_command(args, "stylize", from_shell)
         from kstyle.stylize_files import stylize
         from kstyle.transform_net import load_transform_net

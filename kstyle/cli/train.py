@@ -10,7 +10,7 @@ from kstyle.cli.common import OneLineErrorParser, add_option, run_command, start
 from kstyle.cli.console import add_verbosity, program_name
 from kstyle.config import TrainConfig, flag_of
 from kstyle.errors import KstyleError
-from kstyle.files import check_writable
+from kstyle.files import check_writable, list_image_files
 
 DEMO_OPTIONS = dict(image_size=128, steps=112, plot_every=10)
 DEMO_OUTPUT = os.path.join("runs", "demo")  # --demo's run directory without --output
@@ -71,8 +71,8 @@ def _explicit(argv, name) -> bool:
 
 def check_config(config: TrainConfig, demo: bool = False) -> None:
     """Checks what can be checked before TensorFlow is imported: the option values
-    (:meth:`TrainConfig.validate`), the style image (unless ``demo`` makes one) and, by a real
-    write, the run directory's folder.
+    (:meth:`TrainConfig.validate`), the style image (unless ``demo`` makes one), the
+    ``--data`` folder and, by a real write, the run directory's folder.
 
     Raises:
         KstyleError, OSError: one line each.
@@ -80,8 +80,10 @@ def check_config(config: TrainConfig, demo: bool = False) -> None:
     if not demo and not config.style:
         raise KstyleError("--style is required (or use --demo)")
     config.validate()
-    if not demo:
-        config.check_inputs()  # reads the style image
+    if config.style:
+        config.check_inputs()  # reads the style image (also one given with --demo)
+    if config.data:
+        list_image_files(config.data, config.fraction)  # it exists and holds images
     check_writable(config.resolved_output(), folder=True)
 
 
