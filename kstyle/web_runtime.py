@@ -105,6 +105,10 @@ def ensure_runtime(runtime_dir: str | None = None, web: str | None = None):
     reason = _why_vendor(runtime_dir, version)
     if reason is not None:
         if shutil.which(NPM_CI[0]) is None:
+            with contextlib.suppress(KstyleError):  # intact, only not the pinned version
+                record = runtime_record(runtime_dir)
+                logger.warning("%s (npm is not installed to fetch it): using it", reason)
+                return runtime_dir, record
             raise KstyleError(
                 f"{reason} in {runtime_dir}, and npm is not installed to fetch it: install "
                 "Node.js (20 or newer) and npm, then run this again"

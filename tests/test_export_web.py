@@ -426,6 +426,27 @@ def test_a_runtime_is_vendored_again_when_the_lockfile_pins_another_version(chec
     assert "the web runtime is onnxruntime-web 1.30.0, not 1.31.0: running npm ci" in caplog.text
 
 
+def test_without_npm_an_intact_runtime_of_another_version_is_used(
+    checkout, tmp_path, caplog, monkeypatch
+):
+    from kstyle.web_runtime import ensure_runtime
+
+    runtime = checkout / "kstyle" / "web" / "runtime"
+    lockfile = checkout / "web" / "package-lock.json"
+    ensure_runtime()
+    lock = json.loads(lockfile.read_text())
+    lock["packages"]["node_modules/onnxruntime-web"]["version"] = "1.31.0"
+    lockfile.write_text(json.dumps(lock))
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no npm
+    with caplog.at_level("WARNING", logger="kstyle.web_runtime"):
+        folder, record = ensure_runtime()
+    assert folder == str(runtime) and record["version"] == "1.30.0"
+    assert "onnxruntime-web 1.30.0, not 1.31.0 (npm is not installed" in caplog.text
+    assert_fake_runtime(runtime, "1.30.0")
+    assert len(npm_calls(checkout)) == 1  # only the first vendoring
+
+
 def at_once(call: str):
     """Runs ``kstyle.web_runtime.<call>()`` in two processes started together (the fake npm
     takes a second), with the module pointed where the ``checkout`` fixture points it."""
