@@ -13,6 +13,7 @@ from PIL import Image
 from kstyle import internals
 from kstyle.errors import KstyleError
 from kstyle.export import Runner, export_model, tflite_bytes, verify
+from kstyle.export.calibration import depthwise_pointwise, output_ranges
 from kstyle.export.int8 import (
     TANH_CLIP,
     ClippedTanh,
@@ -64,8 +65,9 @@ def calibration(tmp_path_factory):
     return load_calibration_images(str(folder), count=16, size=32)
 
 
+@pytest.mark.numeric
 @pytest.mark.parametrize("names", ["trained", "renamed"])
-def test_int8_is_integer_and_meets_its_bar(export_net, calibration, tmp_path, names):
+def test_int8_is_integer_and_meets_its_bar(export_net, calibration, tmp_path, names, bars):
     """The trained seed net, and the same net with every layer renamed: the rewrites find the
     norms' convolutions and the output layer by structure."""
     net = export_net if names == "trained" else renamed(export_net)
@@ -87,12 +89,16 @@ def test_int8_is_integer_and_meets_its_bar(export_net, calibration, tmp_path, na
     image = random_image(32, 36, seed=9)
     output = Runner("tflite", str(path))(image)
     assert output.shape == image.shape
-    assert psnr(output, stylize_array(net, image)) >= 30.0
+    bars.at_least(
+        "int8 PSNR, seed net, random 32x36 (dB)", psnr(output, stylize_array(net, image)), 30.0
+    )
     result = verify("tflite", str(path), net, held_out_image(32, 32), quantize="int8")
-    assert result.passed and result.psnr_db >= 30.0, result.line()
+    bars.at_least("int8 PSNR, seed net, held-out 32 px (dB)", result.psnr_db, 30.0)
+    assert result.passed, result.line()
 
 
-def test_int8_tiny_preset(tiny_run, calibration, tmp_path, caplog):
+@pytest.mark.numeric
+def test_int8_tiny_preset(tiny_run, calibration, tmp_path, caplog, bars):
     """The tiny preset's depthwise and 1x1 convolutions are all int8; every norm's 1x1
     convolution is equalized (none is logged as left out) and each depthwise/1x1 pair is
     balanced (kstyle.export.calibration). On the held-out portrait at 32 px this net measured
@@ -113,10 +119,12 @@ def test_int8_tiny_preset(tiny_run, calibration, tmp_path, caplog):
     path = tmp_path / "tiny_int8.tflite"
     path.write_bytes(flatbuffer)
     image = held_out_image(32, 32)
-    assert psnr(Runner("tflite", str(path))(image), stylize_array(net, image)) >= 29.5
+    quality = psnr(Runner("tflite", str(path))(image), stylize_array(net, image))
+    bars.at_least("int8 PSNR, tiny preset, held-out 32 px (dB)", quality, 29.5)
 
 
-def test_equalized_export_model_is_the_same_function(variant_net, request):
+@pytest.mark.numeric
+def test_equalized_export_model_is_the_same_function(variant_net, request, bars):
     """Without clipping the norms' inputs, rescaling the convolutions before the norms (and the
     residual stream) changes nothing but float rounding: within 1 level before quantization."""
     kind = request.node.callspec.params["variant_net"]
@@ -148,7 +156,39 @@ def test_equalized_export_model_is_the_same_function(variant_net, request):
             norm.name for norm in norms if not np.allclose(norm.get_weights()[0], gammas[norm.name])
         ]
         assert len(rescaled) == (blocks + 1 if exponent else 0)
-        assert max_level_diff(model(image[None]).numpy()[0], reference) <= 1, exponent
+        difference = max_level_diff(model(image[None]).numpy()[0], reference)
+        bars.at_most("equalized vs Keras, float (levels)", difference, 1)
+
+
+def _depthwise_extents(graph, images):
+    """Each balanceable depthwise convolution's per-channel extent (largest magnitude) over
+    ``images``, in graph order."""
+    outputs = [node.output for node, _ in depthwise_pointwise(graph)]
+    lows, highs, *_ = output_ranges(graph, outputs, images)
+    return [np.maximum(np.abs(low), np.abs(high)) for low, high in zip(lows, highs, strict=True)]
+
+
+@pytest.mark.numeric
+@pytest.mark.parametrize("kind", ["tiny", "tiny_reflect"])
+def test_each_depthwise_output_is_balanced_to_the_square_root_of_its_extent(kind, bars):
+    """The balance of kstyle.export.calibration multiplies depthwise output channel c by
+    ``extent_c ** -0.5`` (and the 1x1 kernel's input channel c by the inverse), so on the
+    calibration images every channel's extent becomes the square root of what it was. Checked
+    here directly: the int8 PSNR cannot show it (bench/bar_margins.py: the balance moves the
+    tiny preset's PSNR by less than the 6-step net varies between CPU paths)."""
+    net = build_variant(kind)
+    images = [random_image(32, 32, seed=index) for index in range(3)]
+    # "mixed": no clip before the norms, so the depthwise inputs are the net's own
+    model = equalized_export_model(net, images, batch_size=None, by="mixed")
+    before = _depthwise_extents(Graph(net), images)
+    after = _depthwise_extents(Graph(_inner(model)), images)
+    assert len(before) == len(after) == 10  # a depthwise/1x1 pair per 3x3 convolution
+    for unbalanced, balanced in zip(before, after, strict=True):
+        # extents far from 1, so an unbalanced output (or another exponent) fails the check
+        assert np.abs(np.log(unbalanced)).max() > 0.3, unbalanced
+        # float rounding only: the same images through a rescaled, equal function
+        quantity = "balanced depthwise extents vs sqrt(unbalanced)"
+        bars.close(quantity, balanced, np.sqrt(unbalanced), rtol=1e-3, atol=1e-6)
 
 
 def _small_net(kind):
@@ -173,6 +213,7 @@ def _small_net(kind):
     return keras.Model(inputs, outputs)
 
 
+@pytest.mark.numeric
 @pytest.mark.parametrize(
     "kind, message",
     [
@@ -182,7 +223,7 @@ def _small_net(kind):
         ("no_tanh", "has no tanh output layer, so no pre-tanh clip"),
     ],
 )
-def test_what_the_rewrites_cannot_use_is_logged_and_left_alone(kind, message, caplog):
+def test_what_the_rewrites_cannot_use_is_logged_and_left_alone(kind, message, caplog, bars):
     net = _small_net(kind)
     images = [random_image(16, 16, seed=index) for index in range(2)]
     with caplog.at_level(logging.WARNING, logger="kstyle.export.int8"):
@@ -190,14 +231,16 @@ def test_what_the_rewrites_cannot_use_is_logged_and_left_alone(kind, message, ca
     assert any(message in record.getMessage() for record in caplog.records), caplog.text
     image = random_image(20, 24, seed=1)
     reference = export_model(net)(image[None]).numpy()[0]
-    assert max_level_diff(model(image[None]).numpy()[0], reference) <= 1
+    difference = max_level_diff(model(image[None]).numpy()[0], reference)
+    bars.at_most("equalized vs serving model, small net (levels)", difference, 1)
 
 
+@pytest.mark.numeric
 @pytest.mark.parametrize(
     "kind, clipped, pixels",
     [("built_in", ClippedTanh, False), ("tanh_to_pixels", ClippedTanhToPixels, True)],
 )
-def test_the_output_tanh_of_new_and_older_nets_is_clipped(kind, clipped, pixels, caplog):
+def test_the_output_tanh_of_new_and_older_nets_is_clipped(kind, clipped, pixels, caplog, bars):
     net = _small_net(kind)
     images = [random_image(16, 16, seed=index) for index in range(2)]
     with caplog.at_level(logging.WARNING, logger="kstyle.export.int8"):
@@ -210,7 +253,8 @@ def test_the_output_tanh_of_new_and_older_nets_is_clipped(kind, clipped, pixels,
     np.testing.assert_allclose(layer(np.array([[-50.0, 50.0]], "float32"))[0], expected, atol=1e-4)
     image = random_image(20, 24, seed=1)
     reference = export_model(net)(image[None]).numpy()[0]
-    assert max_level_diff(model(image[None]).numpy()[0], reference) <= 1
+    difference = max_level_diff(model(image[None]).numpy()[0], reference)
+    bars.at_most("equalized vs serving model, small net (levels)", difference, 1)
 
 
 def test_a_group_norm_that_is_not_instance_norm_is_refused():
@@ -237,7 +281,8 @@ def test_float_convs_stay_float():
     assert len(kernels) == 12 and floats == [3]  # out_conv: 3 output channels
 
 
-def test_int8_meets_its_bar_at_256(export_net, tmp_path):
+@pytest.mark.numeric
+def test_int8_meets_its_bar_at_256(export_net, tmp_path, bars):
     """The issue's size: calibrated on 256² crops, checked on the held-out portrait at 256²."""
     folder = tmp_path / "calibration"
     folder.mkdir()
@@ -247,4 +292,4 @@ def test_int8_meets_its_bar_at_256(export_net, tmp_path):
     path.write_bytes(tflite_bytes(export_net, "int8", calibration_images=calibration))
     image = held_out_image(256, 256)
     quality = psnr(Runner("tflite", str(path))(image), stylize_array(export_net, image))
-    assert quality >= 30.0, quality
+    bars.at_least("int8 PSNR, seed net, held-out 256 px (dB)", quality, 30.0)
