@@ -3,6 +3,7 @@ not a test).
 
     python bench/bar_margins.py [--seeds 0,1,2] [--paths default,AVX2,...] [--out DIR]
         [--ablations no_balance,no_equalize]
+    python bench/bar_margins.py --records DIR/records.json [...]   (tabulate earlier runs)
 
 The tests marked ``numeric`` (pytest -m numeric) check values that depend on the CPU's
 kernels: int8 PSNR against the Keras model, fp32 TFLite / ONNX / SavedModel levels, fused and
@@ -17,7 +18,7 @@ Paths: ``default`` (oneDNN with the CPU's best ISA), ``AVX2`` and ``AVX512_CORE`
 (``ONEDNN_MAX_CPU_ISA``: an older CPU's kernels), ``no-oneDNN`` (``TF_ENABLE_ONEDNN_OPTS=0``:
 Eigen's kernels) and ``LiteRT-1``/``LiteRT-2`` (LiteRT with 1 or 2 threads; only the tests that
 run LiteRT). ``--ablations`` also runs the int8 tests with one part of the int8 recipe switched
-off (on the default path, seed 0), to show that their bars catch that regression: those
+off (on the default path, each seed), to show that their bars catch that regression: those
 tests are expected to fail, their values are what counts.
 
 This file is also the pytest plugin (``-p bar_margins``) that sets LiteRT's thread count
@@ -115,9 +116,10 @@ def jobs(paths, seeds, ablations):
             if THREADS_VARIABLE in env:
                 selection += ["-k", LITERT_ONLY]
             yield f"{path} seed {seed}", path, seed, env, selection
-    for ablation in ablations:
-        env = {ABLATION_VARIABLE: ablation, "KSTYLE_TEST_TRAIN_SEED": "0"}
-        yield f"{ablation} seed 0", ablation, 0, env, ABLATED
+    for seed in seeds:
+        for ablation in ablations:
+            env = {ABLATION_VARIABLE: ablation, "KSTYLE_TEST_TRAIN_SEED": str(seed)}
+            yield f"{ablation} seed {seed}", ablation, seed, env, ABLATED
 
 
 def worst(values, kind):
@@ -150,7 +152,19 @@ def main(argv=None):
     parser.add_argument("--paths", default=",".join(PATHS), help=f"of {', '.join(PATHS)}")
     parser.add_argument("--ablations", default=",".join(ABLATIONS), help="'' for none")
     parser.add_argument("--out", help="folder for the raw records (default: a temporary one)")
+    parser.add_argument(
+        "--records", nargs="+", help="tabulate these records.json files of earlier runs instead"
+    )
     args = parser.parse_args(argv)
+    if args.records:
+        records = []
+        for path in args.records:
+            with open(path) as file:
+                records += json.load(file)
+        columns = list(dict.fromkeys(record["path"] for record in records))
+        ordered = [path for path in [*PATHS, *ABLATIONS] if path in columns]
+        print(table(records, ordered))
+        return
     paths = [path for path in args.paths.split(",") if path]
     unknown = sorted(set(paths) - set(PATHS))
     if unknown:

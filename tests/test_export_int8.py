@@ -100,14 +100,24 @@ def test_int8_is_integer_and_meets_its_bar(export_net, calibration, tmp_path, na
 @pytest.mark.numeric
 def test_int8_tiny_preset(tiny_run, calibration, tmp_path, caplog, bars):
     """The tiny preset's depthwise and 1x1 convolutions are all int8; every norm's 1x1
-    convolution is equalized (none is logged as left out) and each depthwise/1x1 pair is
-    balanced (kstyle.export.calibration). On the held-out portrait at 32 px this net measured
-    30.0 dB (29.2 without the balance; the slim preset, plain convolutions, 33.2 dB): the bar
-    here is 29.5 dB, just under the export's 30, as the 6-step net is not a trained one."""
+    convolution is equalized (none is logged as left out), and the file stays near the
+    export's 30 dB bar on the held-out portrait at 32 px.
+
+    The bar is set from measurement (bench/bar_margins.py, docs/performance.md#numeric-bars):
+    this 6-step net's weights depend on the training kernels (Adam's first steps move each
+    weight by about the learning rate, whatever the sign of a near-zero gradient), and its int8
+    PSNR measured 28.8-31.1 dB over train seeds 0-2 on oneDNN AVX-512, AVX2, AVX512_CORE and
+    without oneDNN (29.4 dB on the Intel Xeon of issue 20): 28 dB keeps 0.8 dB under the
+    lowest. Without the equalization before the norms this net measured 24.4-25.8 dB, so the
+    bar catches that; the depthwise balance moves the PSNR by less than the nets vary between
+    CPUs, so it is checked directly (test_each_depthwise_output_is_balanced_...)."""
     net = load_transform_net(str(tiny_run / "run"))
     with caplog.at_level(logging.WARNING, logger="kstyle.export.int8"):
         flatbuffer = tflite_bytes(net, "int8", calibration_images=calibration)
     assert "not equalized" not in caplog.text
+    # calibration is deterministic (no sampling, no shuffle; a folder's images in sorted
+    # order): the same net and images give the same file, byte for byte
+    assert tflite_bytes(net, "int8", calibration_images=calibration) == flatbuffer
     interpreter = Interpreter(model_content=flatbuffer)
     tensors = {d["index"]: d for d in interpreter.get_tensor_details()}
     ops = internals.tflite_ops(interpreter)
@@ -120,7 +130,7 @@ def test_int8_tiny_preset(tiny_run, calibration, tmp_path, caplog, bars):
     path.write_bytes(flatbuffer)
     image = held_out_image(32, 32)
     quality = psnr(Runner("tflite", str(path))(image), stylize_array(net, image))
-    bars.at_least("int8 PSNR, tiny preset, held-out 32 px (dB)", quality, 29.5)
+    bars.at_least("int8 PSNR, tiny preset, held-out 32 px (dB)", quality, 28.0)
 
 
 @pytest.mark.numeric
