@@ -2,7 +2,7 @@
 not a test).
 
     python bench/bar_margins.py [--seeds 0,1,2] [--paths default,AVX2,...] [--out DIR]
-        [--ablations no_balance,no_equalize]
+        [--seed-paths default,AVX2,no-oneDNN] [--ablations no_balance,no_equalize]
     python bench/bar_margins.py --records DIR/records.json [...]   (tabulate earlier runs)
 
 The tests marked ``numeric`` (pytest -m numeric) check values that depend on the CPU's
@@ -10,9 +10,10 @@ kernels: int8 PSNR against the Keras model, fp32 TFLite / ONNX / SavedModel leve
 tiled against plain. Each runs its check through the ``bars`` fixture of tests/conftest.py,
 which, under ``KSTYLE_RECORD_BARS=FILE``, appends the measured value and the bar to FILE. This
 bench runs those tests in a fresh process per CPU path (oneDNN and LiteRT read their settings
-at import), and per seed of the nets the export tests train (``KSTYLE_TEST_TRAIN_SEED``; seeds
-other than 0 run only :data:`SEEDED`, the tests of those nets), then prints one Markdown row
-per bar: its worst measured value on each path and the margin left on the worst path.
+at import), and per seed of the nets the export tests train (``KSTYLE_TEST_TRAIN_SEED``: the
+first seed runs every numeric test; the others run only :data:`SEEDED`, the tests of those
+nets, on ``--seed-paths``), then prints one Markdown row per bar: its worst measured value on
+each path and the margin left on the worst path.
 
 Paths: ``default`` (oneDNN with the CPU's best ISA), ``AVX2`` and ``AVX512_CORE``
 (``ONEDNN_MAX_CPU_ISA``: an older CPU's kernels), ``no-oneDNN`` (``TF_ENABLE_ONEDNN_OPTS=0``:
@@ -107,12 +108,13 @@ def run_tests(label, env, selection, record):
     return label, time.perf_counter() - start, lines[-1] if lines else result.stderr[-500:]
 
 
-def jobs(paths, seeds, ablations):
-    """(label, path, seed, env, pytest arguments) of each run."""
+def jobs(paths, seeds, ablations, seed_paths):
+    """(label, path, seed, env, pytest arguments) of each run: seeds other than the first run
+    only on ``seed_paths``."""
     for seed in seeds:
-        for path in paths:
+        for path in paths if seed == seeds[0] else [p for p in paths if p in seed_paths]:
             env = {**PATHS[path], "KSTYLE_TEST_TRAIN_SEED": str(seed)}
-            selection = ["-m", "numeric"] + (SEEDED if seed else ["tests"])
+            selection = ["-m", "numeric"] + (["tests"] if seed == seeds[0] else SEEDED)
             if THREADS_VARIABLE in env:
                 selection += ["-k", LITERT_ONLY]
             yield f"{path} seed {seed}", path, seed, env, selection
@@ -150,6 +152,12 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", default="0,1,2", help="train seeds of the export nets")
     parser.add_argument("--paths", default=",".join(PATHS), help=f"of {', '.join(PATHS)}")
+    parser.add_argument(
+        "--seed-paths",
+        default="default,AVX2,no-oneDNN",
+        help="the paths that run the seeds after the first (the nets are trained with "
+        "TensorFlow's kernels: LiteRT's threads do not change them)",
+    )
     parser.add_argument("--ablations", default=",".join(ABLATIONS), help="'' for none")
     parser.add_argument("--out", help="folder for the raw records (default: a temporary one)")
     parser.add_argument(
@@ -174,7 +182,8 @@ def main(argv=None):
     out = args.out or tempfile.mkdtemp(prefix="bar-margins-")
     os.makedirs(out, exist_ok=True)
     records = []
-    for label, path, seed, env, selection in jobs(paths, seeds, ablations):
+    seed_paths = args.seed_paths.split(",")
+    for label, path, seed, env, selection in jobs(paths, seeds, ablations, seed_paths):
         record = os.path.join(out, label.replace(" ", "_") + ".jsonl")
         if os.path.exists(record):
             os.remove(record)

@@ -166,6 +166,7 @@ def test_equalized_export_model_is_the_same_function(variant_net, request, bars)
             norm.name for norm in norms if not np.allclose(norm.get_weights()[0], gammas[norm.name])
         ]
         assert len(rescaled) == (blocks + 1 if exponent else 0)
+        # 1 level: float rounding at a .5 boundary (conftest.max_level_diff)
         difference = max_level_diff(model(image[None]).numpy()[0], reference)
         bars.at_most("equalized vs Keras, float (levels)", difference, 1)
 
@@ -241,6 +242,7 @@ def test_what_the_rewrites_cannot_use_is_logged_and_left_alone(kind, message, ca
     assert any(message in record.getMessage() for record in caplog.records), caplog.text
     image = random_image(20, 24, seed=1)
     reference = export_model(net)(image[None]).numpy()[0]
+    # 1 level: float rounding at a .5 boundary (conftest.max_level_diff)
     difference = max_level_diff(model(image[None]).numpy()[0], reference)
     bars.at_most("equalized vs serving model, small net (levels)", difference, 1)
 
@@ -263,6 +265,7 @@ def test_the_output_tanh_of_new_and_older_nets_is_clipped(kind, clipped, pixels,
     np.testing.assert_allclose(layer(np.array([[-50.0, 50.0]], "float32"))[0], expected, atol=1e-4)
     image = random_image(20, 24, seed=1)
     reference = export_model(net)(image[None]).numpy()[0]
+    # 1 level: float rounding at a .5 boundary (conftest.max_level_diff)
     difference = max_level_diff(model(image[None]).numpy()[0], reference)
     bars.at_most("equalized vs serving model, small net (levels)", difference, 1)
 

@@ -42,6 +42,7 @@ def test_serving_model_matches_stylize_array(variant_net, request, bars):
         image = random_image(height, width, seed=height)
         output = serving(image[None]).numpy()[0]
         assert output.dtype == np.uint8 and output.shape == image.shape
+        # 1 level: float rounding at a .5 boundary (conftest.max_level_diff)
         difference = max_level_diff(output, stylize_array(variant_net, image))
         bars.at_most("serving model vs Keras, variant nets (levels)", difference, 1)
 
@@ -67,6 +68,7 @@ def test_fp32_tflite_matches_stylize_array_with_four_dimensional_norms(
         image = random_image(height, width, seed=width)
         output = runner(image)
         assert output.shape == image.shape
+        # 1 level: float rounding at a .5 boundary (conftest.max_level_diff)
         difference = max_level_diff(output, stylize_array(variant_net, image))
         bars.at_most("fp32 TFLite vs Keras, variant nets (levels)", difference, 1)
 
@@ -79,6 +81,7 @@ def test_fixed_input_size(export_net, tmp_path, bars):
     assert list(detail["shape"]) == [1, 32, 32, 3] and -1 not in detail["shape_signature"]
     image = random_image(32, 32, seed=3)
     output = Runner("tflite", str(path))(image)
+    # 1 level: float rounding at a .5 boundary (conftest.max_level_diff)
     difference = max_level_diff(output, stylize_array(export_net, image))
     bars.at_most("fp32 TFLite, fixed 32 px input, vs Keras (levels)", difference, 1)
 
@@ -105,6 +108,7 @@ def test_saved_model_loads_where_kstyle_cannot_be_imported(export_net, tmp_path)
     layer = keras.layers.TFSMLayer(path, call_endpoint="serving_default")
     image = random_image(24, 28, seed=1)
     output = layer(tf.constant(image[None]))["stylized"].numpy()[0]
+    # 1 level: float rounding at a .5 boundary (conftest.max_level_diff)
     assert max_level_diff(output, stylize_array(export_net, image)) <= 1
 
 
@@ -132,4 +136,5 @@ def test_only_layers_it_reproduces_are_substituted(upsampling):
     image = random_image(32, 36, seed=2)
     expected = np.clip(np.round(net(image[None].astype("float32")).numpy()[0]), 0, 255)
     output = export_model(net)(image[None]).numpy()[0]
+    # 1 level: float rounding at a .5 boundary (conftest.max_level_diff)
     assert max_level_diff(output, expected.astype(np.uint8)) <= 1

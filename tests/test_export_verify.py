@@ -61,5 +61,6 @@ def test_tflite_runner_takes_a_thread_count(export_net, tmp_path, bars):
     single, every = one(image), Runner("tflite", str(path))(image)
     # one thread computes what every core does, and both what the Keras model does
     bars.at_most("fp32 TFLite 1 thread vs every core (levels)", max_level_diff(single, every), 1)
+    # 1 level: float rounding at a .5 boundary (conftest.max_level_diff)
     keras_diff = max_level_diff(single, stylize_array(export_net, image))
     bars.at_most("fp32 TFLite 1 thread vs Keras (levels)", keras_diff, 1)

@@ -30,6 +30,7 @@ def test_all_fp32_formats_match_keras_and_write_metadata(export_run, export_net,
         ("onnx", None),
     ]
     for result in results:
+        # 1 level: float rounding at a .5 boundary (conftest.max_level_diff)
         quantity = f"{result.format} fp32 vs Keras, held-out 32 px (levels)"
         bars.at_most(quantity, result.max_abs_diff, 1)
         assert result.passed, result.line()
@@ -51,6 +52,7 @@ def test_all_fp32_formats_match_keras_and_write_metadata(export_run, export_net,
         runner = Runner(fmt, str(tmp_path / path))
         output = runner(image)
         assert output.shape == (33, 47, 3) and output.dtype == np.uint8
+        # 1 level: float rounding at a .5 boundary (conftest.max_level_diff)
         bars.at_most(f"{fmt} fp32 vs Keras, 33x47 (levels)", max_level_diff(output, reference), 1)
     # every format names its output as the sidecars say
     onnx_output = runner.session.get_outputs()[0].name
@@ -71,11 +73,13 @@ def test_the_tiny_preset_exports_to_onnx(tiny_run, tmp_path, bars):
     (result,) = export(
         str(tiny_run / "run"), str(tmp_path), ("onnx",), verify_size=32, printer=print
     )
+    # 1 level: float rounding at a .5 boundary (conftest.max_level_diff)
     bars.at_most("onnx fp32 vs Keras, tiny, held-out 32 px (levels)", result.max_abs_diff, 1)
     assert result.passed, result.line()
     image = random_image(33, 47, seed=4)
     output = Runner("onnx", str(tmp_path / "model.onnx"))(image)
     assert output.shape == image.shape
+    # 1 level: float rounding at a .5 boundary (conftest.max_level_diff)
     difference = max_level_diff(output, stylize_array(net, image))
     bars.at_most("onnx fp32 vs Keras, tiny, 33x47 (levels)", difference, 1)
 

@@ -37,6 +37,7 @@ def test_stylize_array_equals_predict_on_multiples_of_four(model, bars):
     image = random_image(36, 44, seed=6)
     expected = model.predict(image[None].astype("float32"), verbose=0)[0]
     out = stylize_array(model, image)
+    # as above: 0.5 from rounding, 1e-3 for the fused graph's float rounding
     difference = np.abs(out.astype(float) - expected).max()
     bars.at_most("stylize_array vs predict, seed net (levels)", difference, 0.5 + 1e-3)
 
@@ -113,6 +114,7 @@ def test_a_net_with_three_stride_2_convolutions_is_padded_to_multiples_of_8():
     out = stylize_array(net, image)
     padded = np.pad(image.astype(np.float32), ((0, 3), (0, 3), (0, 0)), mode="reflect")
     expected = np.clip(np.round(net.predict(padded[None], verbose=0)[0, :37, :45]), 0, 255)
+    # 1 level: float rounding at a .5 boundary (conftest.max_level_diff)
     assert out.shape == (37, 45, 3) and np.abs(out - expected).max() <= 1
     tiled = stylize_array(net, image, tile=16)  # tiles and margins on the 8-px grid
     assert tiled.shape == (37, 45, 3)
