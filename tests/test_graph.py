@@ -56,8 +56,9 @@ def test_evaluate_reproduces_the_model_and_can_replace_layers(seed_net, bars):
     graph = Graph(seed_net)
     image = np.random.default_rng(0).uniform(0, 255, (1, 24, 32, 3)).astype("float32")
     (output,) = graph.evaluate({graph.inputs[0]: image}, graph.outputs)
-    # the same layers called one by one or as one model: float rounding of one graph against
-    # another (up to 255 at the output, so atol 1e-4 is a few float32 ulps)
+    # the same layers called one by one or as one model: the same kernels, measured equal bit
+    # for bit on every CPU path (docs/performance.md#numeric-bars); atol 1e-4 (a few float32
+    # ulps at 255) spares a runtime that fuses the model's ops
     model_output = np.asarray(seed_net(image))
     bars.close("Graph.evaluate vs the model", output, model_output, rtol=1e-7, atol=1e-4)
     # from an inner tensor on, with one layer replaced
