@@ -68,11 +68,11 @@ def pytest_configure(config):
     threads = os.environ.get(THREADS_VARIABLE)
     ablation = os.environ.get(ABLATION_VARIABLE)
     if threads:
-        from kstyle.export import verify
+        import importlib
 
-        verify.Runner.__init__ = functools.partialmethod(
-            verify.Runner.__init__, num_threads=int(threads)
-        )
+        # the module: kstyle.export's own ``verify`` is the function of that name
+        runner = importlib.import_module("kstyle.export.verify").Runner
+        runner.__init__ = functools.partialmethod(runner.__init__, num_threads=int(threads))
     if ablation == "no_balance":  # the depthwise/1x1 balance off: every s_c = 1
         from kstyle.export import calibration
 
