@@ -112,8 +112,9 @@ def test_int8_tiny_preset(tiny_run, calibration, tmp_path, caplog, bars):
     weight by about the learning rate, whatever the sign of a near-zero gradient), and its int8
     PSNR measured 28.8-31.1 dB over train seeds 0-2 and the CPU paths tried (oneDNN AVX-512,
     AVX2, AVX512_CORE, no oneDNN; LiteRT on 1 and 2 threads), and 29.4 dB on the Intel Xeon of
-    issue 20, under the old 29.5 dB bar: 28 dB keeps 0.8 dB under the lowest. Without the equalization
-    before the norms these nets measured 25.5-29.6 dB, so the bar catches that on two of three
+    issue 20, under the old 29.5 dB bar: 28 dB keeps 0.8 dB under the lowest. Without the
+    equalization before the norms these nets measured 25.5-29.6 dB, so the bar catches that on
+    two of three
     (test_int8_meets_its_bar_at_256 checks the equalization's gain on one net, which catches
     it on all); without the depthwise balance, 27.9-29.7 dB, 0.8-1.8 dB under the same net
     with it but inside the nets' spread, so the balance is checked directly
