@@ -114,10 +114,9 @@ def test_int8_tiny_preset(tiny_run, calibration, tmp_path, caplog, bars):
     AVX2, AVX512_CORE, no oneDNN; LiteRT on 1 and 2 threads), and 29.4 dB on the Intel Xeon of
     issue 20, under the old 29.5 dB bar: 28 dB keeps 0.8 dB under the lowest. Without the
     equalization before the norms these nets measured 25.5-29.6 dB, so the bar catches that on
-    two of three
-    (test_int8_meets_its_bar_at_256 checks the equalization's gain on one net, which catches
-    it on all); without the depthwise balance, 27.9-29.7 dB, 0.8-1.8 dB under the same net
-    with it but inside the nets' spread, so the balance is checked directly
+    two of three (test_int8_meets_its_bar_at_256 checks the equalization's gain on one net,
+    which catches it on all); without the depthwise balance, 27.9-29.7 dB, 0.8-1.8 dB under
+    the same net with it but inside the nets' spread, so the balance is checked directly
     (test_each_depthwise_output_is_balanced_to_the_square_root_of_its_extent)."""
     net = load_transform_net(str(tiny_run / "run"))
     with caplog.at_level(logging.WARNING, logger="kstyle.export.int8"):
