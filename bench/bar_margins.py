@@ -125,6 +125,7 @@ def jobs(paths, seeds, ablations, seed_paths):
 
 
 def worst(values, kind):
+    """The value of ``values`` nearest its bar: the least for ``>=``, the greatest for ``<=``."""
     return min(values) if kind == ">=" else max(values)
 
 
