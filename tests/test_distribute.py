@@ -79,6 +79,9 @@ def test_one_mirrored_step_equals_one_single_device_step():
     assert report["replicas"] == 2
     assert report["mirrored_loss"] == pytest.approx(report["single_loss"], rel=1e-5)
     assert report["max_change"] > 1e-4  # the step did move the weights
+    # one step, two replicas against one: the same kernels, gradients summed in another order
+    # (float rounding); a gradient scaled wrong (summed, not averaged, over the replicas) is
+    # off by the whole step, which is over 1e-4 (max_change above)
     assert report["max_weight_diff"] <= 1e-5, report
 
 
@@ -149,6 +152,7 @@ def test_two_workers_train_to_identical_weights(tmp_path):
         with open(run_dir / "history.csv", newline="") as file:
             losses.append([float(row["loss"]) for row in csv.DictReader(file)])
     assert len(losses[0]) == 3
+    # the same kernels in each worker process; only the all-reduce's summation order differs
     np.testing.assert_allclose(losses[0], losses[1], rtol=1e-4)
 
 

@@ -13,6 +13,7 @@ from PIL import Image
 from kstyle import internals
 from kstyle.errors import KstyleError
 from kstyle.export import Runner, export_model, tflite_bytes, verify
+from kstyle.export.calibration import depthwise_pointwise, output_ranges
 from kstyle.export.int8 import (
     TANH_CLIP,
     ClippedTanh,
@@ -64,8 +65,9 @@ def calibration(tmp_path_factory):
     return load_calibration_images(str(folder), count=16, size=32)
 
 
+@pytest.mark.numeric
 @pytest.mark.parametrize("names", ["trained", "renamed"])
-def test_int8_is_integer_and_meets_its_bar(export_net, calibration, tmp_path, names):
+def test_int8_is_integer_and_meets_its_bar(export_net, calibration, tmp_path, names, bars):
     """The trained seed net, and the same net with every layer renamed: the rewrites find the
     norms' convolutions and the output layer by structure."""
     net = export_net if names == "trained" else renamed(export_net)
@@ -87,21 +89,42 @@ def test_int8_is_integer_and_meets_its_bar(export_net, calibration, tmp_path, na
     image = random_image(32, 36, seed=9)
     output = Runner("tflite", str(path))(image)
     assert output.shape == image.shape
-    assert psnr(output, stylize_array(net, image)) >= 30.0
+    # the export's own 30 dB int8 bar; measured 37.2-41.4 dB here and 32.5-35.7 dB on the
+    # held-out portrait below, over train seeds 0-2 and CPU paths
+    # (docs/performance.md#numeric-bars); at 32 px the equalization is worth only 2-3 dB:
+    # test_int8_meets_its_bar_at_256 checks it
+    bars.at_least(
+        "int8 PSNR, seed net, random 32x36 (dB)", psnr(output, stylize_array(net, image)), 30.0
+    )
     result = verify("tflite", str(path), net, held_out_image(32, 32), quantize="int8")
-    assert result.passed and result.psnr_db >= 30.0, result.line()
+    bars.at_least("int8 PSNR, seed net, held-out 32 px (dB)", result.psnr_db, 30.0)
+    assert result.passed, result.line()
 
 
-def test_int8_tiny_preset(tiny_run, calibration, tmp_path, caplog):
+@pytest.mark.numeric
+def test_int8_tiny_preset(tiny_run, calibration, tmp_path, caplog, bars):
     """The tiny preset's depthwise and 1x1 convolutions are all int8; every norm's 1x1
-    convolution is equalized (none is logged as left out) and each depthwise/1x1 pair is
-    balanced (kstyle.export.calibration). On the held-out portrait at 32 px this net measured
-    30.0 dB (29.2 without the balance; the slim preset, plain convolutions, 33.2 dB): the bar
-    here is 29.5 dB, just under the export's 30, as the 6-step net is not a trained one."""
+    convolution is equalized (none is logged as left out), and the file stays near the
+    export's 30 dB bar on the held-out portrait at 32 px.
+
+    The bar is set from measurement (bench/bar_margins.py, docs/performance.md#numeric-bars):
+    this 6-step net's weights depend on the training kernels (Adam's first steps move each
+    weight by about the learning rate, whatever the sign of a near-zero gradient), and its int8
+    PSNR measured 28.8-31.1 dB over train seeds 0-2 and the CPU paths tried (oneDNN AVX-512,
+    AVX2, AVX512_CORE, no oneDNN; LiteRT on 1 and 2 threads), and 29.4 dB on the Intel Xeon of
+    issue 20, under the old 29.5 dB bar: 28 dB keeps 0.8 dB under the lowest. Without the
+    equalization before the norms these nets measured 25.5-29.6 dB, so the bar catches that on
+    two of three (test_int8_meets_its_bar_at_256 checks the equalization's gain on one net,
+    which catches it on all); without the depthwise balance, 27.9-29.7 dB, 0.8-1.8 dB under
+    the same net with it but inside the nets' spread, so the balance is checked directly
+    (test_each_depthwise_output_is_balanced_to_the_square_root_of_its_extent)."""
     net = load_transform_net(str(tiny_run / "run"))
     with caplog.at_level(logging.WARNING, logger="kstyle.export.int8"):
         flatbuffer = tflite_bytes(net, "int8", calibration_images=calibration)
     assert "not equalized" not in caplog.text
+    # calibration is deterministic (no sampling, no shuffle; a folder's images in sorted
+    # order): the same net and images give the same file, byte for byte
+    assert tflite_bytes(net, "int8", calibration_images=calibration) == flatbuffer
     interpreter = Interpreter(model_content=flatbuffer)
     tensors = {d["index"]: d for d in interpreter.get_tensor_details()}
     ops = internals.tflite_ops(interpreter)
@@ -113,10 +136,12 @@ def test_int8_tiny_preset(tiny_run, calibration, tmp_path, caplog):
     path = tmp_path / "tiny_int8.tflite"
     path.write_bytes(flatbuffer)
     image = held_out_image(32, 32)
-    assert psnr(Runner("tflite", str(path))(image), stylize_array(net, image)) >= 29.5
+    quality = psnr(Runner("tflite", str(path))(image), stylize_array(net, image))
+    bars.at_least("int8 PSNR, tiny preset, held-out 32 px (dB)", quality, 28.0)
 
 
-def test_equalized_export_model_is_the_same_function(variant_net, request):
+@pytest.mark.numeric
+def test_equalized_export_model_is_the_same_function(variant_net, request, bars):
     """Without clipping the norms' inputs, rescaling the convolutions before the norms (and the
     residual stream) changes nothing but float rounding: within 1 level before quantization."""
     kind = request.node.callspec.params["variant_net"]
@@ -148,7 +173,41 @@ def test_equalized_export_model_is_the_same_function(variant_net, request):
             norm.name for norm in norms if not np.allclose(norm.get_weights()[0], gammas[norm.name])
         ]
         assert len(rescaled) == (blocks + 1 if exponent else 0)
-        assert max_level_diff(model(image[None]).numpy()[0], reference) <= 1, exponent
+        # 1 level: float rounding at a .5 boundary (conftest.max_level_diff)
+        difference = max_level_diff(model(image[None]).numpy()[0], reference)
+        bars.at_most("equalized vs Keras, float (levels)", difference, 1)
+
+
+def _depthwise_extents(graph, images):
+    """Each balanceable depthwise convolution's per-channel extent (largest magnitude) over
+    ``images``, in graph order."""
+    outputs = [node.output for node, _ in depthwise_pointwise(graph)]
+    lows, highs, *_ = output_ranges(graph, outputs, images)
+    return [np.maximum(np.abs(low), np.abs(high)) for low, high in zip(lows, highs, strict=True)]
+
+
+@pytest.mark.numeric
+@pytest.mark.parametrize("kind", ["tiny", "tiny_reflect"])
+def test_each_depthwise_output_is_balanced_to_the_square_root_of_its_extent(kind, bars):
+    """The balance of kstyle.export.calibration multiplies depthwise output channel c by
+    ``extent_c ** -0.5`` (and the 1x1 kernel's input channel c by the inverse), so on the
+    calibration images every channel's extent becomes the square root of what it was. Checked
+    here directly: the int8 PSNR cannot show it (bench/bar_margins.py: the balance moves the
+    tiny preset's PSNR by less than the 6-step net varies between CPU paths)."""
+    net = build_variant(kind)
+    images = [random_image(32, 32, seed=index) for index in range(3)]
+    # "mixed": no clip before the norms, so the depthwise inputs are the net's own
+    model = equalized_export_model(net, images, batch_size=None, by="mixed")
+    before = _depthwise_extents(Graph(net), images)
+    after = _depthwise_extents(Graph(_inner(model)), images)
+    assert len(before) == len(after) == 10  # a depthwise/1x1 pair per 3x3 convolution
+    for unbalanced, balanced in zip(before, after, strict=True):
+        # extents far from 1, so an unbalanced output (or another exponent) fails the check
+        assert np.abs(np.log(unbalanced)).max() > 0.3, unbalanced
+        # float rounding only (the same images through a rescaled, equal function): at most
+        # 0.3 % of the tolerance on every CPU path; the balance off uses 600 times it
+        quantity = "balanced depthwise extents vs sqrt(unbalanced)"
+        bars.close(quantity, balanced, np.sqrt(unbalanced), rtol=1e-3, atol=1e-6)
 
 
 def _small_net(kind):
@@ -173,6 +232,7 @@ def _small_net(kind):
     return keras.Model(inputs, outputs)
 
 
+@pytest.mark.numeric
 @pytest.mark.parametrize(
     "kind, message",
     [
@@ -182,7 +242,7 @@ def _small_net(kind):
         ("no_tanh", "has no tanh output layer, so no pre-tanh clip"),
     ],
 )
-def test_what_the_rewrites_cannot_use_is_logged_and_left_alone(kind, message, caplog):
+def test_what_the_rewrites_cannot_use_is_logged_and_left_alone(kind, message, caplog, bars):
     net = _small_net(kind)
     images = [random_image(16, 16, seed=index) for index in range(2)]
     with caplog.at_level(logging.WARNING, logger="kstyle.export.int8"):
@@ -190,14 +250,17 @@ def test_what_the_rewrites_cannot_use_is_logged_and_left_alone(kind, message, ca
     assert any(message in record.getMessage() for record in caplog.records), caplog.text
     image = random_image(20, 24, seed=1)
     reference = export_model(net)(image[None]).numpy()[0]
-    assert max_level_diff(model(image[None]).numpy()[0], reference) <= 1
+    # 1 level: float rounding at a .5 boundary (conftest.max_level_diff)
+    difference = max_level_diff(model(image[None]).numpy()[0], reference)
+    bars.at_most("equalized vs serving model, small net (levels)", difference, 1)
 
 
+@pytest.mark.numeric
 @pytest.mark.parametrize(
     "kind, clipped, pixels",
     [("built_in", ClippedTanh, False), ("tanh_to_pixels", ClippedTanhToPixels, True)],
 )
-def test_the_output_tanh_of_new_and_older_nets_is_clipped(kind, clipped, pixels, caplog):
+def test_the_output_tanh_of_new_and_older_nets_is_clipped(kind, clipped, pixels, caplog, bars):
     net = _small_net(kind)
     images = [random_image(16, 16, seed=index) for index in range(2)]
     with caplog.at_level(logging.WARNING, logger="kstyle.export.int8"):
@@ -210,7 +273,9 @@ def test_the_output_tanh_of_new_and_older_nets_is_clipped(kind, clipped, pixels,
     np.testing.assert_allclose(layer(np.array([[-50.0, 50.0]], "float32"))[0], expected, atol=1e-4)
     image = random_image(20, 24, seed=1)
     reference = export_model(net)(image[None]).numpy()[0]
-    assert max_level_diff(model(image[None]).numpy()[0], reference) <= 1
+    # 1 level: float rounding at a .5 boundary (conftest.max_level_diff)
+    difference = max_level_diff(model(image[None]).numpy()[0], reference)
+    bars.at_most("equalized vs serving model, small net (levels)", difference, 1)
 
 
 def test_a_group_norm_that_is_not_instance_norm_is_refused():
@@ -237,14 +302,32 @@ def test_float_convs_stay_float():
     assert len(kernels) == 12 and floats == [3]  # out_conv: 3 output channels
 
 
-def test_int8_meets_its_bar_at_256(export_net, tmp_path):
-    """The issue's size: calibrated on 256² crops, checked on the held-out portrait at 256²."""
+@pytest.mark.numeric
+def test_int8_meets_its_bar_at_256(export_net, tmp_path, bars):
+    """The issue's size: calibrated on 256² crops, checked on the held-out portrait at 256²,
+    against the same conversion without the equalization before the norms.
+
+    Bars from measurement (bench/bar_margins.py, docs/performance.md#numeric-bars): this
+    6-step net's int8 PSNR measured 28.7-31.9 dB over train seeds 0-2 and CPU paths (20-step
+    nets with 100 calibration images measure 34.5-35.4 dB, docs/int8.md), so the absolute bar
+    is 27.5 dB, not the export's 30. The equalization gained 2.4-3.7 dB on those nets
+    (no equalization: 26.4-28.5 dB), so a gain under 1.5 dB fails: that catches the
+    equalization switched off or broken on every net measured, which the absolute bar cannot."""
     folder = tmp_path / "calibration"
     folder.mkdir()
     save_photo_crops(folder, count=8, smallest=0.4, seed=1)
     calibration = load_calibration_images(str(folder), count=8, size=256)
-    path = tmp_path / "model_int8.tflite"
-    path.write_bytes(tflite_bytes(export_net, "int8", calibration_images=calibration))
     image = held_out_image(256, 256)
-    quality = psnr(Runner("tflite", str(path))(image), stylize_array(export_net, image))
-    assert quality >= 30.0, quality
+    reference = stylize_array(export_net, image)
+    flatbuffers = {
+        "recipe": tflite_bytes(export_net, "int8", calibration_images=calibration),
+        "unequalized": int8_flatbuffer(export_net, calibration, equalize=False),
+    }
+    quality = {}
+    for name, flatbuffer in flatbuffers.items():
+        path = tmp_path / f"{name}.tflite"
+        path.write_bytes(flatbuffer)
+        quality[name] = psnr(Runner("tflite", str(path))(image), reference)
+    bars.at_least("int8 PSNR, seed net, held-out 256 px (dB)", quality["recipe"], 27.5)
+    gain = quality["recipe"] - quality["unequalized"]
+    bars.at_least("int8 PSNR gain of the equalization, seed net, 256 px (dB)", gain, 1.5)

@@ -3,18 +3,23 @@ bars, and a missed bar is reported with its shortfall."""
 
 import keras
 import pytest
+from conftest import max_level_diff
 
 from kstyle.errors import KstyleError
 from kstyle.export import Runner, serving_archive, tflite_bytes, verify
 from kstyle.export.verify import held_out_image
 
 
+@pytest.mark.numeric
 @pytest.mark.parametrize("quantize, bar_db", [("float16", 40.0), ("dynamic", 30.0)])
-def test_quantized_tflite_meets_its_bar(export_net, tmp_path, quantize, bar_db):
+def test_quantized_tflite_meets_its_bar(export_net, tmp_path, quantize, bar_db, bars):
     path = tmp_path / f"model_{quantize}.tflite"
     path.write_bytes(tflite_bytes(export_net, quantize))
     result = verify("tflite", str(path), export_net, held_out_image(32, 41), quantize=quantize)
-    assert result.passed and result.psnr_db >= bar_db, result.line()
+    # the export's own bars; measured 58.6-61.1 dB (float16) and 37.9-41.3 dB (dynamic) over
+    # train seeds 0-2 and CPU paths (docs/performance.md#numeric-bars)
+    bars.at_least(f"{quantize} PSNR, seed net, held-out 32x41 (dB)", result.psnr_db, bar_db)
+    assert result.passed, result.line()
     assert f"PSNR >= {bar_db:g} dB" in result.line()
     # fp16 weights are half the fp32 file, int8 weights a quarter
     assert result.size_bytes < (0.6 if quantize == "float16" else 0.35) * 4 * 1_679_235
@@ -47,9 +52,8 @@ def test_held_out_image_is_a_photo_of_the_asked_size():
     assert image.std() > 20  # a photo, not a flat fill
 
 
-def test_tflite_runner_takes_a_thread_count(export_net, tmp_path):
-    import numpy as np
-
+@pytest.mark.numeric
+def test_tflite_runner_takes_a_thread_count(export_net, tmp_path, bars):
     from kstyle.inference import stylize_array
 
     path = tmp_path / "model.tflite"
@@ -58,5 +62,7 @@ def test_tflite_runner_takes_a_thread_count(export_net, tmp_path):
     image = held_out_image(32, 36)
     single, every = one(image), Runner("tflite", str(path))(image)
     # one thread computes what every core does, and both what the Keras model does
-    assert np.abs(single.astype(int) - every).max() <= 1
-    assert np.abs(single.astype(int) - stylize_array(export_net, image)).max() <= 1
+    bars.at_most("fp32 TFLite 1 thread vs every core (levels)", max_level_diff(single, every), 1)
+    # 1 level: float rounding at a .5 boundary (conftest.max_level_diff)
+    keras_diff = max_level_diff(single, stylize_array(export_net, image))
+    bars.at_most("fp32 TFLite 1 thread vs Keras (levels)", keras_diff, 1)

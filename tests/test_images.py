@@ -65,6 +65,8 @@ def test_psnr_and_seam_metric_against_hand_computed_values():
     b = a.copy()
     assert psnr(a, b) == float("inf")
     b[0, 0, 0] = 255  # one error of 255 over 48 values: MSE = 255² / 48
+    # float64 arithmetic on a few integers, no kernels: equal to rounding (abs 1e-9 is far
+    # above float64's error here and far below any formula slip)
     assert psnr(a, b) == pytest.approx(10 * np.log10(48), abs=1e-9)
     image = np.zeros((4, 4, 1))
     image[:, 2:] = 8.0  # one vertical step of 8 exactly at the tile border (tile = 2)

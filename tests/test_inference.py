@@ -11,8 +11,9 @@ from kstyle.errors import KstyleError
 from kstyle.inference import rgb_to_ycbcr, stylize_array, ycbcr_to_rgb
 
 
+@pytest.mark.numeric
 @pytest.mark.parametrize("shape", [(33, 47), (32, 32), (5, 7), (2, 3)])
-def test_stylize_array_keeps_any_size(preset_net, shape):
+def test_stylize_array_keeps_any_size(preset_net, shape, bars):
     image = random_image(*shape, seed=5)
     original = image.copy()
     out = stylize_array(preset_net, image)
@@ -25,14 +26,21 @@ def test_stylize_array_keeps_any_size(preset_net, shape):
     mode = "reflect" if height > -height % 4 and width > -width % 4 else "edge"
     padded = np.pad(image.astype(np.float32), pad, mode=mode)
     expected = preset_net.predict(padded[None], verbose=0)[0, :height, :width]
-    assert np.abs(out - expected).max() <= 0.5 + 1e-3
+    # rounding to uint8 moves a value by at most 0.5; 1e-3 more for the float rounding of the
+    # fused inference graph against the plain net: measured at most 0.50003 on every CPU path
+    # (docs/performance.md#numeric-bars)
+    quantity = "stylize_array vs predict, presets (levels)"
+    bars.at_most(quantity, np.abs(out - expected).max(), 0.5 + 1e-3)
 
 
-def test_stylize_array_equals_predict_on_multiples_of_four(model):
+@pytest.mark.numeric
+def test_stylize_array_equals_predict_on_multiples_of_four(model, bars):
     image = random_image(36, 44, seed=6)
     expected = model.predict(image[None].astype("float32"), verbose=0)[0]
     out = stylize_array(model, image)
-    assert np.abs(out.astype(float) - expected).max() <= 0.5 + 1e-3
+    # as above: 0.5 from rounding, 1e-3 for the fused graph's float rounding
+    difference = np.abs(out.astype(float) - expected).max()
+    bars.at_most("stylize_array vs predict, seed net (levels)", difference, 0.5 + 1e-3)
 
 
 def test_ycbcr_round_trip_matches_pillow():
@@ -107,6 +115,7 @@ def test_a_net_with_three_stride_2_convolutions_is_padded_to_multiples_of_8():
     out = stylize_array(net, image)
     padded = np.pad(image.astype(np.float32), ((0, 3), (0, 3), (0, 0)), mode="reflect")
     expected = np.clip(np.round(net.predict(padded[None], verbose=0)[0, :37, :45]), 0, 255)
+    # 1 level: float rounding at a .5 boundary (conftest.max_level_diff)
     assert out.shape == (37, 45, 3) and np.abs(out - expected).max() <= 1
     tiled = stylize_array(net, image, tile=16)  # tiles and margins on the 8-px grid
     assert tiled.shape == (37, 45, 3)

@@ -32,6 +32,8 @@ def test_preprocessing_is_caffe_bgr_minus_mean():
     x = np.random.default_rng(1).uniform(0, 255, (2, 5, 7, 3)).astype("float32")
     by_hand = x[..., ::-1] - np.array([103.939, 116.779, 123.68], dtype="float32")
     ours = np.asarray(CaffePreprocess()(x))
+    # one float32 subtraction per value on both sides (no convolution kernel): equal up to
+    # the ulp of values below 256 (3e-5); a wrong mean or channel order is off by > 1
     np.testing.assert_allclose(ours, by_hand, rtol=1e-6, atol=1e-4)
     keras_ref = keras.applications.vgg16.preprocess_input(x.copy())
     np.testing.assert_allclose(ours, keras_ref, rtol=1e-6, atol=1e-4)
@@ -61,6 +63,8 @@ def test_weights_from_a_file_equal_vgg16_with_those_weights(tmp_path, suffix):
     x = np.random.default_rng(2).uniform(0, 255, (1, 32, 32, 3)).astype("float32")
     reference = keras.Model(vgg.input, vgg.get_layer("block4_conv3").output)
     expected = reference(keras.applications.vgg16.preprocess_input(x.copy()))
+    # the same weights through the same kernels in one process, with the ReLU fused or not:
+    # float rounding only (rtol 1e-4); another init differs by whole units (checked below)
     np.testing.assert_allclose(
         np.asarray(net(x)["block4_conv3"]), np.asarray(expected), rtol=1e-4, atol=1e-4
     )

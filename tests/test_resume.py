@@ -97,6 +97,7 @@ def test_a_killed_run_resumes_where_it_stopped(inputs, uninterrupted):
     for mine, theirs in zip(
         weights(output / "model.keras"), weights(uninterrupted / "model.keras"), strict=True
     ):
+        # same kernels, same steps from the same state (see test_distill's resume)
         np.testing.assert_allclose(mine, theirs, rtol=1e-3, atol=1e-5)
     assert not os.path.exists(output / "checkpoints")  # finished: model.keras is the result
     again = in_process(args)  # a finished run is reported and left alone

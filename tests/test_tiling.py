@@ -16,11 +16,14 @@ from kstyle.images import psnr, seam_metric
 from kstyle.inference import stylize_array
 
 
-def test_tiled_matches_untiled_without_seams(model):
+@pytest.mark.numeric
+def test_tiled_matches_untiled_without_seams(model, bars):
     image = structured_image(256, 256, seed=4)
     untiled = stylize_array(model, image, tile=0)
     tiled = stylize_array(model, image, tile=64)
-    assert psnr(untiled, tiled) >= 35.0
+    # measured 59.9 dB on every CPU path (docs/performance.md#numeric-bars); tiles normalised alone
+    # (below) are over 10 dB worse, and 35 dB is where seams start to show
+    bars.at_least("tiled (64) vs untiled, 256 px (dB)", psnr(untiled, tiled), 35.0)
     border, inside = seam_metric(tiled, 64)
     assert border <= 1.1 * inside, (border, inside)
     # without shared statistics every tile is normalised alone and the seams show
@@ -33,13 +36,15 @@ def test_tiled_matches_untiled_without_seams(model):
     assert psnr(untiled, naive) < psnr(untiled, tiled) - 10
 
 
-def test_tiled_statistics_are_exact_when_the_statistics_pass_does_not_fit(model, tmp_path):
+@pytest.mark.numeric
+def test_tiled_statistics_are_exact_when_the_statistics_pass_does_not_fit(model, tmp_path, bars):
     image = structured_image(256, 192, seed=6)
     untiled = stylize_array(model, image, tile=0)
     # a statistics budget of 4096 px: a downscaled statistics pass would drift well below 35 dB
     tiler = tiling.TiledStylizer(model, 64, stats_pixels=4096, directory=str(tmp_path))
     exact = stylize_array(model, image, tiler=tiler)
-    assert psnr(untiled, exact) >= 35.0
+    # measured 60.2 dB on every CPU path (docs/performance.md#numeric-bars)
+    bars.at_least("tiled, staged statistics vs untiled, 256x192 (dB)", psnr(untiled, exact), 35.0)
     assert os.listdir(tmp_path) == []  # the activations on disk are cleaned up
     tiler = tiling.TiledStylizer(model, 64, stats_pixels=4096, exact_statistics=False)
     assert psnr(untiled, stylize_array(model, image, tiler=tiler)) < psnr(untiled, exact) - 10
@@ -63,18 +68,27 @@ def _statistics_and_tiles(net, image, tmp_path):
     return exact, whole, tiled, stylize_array(net, image, tile=0)
 
 
-def test_staged_statistics_are_exact_for_every_variant(variant_net, tmp_path):
+@pytest.mark.numeric
+def test_staged_statistics_are_exact_for_every_variant(variant_net, tmp_path, bars):
     image = structured_image(128, 96, seed=8)
     exact, whole, tiled, untiled = _statistics_and_tiles(variant_net, image, tmp_path)
     norms = [
         layer for layer in variant_net.layers if isinstance(layer, keras.layers.GroupNormalization)
     ]
     assert len(exact) == len(whole) == 2 * len(norms)
-    for index, (staged_value, whole_value) in enumerate(zip(exact, whole, strict=True)):
-        np.testing.assert_allclose(
-            staged_value, whole_value, rtol=1e-5, atol=1e-5, err_msg=f"statistic {index}"
+    # the same sums in another order: float rounding, at most 23 % of the tolerance on any CPU
+    # path (docs/performance.md#numeric-bars); a wrong band or halo is off by far more
+    for staged_value, whole_value in zip(exact, whole, strict=True):
+        bars.close(
+            "staged vs whole-image norm statistics, variant nets",
+            staged_value,
+            whole_value,
+            rtol=1e-5,
+            atol=1e-5,
         )
-    assert psnr(untiled, tiled) >= 55.0
+    # exact statistics: only the tiles' float rounding differs; measured 59.5-76.6 dB over
+    # the variant nets on every CPU path (docs/performance.md#numeric-bars), 4.5 dB above the bar
+    bars.at_least("tiled (32) vs untiled, variant nets, 128x96 (dB)", psnr(untiled, tiled), 55.0)
 
 
 def _custom_net():
@@ -98,7 +112,8 @@ def _custom_net():
     return randomize_norms(net)
 
 
-def test_the_plan_follows_pooling_dilation_explicit_padding_and_skips(tmp_path):
+@pytest.mark.numeric
+def test_the_plan_follows_pooling_dilation_explicit_padding_and_skips(tmp_path, bars):
     net = _custom_net()
     plan = tiling.statistics_plan(tiling.build_tile_model(net))
     found = [(stage.target.layer, stage.halo, stage.context) for stage in plan.stages]
@@ -113,9 +128,17 @@ def test_the_plan_follows_pooling_dilation_explicit_padding_and_skips(tmp_path):
     ]
     image = structured_image(128, 96, seed=9)
     exact, whole, tiled, untiled = _statistics_and_tiles(net, image, tmp_path)
+    # as for the variant nets: at most 16 % of the tolerance on any CPU path
     for staged_value, whole_value in zip(exact, whole, strict=True):
-        np.testing.assert_allclose(staged_value, whole_value, rtol=1e-5, atol=1e-5)
-    assert psnr(untiled, tiled) >= 55.0
+        bars.close(
+            "staged vs whole-image norm statistics, custom net",
+            staged_value,
+            whole_value,
+            rtol=1e-5,
+            atol=1e-5,
+        )
+    # measured 87.8-89.0 dB on the CPU paths (docs/performance.md#numeric-bars)
+    bars.at_least("tiled (32) vs untiled, custom net, 128x96 (dB)", psnr(untiled, tiled), 55.0)
     assert staged.receptive_radius(net) == 21  # c1: 2 * 10 + 1, where a needs 10 rows for c2
     assert tiling.TiledStylizer(net, 32).margin == 40  # 21 + feather / 2, rounded up to 4
     image = keras.Input((None, None, 3))
