@@ -166,3 +166,31 @@ def test_readme_and_cli_reference_name_every_command_of_kstyle_help():
         for word in re.findall(r"\bthe (\w+) (?:kstyle )?commands\b", _prose(_read(page))):
             if word.lower() in numbers:  # "the three commands": a count that drifts
                 assert numbers.index(word.lower()) + 1 == len(commands), (page, word)
+
+
+def test_readme_states_the_steps_and_epochs_that_the_demo_records(tmp_path):
+    """The quick start's "N steps (E epochs of S) at P×P" is what ``--demo`` runs: its options,
+    its data set's steps per epoch, and the epochs its config.json records."""
+    import inspect
+    import json
+    import types
+
+    from kstyle.cli.train import DEMO_OPTIONS
+    from kstyle.config import TrainConfig
+    from kstyle.demo import make_content_images
+    from kstyle.run_dir import write_run_config
+    from kstyle.schedule import total_steps_of
+
+    found = re.search(
+        r"trains for (\d+) steps \((\d+) epochs of (\d+)\) at (\d+)×(\d+)", _read(README)
+    )
+    steps, epochs, per_epoch, height, width = map(int, found.groups())
+    images = inspect.signature(make_content_images).parameters["count"].default
+    config = TrainConfig(style="s.png", data="d", output=str(tmp_path), **DEMO_OPTIONS)
+    assert (steps, height, width) == (config.steps, config.image_size, config.image_size)
+    assert per_epoch == images // config.batch_size
+    data = types.SimpleNamespace(description="demo", seed=0, steps_per_epoch=per_epoch)
+    total = total_steps_of(per_epoch, config.epochs, config.steps)  # as kstyle.run computes it
+    write_run_config(str(tmp_path), config, data, total, "default")
+    recorded = json.loads((tmp_path / "config.json").read_text())
+    assert (recorded["epochs_used"], recorded["total_steps"]) == (epochs, steps)
