@@ -3,9 +3,10 @@
 TensorFlow writes its start-up lines (oneDNN, CUDA stubs, CPU features) from C++ through
 absl before its logging is set up, so ``TF_CPP_MIN_LOG_LEVEL`` cannot hide them; TFLite's
 calibrator prints its settings from C++ on every int8 conversion, and LiteRT announces its
-XNNPACK delegate on every interpreter. :func:`filtered_stderr` captures file descriptor 2
-around such a call and writes back every line that is not one of these, so an unexpected
-message still reaches the user.
+XNNPACK delegate on every interpreter. :func:`filtered_stderr` sends file descriptor 2
+through a filter process around such a call, which writes on every line that is not one of
+these as it comes, so an unexpected message still reaches the user, even one written just
+before a crash.
 
 Nothing is hidden once :func:`show_everything` was called (``-v``), or where the user set
 ``TF_CPP_MIN_LOG_LEVEL=0`` (asking for every line of TensorFlow's).
@@ -14,8 +15,8 @@ Nothing is hidden once :func:`show_everything` was called (``-v``), or where the
 import contextlib
 import os
 import re
+import subprocess
 import sys
-import tempfile
 import warnings
 
 TF_LOG_VARIABLE = "TF_CPP_MIN_LOG_LEVEL"
@@ -74,18 +75,6 @@ def hiding() -> bool:
     return not _shown["everything"] and os.environ.get(TF_LOG_VARIABLE, "").strip() != "0"
 
 
-def kept_lines(text: str) -> list:
-    """The lines of ``text`` (each with its newline) that are not known-harmless."""
-    lines = text.splitlines(True)
-    no_driver = any(NO_CUDA_DRIVER.match(line) for line in lines)
-    return [
-        line
-        for line in lines
-        if not HARMLESS_LINES.match(line)
-        and not (no_driver and NO_CUDA_DRIVER_CONSEQUENCES.match(line))
-    ]
-
-
 def ignore_harmless_warnings() -> None:
     """Ignores :data:`HARMLESS_WARNINGS` from now on (a command's process), unless
     :func:`hiding` says otherwise."""
@@ -94,14 +83,49 @@ def ignore_harmless_warnings() -> None:
             warnings.filterwarnings("ignore", message=message, category=category)
 
 
+# The filter of :func:`filtered_stderr`, run as a child process: it reads what the parent
+# writes to descriptor 2 and writes the lines that are not known-harmless on at once, so a
+# message written just before the parent dies (an abort in C++) still reaches the console.
+_FILTER_PROGRAM = """
+import re, sys
+harmless, no_driver, consequence = (re.compile(pattern) for pattern in sys.argv[1:4])
+driverless = False
+for raw in sys.stdin.buffer:
+    line = raw.decode("utf-8", "replace")
+    driverless = driverless or bool(no_driver.match(line))
+    if not harmless.match(line) and not (driverless and consequence.match(line)):
+        sys.stdout.buffer.write(raw)
+        sys.stdout.buffer.flush()
+"""
+# How long the end of a block waits for the filter to write what it has read: past that, a
+# process that the block started and that still holds descriptor 2 keeps the filter alive.
+_FILTER_DRAIN_SECONDS = 5.0
+
+
+def _start_filter(console: int):
+    """The filter process, writing to ``console``; None where no interpreter can be started."""
+    patterns = (HARMLESS_LINES, NO_CUDA_DRIVER, NO_CUDA_DRIVER_CONSEQUENCES)
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-I", "-S", "-c", _FILTER_PROGRAM]
+            + [pattern.pattern for pattern in patterns],
+            stdin=subprocess.PIPE,
+            stdout=console,
+            stderr=console,
+        )
+    except (OSError, ValueError):
+        return None
+
+
 @contextlib.contextmanager
 def filtered_stderr():
-    """Runs the block with file descriptor 2 captured (C and C++ output included), then writes
-    the captured lines that are not known-harmless back to ``sys.stderr``; inside the block
-    :data:`HARMLESS_WARNINGS` are ignored too.
+    """Runs the block with file descriptor 2 (C and C++ output included) sent through a
+    filter process that drops the known-harmless lines and writes every other line on to the
+    console as it comes; inside the block :data:`HARMLESS_WARNINGS` are ignored too. A line
+    written just before the process aborts still gets through.
 
-    Does nothing where :func:`hiding` is off, or where descriptor 2 cannot be duplicated (no
-    console at all)."""
+    Does nothing where :func:`hiding` is off, or where descriptor 2 cannot be duplicated or
+    no filter process can be started."""
     if not hiding():
         yield
         return
@@ -111,10 +135,15 @@ def filtered_stderr():
     except (OSError, ValueError):
         yield
         return
-    with tempfile.TemporaryFile() as capture, warnings.catch_warnings():
+    process = _start_filter(saved)
+    if process is None:
+        os.close(saved)
+        yield
+        return
+    with warnings.catch_warnings():
         for category, message in HARMLESS_WARNINGS:
             warnings.filterwarnings("ignore", message=message, category=category)
-        os.dup2(capture.fileno(), 2)
+        os.dup2(process.stdin.fileno(), 2)
         try:
             yield
         finally:
@@ -122,8 +151,8 @@ def filtered_stderr():
                 sys.stderr.flush()
             os.dup2(saved, 2)
             os.close(saved)
-            capture.seek(0)
-            kept = kept_lines(capture.read().decode("utf-8", errors="replace"))
-            if kept:
-                sys.stderr.write("".join(kept))
-                sys.stderr.flush()
+            process.stdin.close()
+            try:
+                process.wait(timeout=_FILTER_DRAIN_SECONDS)
+            except subprocess.TimeoutExpired:
+                pass

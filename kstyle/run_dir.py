@@ -15,7 +15,7 @@ import shutil
 import sys
 
 from kstyle.config import TrainConfig, flag_of, resume_keys
-from kstyle.constants import DEFAULT_ARCH, DEFAULT_TFDS_NAME
+from kstyle.constants import DEFAULT_ARCH, DEFAULT_TFDS_NAME, EPOCHS
 from kstyle.errors import KstyleError, cause_of
 from kstyle.files import PREFIX, write_json_atomically
 from kstyle.lock import LOCK_NAME, run_dir_lock
@@ -152,10 +152,16 @@ def adopt_old_epochs(saved: dict, config: TrainConfig) -> None:
     Such a run (its ``config.json`` has no ``epochs_used``) recorded the epochs it was given
     or their default then (2; the demo 100), which capped ``--steps``. Resumed without
     ``--epochs``, it keeps that recorded number, so that it continues to the very step count
-    it was started for (its ``total_steps``).
+    it was started for (its ``total_steps``). Without ``--steps``, an ``--epochs`` equal to
+    the default and none at all are the same run, whichever way it was started and resumed.
     """
     if "epochs_used" not in saved and config.epochs is None and saved.get("epochs") is not None:
         config.epochs = saved["epochs"]
+    elif saved.get("steps") is None and config.steps is None:
+        # without --steps, --epochs 2 typed out is the default: the same run either way
+        default = (None, EPOCHS)
+        if saved.get("epochs") in default and config.epochs in default:
+            config.epochs = saved.get("epochs")
 
 
 def _shown(value) -> str:

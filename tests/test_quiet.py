@@ -2,9 +2,13 @@
 -v (show_everything) or TF_CPP_MIN_LOG_LEVEL=0 nothing is dropped."""
 
 import os
+import signal
+import subprocess
+import sys
 import warnings
 
 import pytest
+from conftest import ROOT
 
 from kstyle import quiet
 from kstyle.quiet import filtered_stderr
@@ -114,3 +118,24 @@ def test_output_is_written_back_when_the_block_fails(capfd):
     except RuntimeError:
         pass
     assert capfd.readouterr().err == "why it failed\n"
+
+
+def test_a_line_written_just_before_an_abort_still_gets_through(tmp_path):
+    """The filter writes lines on as they come: a C++ library's last words before it aborts
+    the process (an unsupported CPU, a failed CUDA start) reach the console, the harmless
+    lines before them still dropped."""
+    program = (
+        "import os\n"
+        "from kstyle.quiet import filtered_stderr\n"
+        "with filtered_stderr():\n"
+        f"    os.write(2, {TENSORFLOW_STARTUP.encode()!r})\n"
+        "    os.write(2, b'F0000 fatal: this CPU lacks an instruction\\n')\n"
+        "    os.abort()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != quiet.TF_LOG_VARIABLE}
+    env["PYTHONPATH"] = ROOT
+    result = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert result.returncode == -signal.SIGABRT
+    assert result.stderr == "F0000 fatal: this CPU lacks an instruction\n"

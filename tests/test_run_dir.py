@@ -125,6 +125,28 @@ def test_a_run_started_before_steps_could_pass_the_epochs_resumes_as_it_was(tmp_
     assert config.epochs is None
 
 
+def test_the_default_epochs_typed_out_resume_the_same_run(tmp_path):
+    """Without --steps, --epochs 2 and no --epochs are one run, either way round; with
+    --steps they are not (--epochs 2 would stop it first)."""
+    write_checkpoint(str(tmp_path), 3)
+    for then, now in ((None, 2), (2, None)):
+        started = TrainConfig(style="s.png", data="d", output=str(tmp_path), epochs=then)
+        saved = {**dataclasses.asdict(started), "epochs_used": 2, "data_seed": 9}
+        (tmp_path / "config.json").write_text(json.dumps(saved))
+        config = TrainConfig(style="s.png", data="d", output=str(tmp_path), epochs=now)
+        assert previous_run(str(tmp_path), config) == saved
+        assert config.epochs == then
+    started = TrainConfig(style="s.png", data="d", output=str(tmp_path), steps=60)
+    saved = {**dataclasses.asdict(started), "epochs_used": 4, "data_seed": 9}
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    config = TrainConfig(style="s.png", data="d", output=str(tmp_path), steps=60, epochs=2)
+    with pytest.raises(KstyleError, match="started with --epochs not given \\(now 2\\)"):
+        previous_run(str(tmp_path), config)
+    config = TrainConfig(style="s.png", data="d", output=str(tmp_path), epochs=3)
+    with pytest.raises(KstyleError, match="started with --epochs not given \\(now 3\\)"):
+        previous_run(str(tmp_path), config)
+
+
 def test_a_run_folder_is_owned_by_one_process(tmp_path, monkeypatch):
     """The lock itself is test_lock.py's; here: what own_run_dir checks and where it locks."""
     monkeypatch.delenv("TF_CONFIG", raising=False)
