@@ -104,3 +104,19 @@ def test_export_says_so_and_its_sidecar_carries_the_mark(tmp_path):
     ]
     sidecar = json.loads((tmp_path / "out" / "model.tflite.json").read_text())
     assert (sidecar["smoke_test"], sidecar["note"]) == (True, SMOKE_TEST_NOTE)
+
+
+def test_serving_a_built_site_notes_its_smoke_tests_models(tmp_path):
+    """A site's manifest entries carry their models' marks (describe_model's fields), so
+    ``kstyle serve SITE`` says which of its models are smoke tests'."""
+    from kstyle.export.web import MANIFEST, SITE_FORMAT, site_smoke_notes
+
+    smoke, plain, site = tmp_path / "smoke.keras", tmp_path / "plain.keras", tmp_path / "site"
+    save_model_atomically(build_transform_net("tiny"), str(smoke), {"smoke_test": True})
+    save_model_atomically(build_transform_net("tiny"), str(plain), {"smoke_test": False})
+    entries = [
+        {**describe_model(str(path)), "file": f"models/{path.stem}.onnx"} for path in (smoke, plain)
+    ]
+    site.mkdir()
+    (site / MANIFEST).write_text(json.dumps({"kstyle_site": SITE_FORMAT, "models": entries}))
+    assert site_smoke_notes(str(site)) == [NOTE.format(f"models/smoke.onnx in {site}")]

@@ -56,11 +56,11 @@ def main_with_args(argv=None, prog=None, from_shell=None) -> int:
     if args.output:
         check_writable(args.output)  # the site is written beside it, then renamed
     logger = start_command(args, None, from_shell)
-    from kstyle.export.web import build_site, is_site, site_server
+    from kstyle.export.web import build_site, is_site, site_server, site_smoke_notes
     from kstyle.smoke import smoke_notes
 
     built = not (len(args.source) == 1 and is_site(args.source[0]))
-    for note in smoke_notes(args.source):
+    for note in smoke_notes(args.source) if built else site_smoke_notes(args.source[0]):
         logger.info(f"note: {note}")
     if not built and args.output:
         raise KstyleError(f"{args.source[0]} is already a site; drop --output (nothing to build)")

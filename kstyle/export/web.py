@@ -26,6 +26,7 @@ from kstyle.errors import KstyleError
 from kstyle.export.serving import OUTPUT_NAME
 from kstyle.export.writer import describe_model, export
 from kstyle.files import atomic_directory, file_sha256, write_json_atomically
+from kstyle.smoke import smoke_line
 from kstyle.web_runtime import (  # RUNTIME_DIR and runtime_record: also imported from here
     PACKAGE_DIR,
     RUNTIME_DIR,  # noqa: F401
@@ -46,6 +47,18 @@ def is_site(folder: str) -> bool:
             return json.load(file).get("kstyle_site") == SITE_FORMAT
     except (OSError, ValueError, AttributeError):
         return False
+
+
+def site_smoke_notes(folder: str) -> list[str]:
+    """The smoke-test notes (``kstyle.smoke``) of the models in the site ``folder``, from its
+    manifest's entries, which carry their models' marks: one per smoke test's model."""
+    with open(os.path.join(folder, MANIFEST)) as file:
+        entries = json.load(file).get("models") or []
+    return [
+        smoke_line(f"{entry.get('file')} in {folder}", tense="learned")
+        for entry in entries
+        if isinstance(entry, dict) and entry.get("smoke_test") is True
+    ]
 
 
 def find_models(paths) -> list:
