@@ -23,6 +23,7 @@ OTHER_PROGRAMS_FLAGS = {
     "--durations": "pytest",
     "--dist": "pytest-xdist",
     "--resolution": "uv pip install",
+    "--no-cache-dir": "pip install",
     "--ignore-scripts": "npm ci",
     **dict.fromkeys(
         [
