@@ -118,7 +118,7 @@ def check_arguments(args) -> tuple[int, str]:
     check_max_pixels(args.max_pixels)
     check_tile(args.tile)
     check_work_dir(args.work_dir)
-    video, jobs = stylize_jobs(args.input, args.output)
+    _, jobs = stylize_jobs(args.input, args.output)
     model_file(args.model, "--model")
     return max_memory, (None if os.path.isdir(args.input) else jobs[0][1])
 
