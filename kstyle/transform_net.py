@@ -12,6 +12,7 @@ opens with ``keras.saving.load_model`` on any backend without ``import kstyle``
 """
 
 import keras
+import numpy as np
 from keras import layers, ops
 
 from kstyle.checks import model_file
@@ -208,7 +209,20 @@ def build_live_net(
     x = layers.Add(name="skip_add")([x, skip])
     x = _conv(x, 3 * 4 * 4, out_kernel, 1, padding, "out_conv")
     # the pixel mapping works on each value alone: before the shuffle, it runs at 1/4
-    return keras.Model(inputs, DepthToSpace(4, name="out_shuffle")(pixels_output(x)), name=name)
+    model = keras.Model(inputs, DepthToSpace(4, name="out_shuffle")(pixels_output(x)), name=name)
+    _same_for_every_phase(model.get_layer("out_conv"), phases=4 * 4)
+    return model
+
+
+def _same_for_every_phase(conv, phases):
+    """Initializes ``conv`` (before a pixel shuffle of ``phases`` positions) so that every
+    position of a block starts with the same kernel: the shuffle then starts as a nearest
+    upsampling, with no fixed pattern inside the blocks for training to unlearn (ICNR,
+    Aitken et al. 2017)."""
+    kernel, bias = conv.get_weights()
+    channels = kernel.shape[-1] // phases
+    kernel = np.tile(kernel[..., :channels], (1, 1, 1, phases))
+    conv.set_weights([kernel, np.tile(bias[:channels], phases)])
 
 
 def _live_preset(arch, padding, name, knobs):
