@@ -1,7 +1,8 @@
 """The web page in a real browser (headless Chromium driven by Playwright for Python):
 parity with ``kstyle.stylize_array``, strength, colour preservation, any size, the webcam,
-a corrupted model, keyboard use, and no request leaving 127.0.0.1. Without Chromium or
-Playwright they skip with the reason; under ``KSTYLE_REQUIRE_BROWSER=1`` (CI) they fail."""
+a corrupted model, keyboard use, no request leaving 127.0.0.1 and no console error. Without
+Chromium or Playwright they skip with the reason; under ``KSTYLE_REQUIRE_BROWSER=1`` (CI)
+they fail."""
 
 import base64
 import hashlib
@@ -42,10 +43,12 @@ def launch(playwright, *args):
     return playwright.chromium.launch(executable_path=CHROMIUM, args=list(args))
 
 
-def guarded_page(browser, blocked: list, viewport=(1000, 800)):
+def guarded_page(browser, problems: list, viewport=(1000, 800), allowed=()):
     """A new page (of a browser, or of a context: then at the context's viewport) whose
-    requests to anything but 127.0.0.1 are aborted and appended to ``blocked`` (the tests
-    assert it stays empty)."""
+    requests to anything but 127.0.0.1 are aborted; each such request, each console error and
+    each uncaught page error is appended to ``problems`` (the tests assert it stays empty),
+    except console errors that match one of the regular expressions ``allowed`` (a test that
+    breaks the page on purpose)."""
     size = {"width": viewport[0], "height": viewport[1]}
     page = (
         browser.new_page(viewport=size) if hasattr(browser, "new_context") else browser.new_page()
@@ -56,10 +59,16 @@ def guarded_page(browser, blocked: list, viewport=(1000, 800)):
         if url.startswith(LOCAL) or url.startswith("data:") or url.startswith("blob:"):
             request_route.continue_()
         else:
-            blocked.append(url)
+            problems.append(f"request outside 127.0.0.1: {url}")
             request_route.abort()
 
+    def console(message):
+        if message.type == "error" and not any(re.search(a, message.text) for a in allowed):
+            problems.append(f"console error: {message.text}")
+
     page.route("**/*", route)
+    page.on("console", console)
+    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
     return page
 
 
@@ -226,14 +235,14 @@ def browser(playwright):
 
 @pytest.fixture
 def page(browser, tmp_path):
-    """A fresh guarded page; a screenshot of its final state is saved as tmp_path/page.png and
-    no request may have left 127.0.0.1."""
-    blocked = []
-    tab = guarded_page(browser, blocked)
+    """A fresh guarded page; a screenshot of its final state is saved as tmp_path/page.png, and
+    no request may have left 127.0.0.1 and no console or page error may have been logged."""
+    problems = []
+    tab = guarded_page(browser, problems)
     yield tab
     tab.screenshot(path=str(tmp_path / "page.png"))
     tab.close()
-    assert not blocked, f"requests outside 127.0.0.1: {blocked}"
+    assert not problems, problems
 
 
 def upload(page, tmp_path, image, name="photo.png") -> None:
@@ -324,8 +333,8 @@ def test_resolution_scales_the_longer_side_down(page, served, tmp_path):
 
 
 def test_phone_viewport_and_keyboard_order(browser, served, tmp_path):
-    blocked = []
-    page = guarded_page(browser, blocked, viewport=(375, 667))
+    problems = []
+    page = guarded_page(browser, problems, viewport=(375, 667))
     try:
         assert wait_ready(page, served.url) == "ready"
         width = page.evaluate("document.documentElement.scrollWidth")
@@ -342,13 +351,13 @@ def test_phone_viewport_and_keyboard_order(browser, served, tmp_path):
     finally:
         page.screenshot(path=str(tmp_path / "page.png"))
         page.close()
-    assert not blocked
+    assert not problems, problems
 
 
 def test_webcam_renders_live_frames_with_fps(site, playwright, tmp_path):
     clip = write_y4m(tmp_path / "clip.y4m")
     server = Served(site)
-    blocked = []
+    problems = []
     chromium = None
     try:
         chromium = launch(
@@ -358,7 +367,7 @@ def test_webcam_renders_live_frames_with_fps(site, playwright, tmp_path):
             f"--use-file-for-fake-video-capture={clip}",
         )
         context = chromium.new_context(permissions=["camera"])
-        page = guarded_page(context, blocked)
+        page = guarded_page(context, problems)
         assert wait_ready(page, server.url) == "ready"
         page.click("#webcam")
         seen, deadline = set(), time.monotonic() + 20.0
@@ -398,7 +407,7 @@ def test_webcam_renders_live_frames_with_fps(site, playwright, tmp_path):
         if chromium is not None:
             chromium.close()
         server.close()
-    assert not blocked
+    assert not problems, problems
 
 
 @pytest.mark.parametrize("change", ["altered", "corrupted"])
@@ -417,8 +426,8 @@ def test_a_bad_model_shows_one_line_error(site, browser, tmp_path, change):
         manifest["models"][0]["sha256"] = hashlib.sha256(model.read_bytes()).hexdigest()
         (broken / "manifest.json").write_text(json.dumps(manifest))
     server = Served(broken)
-    blocked = []
-    page = guarded_page(browser, blocked)
+    problems = []
+    page = guarded_page(browser, problems)
     try:
         assert wait_ready(page, server.url) == "error"
         message = page.inner_text("#error")
@@ -432,7 +441,7 @@ def test_a_bad_model_shows_one_line_error(site, browser, tmp_path, change):
         page.screenshot(path=str(tmp_path / "page.png"))
         page.close()
         server.close()
-    assert not blocked
+    assert not problems, problems
 
 
 def test_missing_runtime_shows_one_line_error(site, browser, tmp_path):
@@ -441,8 +450,8 @@ def test_missing_runtime_shows_one_line_error(site, browser, tmp_path):
     for name in os.listdir(broken / "runtime"):
         os.remove(broken / "runtime" / name)
     server = Served(broken)
-    blocked = []
-    page = guarded_page(browser, blocked)
+    problems = []
+    page = guarded_page(browser, problems)
     try:
         assert wait_ready(page, server.url) == "error"
         message = page.inner_text("#error")
@@ -451,7 +460,7 @@ def test_missing_runtime_shows_one_line_error(site, browser, tmp_path):
         page.screenshot(path=str(tmp_path / "page.png"))
         page.close()
         server.close()
-    assert not blocked
+    assert not problems, problems
 
 
 def test_the_style_picker_switches_models_and_the_png_download_is_the_output(
@@ -551,8 +560,8 @@ def test_thread_count_reported_is_what_runs(site, served, browser, tmp_path):
     handler = functools.partial(Plain, directory=str(site))
     plain = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=plain.serve_forever, daemon=True).start()
-    blocked = []
-    page = guarded_page(browser, blocked)
+    problems = []
+    page = guarded_page(browser, problems)
     try:
         assert wait_ready(page, served.url + "?threads=2") == "ready"
         assert page.evaluate("self.crossOriginIsolated")
@@ -565,7 +574,7 @@ def test_thread_count_reported_is_what_runs(site, served, browser, tmp_path):
         page.close()
         plain.shutdown()
         plain.server_close()
-    assert not blocked
+    assert not problems, problems
 
 
 def test_the_seed_net_in_a_run_folder_with_an_unsafe_name(browser, tmp_path):
@@ -588,8 +597,8 @@ def test_the_seed_net_in_a_run_folder_with_an_unsafe_name(browser, tmp_path):
     (model,) = manifest["models"]
     assert (model["name"], model["file"]) == ("seed #1 net", "models/seed-1-net.onnx")
     server = Served(site)
-    blocked = []
-    page = guarded_page(browser, blocked)
+    problems = []
+    page = guarded_page(browser, problems)
     try:
         assert wait_ready(page, server.url) == "ready", page.inner_text("#error")
         assert page.inner_text("#style") == "seed #1 net"
@@ -604,4 +613,4 @@ def test_the_seed_net_in_a_run_folder_with_an_unsafe_name(browser, tmp_path):
         page.screenshot(path=str(tmp_path / "page.png"))
         page.close()
         server.close()
-    assert not blocked
+    assert not problems, problems

@@ -16,7 +16,6 @@ import shutil
 import tempfile
 
 from kstyle.constants import (
-    DEFAULT_SERVE_PORT,
     DEFAULT_VERIFY_SIZE,
     SIZE_MULTIPLE,
     WEB_MAX_SIDE,
@@ -26,39 +25,26 @@ from kstyle.errors import KstyleError
 from kstyle.export.serving import OUTPUT_NAME
 from kstyle.export.writer import describe_model, export
 from kstyle.files import atomic_directory, file_sha256, write_json_atomically
-from kstyle.smoke import smoke_line
 from kstyle.web_runtime import (  # RUNTIME_DIR and runtime_record: also imported from here
     PACKAGE_DIR,
     RUNTIME_DIR,  # noqa: F401
     ensure_runtime,
     runtime_record,  # noqa: F401
 )
+from kstyle.web_site import (  # the site's format and server: also imported from here
+    CONTENT_TYPES,  # noqa: F401
+    HEADERS_FILE,
+    ISOLATION_HEADERS,  # noqa: F401
+    MANIFEST,
+    SITE_FORMAT,
+    headers_file,
+    is_site,
+    site_server,  # noqa: F401
+    site_smoke_notes,  # noqa: F401
+)
 
 PAGE_DIR = os.path.join(PACKAGE_DIR, "web", "page")
 PAGE_FILES = ("index.html", "app.js", "worker.js", "pixels.js", "style.css")
-MANIFEST = "manifest.json"
-SITE_FORMAT = 1  # manifest.json's "kstyle_site": what marks a folder as a kstyle site
-
-
-def is_site(folder: str) -> bool:
-    """Whether ``folder`` holds a site written by :func:`build_site` (its manifest says so)."""
-    try:
-        with open(os.path.join(folder, MANIFEST)) as file:
-            return json.load(file).get("kstyle_site") == SITE_FORMAT
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
-def site_smoke_notes(folder: str) -> list[str]:
-    """The smoke-test notes (``kstyle.smoke``) of the models in the site ``folder``, from its
-    manifest's entries, which carry their models' marks: one per smoke test's model."""
-    with open(os.path.join(folder, MANIFEST)) as file:
-        entries = json.load(file).get("models") or []
-    return [
-        smoke_line(f"{entry.get('file')} in {folder}", tense="learned")
-        for entry in entries
-        if isinstance(entry, dict) and entry.get("smoke_test") is True
-    ]
 
 
 def find_models(paths) -> list:
@@ -160,24 +146,6 @@ def _model_entry(model_path, site, taken, verify_size, printer) -> dict:
     }
 
 
-# The headers a page's files are served with (by ``kstyle serve``, and by static hosts that
-# read the site's ``_headers`` file); COOP/COEP make the page cross-origin isolated, which
-# multi-threaded wasm (SharedArrayBuffer) needs.
-ISOLATION_HEADERS = {
-    "Cross-Origin-Opener-Policy": "same-origin",
-    "Cross-Origin-Embedder-Policy": "require-corp",
-    "Cross-Origin-Resource-Policy": "same-origin",
-}
-HEADERS_FILE = "_headers"  # Netlify's and Cloudflare Pages' per-path headers file
-
-
-def headers_file() -> str:
-    """The text of the site's ``_headers`` file (Netlify / Cloudflare Pages syntax): every path
-    with :data:`ISOLATION_HEADERS`."""
-    lines = ["/*"] + [f"  {key}: {value}" for key, value in ISOLATION_HEADERS.items()]
-    return "\n".join(lines) + "\n"
-
-
 def build_site(paths, output: str, verify_size: int = DEFAULT_VERIFY_SIZE, printer=print):
     """Writes the static site for the models ``paths`` name (see :func:`find_models`) to
     ``output`` and returns its manifest (a dict).
@@ -215,39 +183,3 @@ def build_site(paths, output: str, verify_size: int = DEFAULT_VERIFY_SIZE, print
             file.write(headers_file())
     printer(f"web page with {len(entries)} model(s) in {output}")
     return manifest
-
-
-CONTENT_TYPES = {".mjs": "text/javascript", ".js": "text/javascript", ".wasm": "application/wasm",
-                 ".json": "application/json", ".onnx": "application/octet-stream"}  # fmt: skip
-
-
-def site_server(folder: str, port: int = DEFAULT_SERVE_PORT, host: str = "127.0.0.1", log=None):
-    """An HTTP server (not yet serving: call ``serve_forever``) for the site in ``folder`` on
-    ``host:port`` (port 0: any free one; ``server.server_address`` says which), sending
-    :data:`ISOLATION_HEADERS`. ``log``, if given, is called with each request's line.
-
-    Raises:
-        KstyleError: the port is in use or cannot be bound.
-    """
-    import functools
-    import http.server
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map, **CONTENT_TYPES}
-
-        def end_headers(self):
-            for key, value in ISOLATION_HEADERS.items():
-                self.send_header(key, value)
-            self.send_header("Cache-Control", "no-cache")
-            super().end_headers()
-
-        def log_message(self, format, *args):  # noqa: A002 (the base class's name)
-            if log is not None:
-                log(format % args)
-
-    try:
-        return http.server.ThreadingHTTPServer(
-            (host, port), functools.partial(Handler, directory=folder)
-        )
-    except OSError as error:
-        raise KstyleError(f"cannot serve on {host}:{port}: {error.strerror or error}") from None
