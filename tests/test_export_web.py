@@ -68,6 +68,9 @@ def test_a_folder_of_runs_becomes_one_site_with_a_manifest(runs, tmp_path):
     result = run("export.py", runs, "--format", "web", "--output", site, "--verify-size", 32)
     assert result.returncode == 0, result.stderr[-2000:]
     assert is_site(site)
+    # neither run is a live one: the export suggests it for the webcam, in one line
+    (hint,) = [line for line in result.stderr.splitlines() if "--arch live" in line]
+    assert hint.startswith("note: for the webcam") and "kstyle distill --teacher" in hint
     manifest = json.loads((site / "manifest.json").read_text())
     assert [m["name"] for m in manifest["models"]] == ["a", "b"]
     first, second = manifest["models"]
@@ -98,6 +101,39 @@ def test_a_folder_of_runs_becomes_one_site_with_a_manifest(runs, tmp_path):
     for name in ("index.html", "app.js", "worker.js", "pixels.js", "style.css"):
         text = (site / name).read_text()
         assert "http://" not in text and "https://" not in text, name
+
+
+def test_live_hint_style_thumbnail_and_sample(runs, tmp_path):
+    """The webcam hint goes once a model's run recorded ``arch: live``; a run's style image
+    is found as its config.json wrote it, relative to where training ran (``run_dir``), and
+    becomes the model's thumbnail; the sample photo is in the site."""
+    require_web_runtime()
+    from PIL import Image
+
+    from kstyle.export.web import THUMBNAIL_SIDE, build_site, live_hint, style_image_path
+
+    assert live_hint({"models": [{"arch": "tiny"}, {"arch": None}]}) is not None
+    assert live_hint({"models": [{"arch": "tiny"}, {"arch": "live"}]}) is None
+    # training ran in tmp_path/work as: --style styles/wave.png --output runs/wave
+    work = tmp_path / "work"
+    (work / "styles").mkdir(parents=True)
+    Image.new("RGB", (400, 200), (200, 30, 40)).save(work / "styles" / "wave.png")
+    run_dir = work / "runs" / "wave"
+    shutil.copytree(runs / "b", run_dir)
+    config = {"arch": "tiny", "style": "styles/wave.png", "run_dir": "runs/wave"}
+    (run_dir / "config.json").write_text(json.dumps(config))
+    assert style_image_path(str(run_dir / "model.keras")) == str(work / "styles" / "wave.png")
+    site = tmp_path / "site"
+    manifest = build_site([run_dir, runs / "a"], str(site), verify_size=32, printer=print)
+    first, second = manifest["models"]
+    assert (first["thumbnail"], second["thumbnail"]) == ("styles/wave.jpg", None)
+    with Image.open(site / first["thumbnail"]) as thumbnail:
+        assert thumbnail.size == (THUMBNAIL_SIDE, THUMBNAIL_SIDE // 2)
+        assert abs(thumbnail.convert("RGB").getpixel((5, 5))[0] - 200) <= 3
+    with Image.open(site / manifest["sample"]) as sample:
+        assert max(sample.size) == 512
+    (run_dir / "config.json").write_text(json.dumps({**config, "arch": "live"}))
+    assert live_hint(build_site([run_dir], str(site), verify_size=32, printer=print)) is None
 
 
 def test_a_site_is_replaced_but_other_folders_are_refused(runs, tmp_path, capsys):

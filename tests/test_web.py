@@ -185,7 +185,11 @@ def web_runs(tmp_path_factory):
         run_dir = folder / f"{style}-tiny"
         run_dir.mkdir()
         net.save(run_dir / "model.keras")
-        config = {"style": f"/s/{style}.jpg", "arch": "tiny"}
+        # starry's style image is still there (the page shows it), wave's is gone
+        style_path = folder / f"{style}.png" if style == "starry" else f"/s/{style}.jpg"
+        if style == "starry":
+            Image.fromarray(random_image(90, 120, seed=seed)).save(style_path)
+        config = {"style": str(style_path), "arch": "tiny"}
         (run_dir / "config.json").write_text(json.dumps(config))
         runs.append((run_dir, net))
     return runs
@@ -276,7 +280,8 @@ def test_photo_matches_stylize_array_then_strength_and_colour(page, served, web_
     assert output.shape == image.shape
     assert psnr(output, expected) >= 35.0, psnr(output, expected)
     assert psnr(output, image) < 20.0  # the net really ran (an untrained net changes a lot)
-    assert re.search(r"\d+(\.\d+)? fps", page.inner_text("#fps"))
+    assert not page.is_visible("#fps")  # a photo has no frame rate, only its time
+    assert re.search(r"starry-tiny · \d+ ms", page.inner_text("#output-style"))
 
     press(page, "#strength", "Home")  # strength 0: the input back
     assert page.input_value("#strength") == "0"
@@ -378,7 +383,7 @@ def test_webcam_renders_live_frames_with_fps(site, playwright, tmp_path):
         fps = page.inner_text("#fps")
         page.screenshot(path=str(tmp_path / "page.png"))
         assert len(seen) >= 20, f"{len(seen)} distinct frames in 20 s"
-        assert re.fullmatch(r"\d+\.\d fps", fps), fps
+        assert re.fullmatch(r"\d+\.\d fps", fps) and page.is_visible("#fps"), fps
         assert page.get_attribute("#webcam", "aria-pressed") == "true"
         # a photo stops the webcam; its frames still in flight are dropped, never drawn: every
         # frame drawn after the photo was picked (the page's own change listener has run) is
@@ -403,6 +408,7 @@ def test_webcam_renders_live_frames_with_fps(site, playwright, tmp_path):
         assert canvas_pixels(page).shape == photo.shape
         assert page.evaluate("document.getElementById('video').srcObject") is None
         assert page.get_attribute("#webcam", "aria-pressed") == "false"
+        assert not page.is_visible("#fps")  # the webcam stopped: no frame rate
     finally:
         if chromium is not None:
             chromium.close()
@@ -472,7 +478,7 @@ def test_the_style_picker_switches_models_and_the_png_download_is_the_output(
     assert wait_ready(page, served.url) == "ready"
     options = page.eval_on_selector_all("#style option", "all => all.map(o => o.value)")
     assert options == ["starry-tiny", "wave-tiny"]
-    assert page.inner_text("#style").startswith("starry-tiny (starry.jpg)")
+    assert page.inner_text("#style").startswith("starry-tiny (starry.png)")
     upload(page, tmp_path, image)
     first = canvas_pixels(page)
     before = frames(page)
@@ -614,3 +620,94 @@ def test_the_seed_net_in_a_run_folder_with_an_unsafe_name(browser, tmp_path):
         page.close()
         server.close()
     assert not problems, problems
+
+
+def box(page, selector) -> dict:
+    """The bounding box (x, y, width, height in CSS px) of an element of the page."""
+    return page.eval_on_selector(selector, "e => e.getBoundingClientRect().toJSON()")
+
+
+def test_the_sample_photo_is_stylized_on_opening(page, served, site, web_run):
+    """Opening the page stylizes the site's sample photo with the first style, without any
+    click: the first picture, as stylize_array makes it (the 512 px default)."""
+    from kstyle import stylize_array
+
+    assert wait_ready(page, served.url) == "ready"
+    assert frames(page) == 1 and page.is_visible("#output")
+    sample = np.asarray(Image.open(site / "sample.jpg").convert("RGB"))
+    assert max(sample.shape[:2]) == 512
+    # the input canvas holds the decoded sample (the browser's JPEG decoder may differ from
+    # PIL's by a level or two), which is what the net ran on
+    shown = canvas_pixels(page, "input")
+    assert shown.shape == sample.shape and psnr(shown, sample) >= 40.0
+    output = canvas_pixels(page)
+    assert psnr(output, stylize_array(web_run[1], shown)) >= 35.0
+    assert page.evaluate("Number(document.getElementById('output').dataset.firstMs)") > 0
+
+
+def test_layout_desktop_side_by_side_phone_stacked_and_scaled(browser, served):
+    """At 1280x800 the photo and the stylized image sit side by side, each scaled to fill its
+    half (a 64 px photo is drawn far larger); at 390x844 they are stacked. The resolution box
+    keeps its width when its text changes (no row shift), and the style's picture shows."""
+    problems = []
+    for width, height in ((1280, 800), (390, 844)):
+        page = guarded_page(browser, problems, viewport=(width, height))
+        try:
+            assert wait_ready(page, served.url) == "ready"
+            source, result = box(page, "#drop"), box(page, "#output")
+            if width > 800:
+                assert abs(source["y"] - result["y"]) < 2 and result["x"] >= source["x"] + 400
+                assert source["width"] > 500 and source["height"] > 400
+            else:
+                assert result["y"] >= source["y"] + source["height"]
+                assert source["width"] > 300
+            assert page.evaluate("document.documentElement.scrollWidth") <= width
+            assert page.evaluate(
+                "document.getElementById('style-thumb').naturalWidth"
+            ) > 0 and page.is_visible("#style-thumb")
+            before = box(page, "#resolution")["width"]
+            page.select_option("#resolution", "native")  # the longest option's text
+            page.wait_for_timeout(200)
+            assert box(page, "#resolution")["width"] == before
+        finally:
+            page.close()
+    assert not problems, problems
+
+
+def test_drop_zone_takes_a_dropped_photo_and_a_refused_file_leaves_no_name(
+    page, served, web_run, tmp_path
+):
+    """A photo dropped on the drop zone is stylized; a file that is not an image is refused
+    in one line, and the file input keeps no file (a name would show the refused one)."""
+    from kstyle import stylize_array
+
+    image = random_image(40, 56, seed=21)
+    assert wait_ready(page, served.url) == "ready"
+    page.select_option("#resolution", "native")
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    before = frames(page)
+    page.evaluate(
+        """(bytes) => {
+            const file = new File([new Uint8Array(bytes)], "dropped.png", { type: "image/png" });
+            const data = new DataTransfer();
+            data.items.add(file);
+            const zone = document.getElementById("drop");
+            for (const type of ["dragover", "drop"]) {
+                zone.dispatchEvent(new DragEvent(type, { dataTransfer: data, bubbles: true,
+                                                         cancelable: true }));
+            }
+        }""",
+        list(buffer.getvalue()),
+    )
+    wait_frame(page, before)
+    assert psnr(canvas_pixels(page), stylize_array(web_run[1], image)) >= 35.0
+    assert page.evaluate("document.getElementById('drop').classList.contains('dragging')") is False
+
+    bad = tmp_path / "notes.png"
+    bad.write_bytes(b"not an image at all")
+    page.set_input_files("#file", str(bad))
+    page.wait_for_function("document.body.dataset.state === 'error'", timeout=30_000)
+    assert page.inner_text("#error") == "could not read notes.png: not an image"
+    assert page.evaluate("document.getElementById('file').files.length") == 0
+    assert page.input_value("#file") == ""
