@@ -249,6 +249,16 @@ def page(browser, tmp_path):
     assert not problems, problems
 
 
+def choose(page, selector, value) -> None:
+    """Picks ``value`` in the select ``selector``; once the page shows a picture (the sample
+    photo, from opening on), that re-stylizes it: waits for that frame, so that a frame
+    awaited next is not this one."""
+    before = frames(page)
+    page.select_option(selector, value)
+    if before:
+        wait_frame(page, before)
+
+
 def upload(page, tmp_path, image, name="photo.png") -> None:
     """Saves ``image`` as a PNG and picks it with the page's file input; waits for its frame."""
     path = tmp_path / name
@@ -273,7 +283,7 @@ def test_photo_matches_stylize_array_then_strength_and_colour(page, served, web_
     net = web_run[1]
     image = random_image(256, 256, seed=11)
     assert wait_ready(page, served.url) == "ready", page.inner_text("#error")
-    page.select_option("#resolution", "256")
+    choose(page, "#resolution", "256")
     upload(page, tmp_path, image)
     output = canvas_pixels(page)
     expected = stylize_array(net, image)
@@ -308,7 +318,7 @@ def test_any_size_in_same_size_out(page, served, web_run, tmp_path, size):
 
     image = random_image(*size, seed=12)
     assert wait_ready(page, served.url) == "ready"
-    page.select_option("#resolution", "native")
+    choose(page, "#resolution", "native")
     upload(page, tmp_path, image)
     output = canvas_pixels(page)
     assert output.shape == image.shape
@@ -320,7 +330,7 @@ def test_any_size_in_same_size_out(page, served, web_run, tmp_path, size):
 def test_resolution_scales_the_longer_side_down(page, served, tmp_path):
     image = random_image(300, 600, seed=13)
     assert wait_ready(page, served.url) == "ready"
-    page.select_option("#resolution", "256")
+    choose(page, "#resolution", "256")
     upload(page, tmp_path, image)
     assert canvas_pixels(page).shape == (128, 256, 3)
     before = frames(page)
@@ -330,7 +340,7 @@ def test_resolution_scales_the_longer_side_down(page, served, tmp_path):
     # "native" is capped: the longer side scaled down to the manifest's max_side
     from kstyle.constants import WEB_MAX_SIDE
 
-    page.select_option("#resolution", "native")
+    choose(page, "#resolution", "native")
     assert f"up to {WEB_MAX_SIDE} px" in page.inner_text("#resolution")
     upload(page, tmp_path, random_image(20, WEB_MAX_SIDE + 400, seed=15), name="wide.png")
     assert canvas_pixels(page).shape == (round(20 * WEB_MAX_SIDE / (WEB_MAX_SIDE + 400)),
@@ -506,7 +516,7 @@ def test_a_failed_webcam_then_a_photo_clears_the_error_and_half_strength_matches
     page.wait_for_function("document.body.dataset.state === 'error'", timeout=30_000)
     assert page.inner_text("#error").startswith("could not start the webcam")
     image = random_image(64, 64, seed=17)
-    page.select_option("#resolution", "native")
+    choose(page, "#resolution", "native")
     upload(page, tmp_path, image)
     assert page.evaluate("document.body.dataset.state") == "ready"
     assert not page.is_visible("#error")
@@ -609,7 +619,7 @@ def test_the_seed_net_in_a_run_folder_with_an_unsafe_name(browser, tmp_path):
         assert wait_ready(page, server.url) == "ready", page.inner_text("#error")
         assert page.inner_text("#style") == "seed #1 net"
         image = random_image(64, 64, seed=20)
-        page.select_option("#resolution", "native")
+        choose(page, "#resolution", "native")
         upload(page, tmp_path, image)
         output = canvas_pixels(page)
         expected = stylize_array(net, image)
@@ -683,7 +693,7 @@ def test_drop_zone_takes_a_dropped_photo_and_a_refused_file_leaves_no_name(
 
     image = random_image(40, 56, seed=21)
     assert wait_ready(page, served.url) == "ready"
-    page.select_option("#resolution", "native")
+    choose(page, "#resolution", "native")
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="PNG")
     before = frames(page)
@@ -711,3 +721,43 @@ def test_drop_zone_takes_a_dropped_photo_and_a_refused_file_leaves_no_name(
     assert page.inner_text("#error") == "could not read notes.png: not an image"
     assert page.evaluate("document.getElementById('file').files.length") == 0
     assert page.input_value("#file") == ""
+
+
+def test_the_live_net_matches_stylize_array_at_any_size(browser, tmp_path):
+    """The ``live`` preset (stride-4 stem, pixel-shuffle output, size multiple 8) on the page:
+    a photo at 256², an odd size and one too small to mirror-pad to 8 (edge-padded by the
+    page first), each against stylize_array; no console error."""
+    import keras
+
+    from kstyle import stylize_array
+    from kstyle.export.web import build_site
+    from kstyle.transform_net import build_transform_net
+
+    require_browser()
+    keras.utils.set_random_seed(8)
+    net = randomize_norms(build_transform_net(arch="live"), seed=8)
+    run_dir = tmp_path / "live"
+    run_dir.mkdir()
+    net.save(run_dir / "model.keras")
+    (run_dir / "config.json").write_text(json.dumps({"arch": "live"}))
+    site = tmp_path / "site"
+    manifest = build_site([run_dir], str(site), verify_size=32, printer=lambda line: None)
+    assert manifest["models"][0]["input"]["size_multiple"] == 8
+    server = Served(site)
+    problems = []
+    page = guarded_page(browser, problems)
+    try:
+        assert wait_ready(page, server.url) == "ready", page.inner_text("#error")
+        choose(page, "#resolution", "native")
+        for size, bar in (((256, 256), 35.0), ((45, 61), 35.0), ((6, 5), 25.0)):
+            image = random_image(*size, seed=sum(size))
+            upload(page, tmp_path, image, name=f"{size[0]}x{size[1]}.png")
+            output = canvas_pixels(page)
+            assert output.shape == image.shape
+            assert psnr(output, stylize_array(net, image)) >= bar, (size, psnr(output, image))
+            assert psnr(output, image) < 20.0
+    finally:
+        page.screenshot(path=str(tmp_path / "page.png"))
+        page.close()
+        server.close()
+    assert not problems, problems

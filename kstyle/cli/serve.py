@@ -88,9 +88,11 @@ def main_with_args(argv=None, prog=None, from_shell=None) -> int:
             server = site_server(site, args.port, log=logger.debug)  # the port first: fail fast
             stack.callback(server.server_close)
             if built:
-                from kstyle.export.web import build_site
+                from kstyle.export.web import build_site, live_hint
 
-                build_site(args.source, site, printer=logger.info)
+                hint = live_hint(build_site(args.source, site, printer=logger.info))
+                if hint:
+                    logger.info(f"note: {hint}")
             host, port = server.server_address[:2]
             print(f"serving {site} at http://{host}:{port}/ (Ctrl-C to stop)", flush=True)
             try:

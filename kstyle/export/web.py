@@ -17,7 +17,6 @@ import tempfile
 
 from kstyle.constants import (
     DEFAULT_VERIFY_SIZE,
-    SIZE_MULTIPLE,
     WEB_MAX_SIDE,
     WEB_RUNTIME_FILES,
 )
@@ -199,6 +198,10 @@ def _model_entry(model_path, site, taken, verify_size, printer) -> dict:
             raise KstyleError(f"the ONNX export of {model_path} missed its bar: {result.shortfall}")
         target = f"models/{stem}.onnx"  # a URL path, relative to the page
         shutil.copyfile(result.path, os.path.join(site, target))
+    from kstyle.graph import size_multiple
+    from kstyle.transform_net import load_transform_net
+
+    multiple = size_multiple(load_transform_net(model_path))  # 4; 8 for live
     thumbnail = f"styles/{stem}.jpg"  # the style image, when the run's is still there
     style_image = style_image_path(model_path)
     if not (style_image and write_thumbnail(style_image, os.path.join(site, thumbnail))):
@@ -216,7 +219,7 @@ def _model_entry(model_path, site, taken, verify_size, printer) -> dict:
             "layout": "NHWC",
             "channels": "RGB",
             "range": [0, 255],
-            "size_multiple": SIZE_MULTIPLE,
+            "size_multiple": multiple,
             "padding": "reflect at the bottom and right (edge where too small), cropped back",
         },
         "output": {"name": OUTPUT_NAME, "dtype": "uint8", "shape": "same as input"},
