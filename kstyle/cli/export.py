@@ -137,9 +137,12 @@ def _export(args, from_shell) -> int:
     for note in smoke_notes(args.model):
         logger.info(f"note: {note}")
     if args.format == WEB:
-        from kstyle.export.web import build_site
+        from kstyle.export.web import build_site, live_hint
 
-        build_site(args.model, args.output, verify_size=args.verify_size)
+        manifest = build_site(args.model, args.output, verify_size=args.verify_size)
+        hint = live_hint(manifest)
+        if hint:
+            logger.info(f"note: {hint}")
         return 0
     from kstyle.export import export
 

@@ -155,14 +155,43 @@ def _write_artifact(fmt, path, transform_net, quantize, input_size, calibration,
         onnx_model = export_model(transform_net, input_size=input_size)
         onnx_model(image[None])  # Keras's ONNX export needs a model that has been called
         onnx_model.export(path, format="onnx", verbose=False)
-        _name_onnx_output(path, OUTPUT_NAME)
+        _finish_onnx(path, OUTPUT_NAME)
 
 
-def _name_onnx_output(path: str, name: str) -> None:
+# tf2onnx writes TF's half-pixel nearest resize as ``tf_half_pixel_for_nn`` with ``floor``,
+# a mode deprecated since opset 13 (ONNX Runtime Web logs two console errors per model). It
+# picks floor((x + 0.5) / scale); ``half_pixel`` gives (x + 0.5) / scale - 0.5, and rounding
+# that half up picks the same pixel for every scale.
+DEPRECATED_RESIZE = ("tf_half_pixel_for_nn", "floor")
+CURRENT_RESIZE = ("half_pixel", "round_prefer_ceil")
+
+
+def current_resize_modes(graph) -> int:
+    """Rewrites, in place, each nearest ``Resize`` node of the ONNX ``graph`` that uses the
+    deprecated ``tf_half_pixel_for_nn`` coordinates (with ``floor``) to the equal
+    :data:`CURRENT_RESIZE` modes; returns how many were rewritten."""
+    rewritten = 0
+    for node in graph.node:
+        if node.op_type != "Resize":
+            continue
+        attributes = {attribute.name: attribute for attribute in node.attribute}
+        modes = ("coordinate_transformation_mode", "nearest_mode")
+        found = tuple(attributes[name].s.decode() if name in attributes else "" for name in modes)
+        if found != DEPRECATED_RESIZE or attributes["mode"].s != b"nearest":
+            continue
+        for name, value in zip(modes, CURRENT_RESIZE, strict=True):
+            attributes[name].s = value.encode()
+        rewritten += 1
+    return rewritten
+
+
+def _finish_onnx(path: str, name: str) -> None:
     """Renames the ONNX graph's single output to ``name`` (the converter calls it
-    ``Identity:0``), so that every format names its output as the sidecar does."""
+    ``Identity:0``), so that every format names its output as the sidecar does, and writes
+    current Resize modes (:func:`current_resize_modes`)."""
     onnx = require("onnx", "export")  # installed with tf2onnx
     model = onnx.load(path)
+    current_resize_modes(model.graph)
     old = model.graph.output[0].name
     for node in model.graph.node:
         for field in (node.input, node.output):
