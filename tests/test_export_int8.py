@@ -20,9 +20,9 @@ from kstyle.export.int8 import (
     ClippedTanhToPixels,
     equalized_export_model,
     int8_flatbuffer,
-    residual_stream,
 )
 from kstyle.export.serving import ChannelEpsilonInstanceNorm
+from kstyle.export.stream import residual_stream
 from kstyle.export.verify import held_out_image
 from kstyle.export.writer import load_calibration_images
 from kstyle.graph import Graph
