@@ -210,19 +210,34 @@ def build_live_net(
     x = _conv(x, 3 * 4 * 4, out_kernel, 1, padding, "out_conv")
     # the pixel mapping works on each value alone: before the shuffle, it runs at 1/4
     model = keras.Model(inputs, DepthToSpace(4, name="out_shuffle")(pixels_output(x)), name=name)
-    _same_for_every_phase(model.get_layer("out_conv"), phases=4 * 4)
+    if out_kernel == 3:
+        _bilinear_start(model.get_layer("out_conv"), block=4)
     return model
 
 
-def _same_for_every_phase(conv, phases):
-    """Initializes ``conv`` (before a pixel shuffle of ``phases`` positions) so that every
-    position of a block starts with the same kernel: the shuffle then starts as a nearest
-    upsampling, with no fixed pattern inside the blocks for training to unlearn (ICNR,
-    Aitken et al. 2017)."""
+def _bilinear_weights(block: int) -> np.ndarray:
+    """(block, 3): the weights of the previous, same and next low-resolution row for each of
+    a block's ``block`` rows in a bilinear x``block`` upsampling (pixel centres aligned)."""
+    offsets = (2 * np.arange(block) + 1 - block) / (2 * block)  # in low-resolution rows
+    return np.stack([np.maximum(-offsets, 0), 1 - np.abs(offsets), np.maximum(offsets, 0)], 1)
+
+
+def _bilinear_start(conv, block):
+    """Initializes ``conv`` (3x3, before a x``block`` pixel shuffle) so that the shuffled
+    output starts as a bilinear upsampling of one random 1x1 projection of its input to RGB:
+    an untrained net draws no blocks and no fixed pattern inside them for training to unlearn
+    (ICNR, Aitken et al. 2017, with bilinear in place of nearest)."""
     kernel, bias = conv.get_weights()
-    channels = kernel.shape[-1] // phases
-    kernel = np.tile(kernel[..., :channels], (1, 1, 1, phases))
-    conv.set_weights([kernel, np.tile(bias[:channels], phases)])
+    channels = kernel.shape[-1] // (block * block)
+    projection = kernel[1, 1, :, :channels]  # (input channels, RGB)
+    rows = _bilinear_weights(block)
+    start = np.zeros_like(kernel)
+    for i in range(block):
+        for j in range(block):
+            taps = np.outer(rows[i], rows[j])  # (3, 3) over the input's neighbours
+            phase = slice((i * block + j) * channels, (i * block + j + 1) * channels)
+            start[..., phase] = taps[:, :, None, None] * projection
+    conv.set_weights([start, np.tile(bias[:channels], block * block)])
 
 
 def _live_preset(arch, padding, name, knobs):
