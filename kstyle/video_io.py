@@ -20,9 +20,11 @@ from kstyle.extras import require
 AUDIO_CODECS = {".mp4": "aac", ".mov": "aac", ".mkv": "aac", ".avi": "libmp3lame"}
 VIDEO_CODECS = {".webm": "libvpx-vp9", ".avi": "mpeg4"}
 DEFAULT_VIDEO_CODEC = "libx264"  # H.264, in the imageio-ffmpeg wheel's ffmpeg
-# imageio's quality 8 of 10, as imageio-ffmpeg writes it: a CRF for H.264, a qscale otherwise
-QUALITY_ARGUMENTS = {"libx264": ["-crf", "10"]}
-OTHER_QUALITY_ARGUMENTS = ["-qscale:v", "6"]
+# imageio's quality 8 of 10, as imageio-ffmpeg writes it: a CRF for H.264, a qscale otherwise.
+# x264's "veryfast" preset encodes 720p about 3x faster than its default ("medium"), which
+# alone could not keep up with 30 fps on 2 cores (docs/performance.md, Video).
+CODEC_ARGUMENTS = {"libx264": ["-crf", "10", "-preset", "veryfast"]}
+OTHER_CODEC_ARGUMENTS = ["-qscale:v", "6"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,7 +137,7 @@ class FrameWriter:
         command += ["-r", str(Fraction(self.fps).limit_denominator()), "-i", "-"]
         command += ["-an"] if self.audio_path is None else ["-i", self.audio_path]
         command += ["-vcodec", codec, "-pix_fmt", "yuv420p"]
-        command += QUALITY_ARGUMENTS.get(codec, OTHER_QUALITY_ARGUMENTS) + ["-v", "error"]
+        command += CODEC_ARGUMENTS.get(codec, OTHER_CODEC_ARGUMENTS) + ["-v", "error"]
         if self.audio_path is not None:
             if self.extension in AUDIO_CODECS:
                 command += ["-acodec", AUDIO_CODECS[self.extension]]
