@@ -14,7 +14,7 @@ photo, written with imageio's ffmpeg writer (H.264) as bench/realtime.py writes 
 nets are untrained with random norm parameters (bench/realtime.py's ``build_net``: the same
 arithmetic, so the same speed). Each figure runs in a fresh process (TensorFlow with
 ``--threads`` intra-op threads and 1 inter-op thread), after a warm-up call at 720p, so its peak
-resident memory (``ru_maxrss``) is its own; the peak of it plus its ffmpeg children is sampled
+resident memory (``VmHWM``) is its own; the peak of it plus its ffmpeg children is sampled
 apart (every 0.25 s). The
 1-minute load average is recorded before and after each figure: the machine may be shared.
 """
@@ -22,7 +22,6 @@ apart (every 0.25 s). The
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -55,32 +54,35 @@ def write_clip(path: str, seconds: float) -> int:
     return frames
 
 
-def _rss_kib(pid) -> int:
-    """The resident memory of process ``pid`` now, in KiB (0 if it is gone)."""
+def _status_kib(pid, field: str) -> int:
+    """A memory figure (``VmRSS``, ``VmHWM``) of process ``pid``, in KiB (0 if it is gone)."""
     try:
         with open(f"/proc/{pid}/status") as file:
-            return next((int(line.split()[1]) for line in file if line.startswith("VmRSS")), 0)
+            return next((int(line.split()[1]) for line in file if line.startswith(field)), 0)
     except OSError:
         return 0
 
 
-def _children() -> list[int]:
-    """The processes this one started that still run (the ffmpeg decoder and encoder)."""
+def _ffmpeg_children() -> list[int]:
+    """The ffmpeg processes this one started that still run (the decoder, the encoder); a
+    child not yet past its exec is left out, as it still shows this process's pages."""
     found = []
     for entry in os.listdir("/proc"):
         try:
             with open(f"/proc/{entry}/stat") as file:
-                if entry.isdigit() and int(file.read().rsplit(")", 1)[1].split()[1]) == os.getpid():
-                    found.append(int(entry))
-        except (OSError, ValueError):
-            pass
+                parent = int(file.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as file:
+                command = file.read().split(b"\0")[0]
+        except (OSError, ValueError, IndexError):
+            continue
+        if parent == os.getpid() and b"ffmpeg" in os.path.basename(command):
+            found.append(int(entry))
     return found
 
 
 class MemorySampler:
-    """Samples the resident memory of this process plus its children every ``interval``
-    seconds on a thread; ``peak_mib`` is the largest total seen (ffmpeg included, which
-    ``ru_maxrss`` of the children does not tell: a forked child counts its parent's pages)."""
+    """Samples the resident memory of this process plus its ffmpeg children every ``interval``
+    seconds on a thread; ``peak_mib`` is the largest total seen."""
 
     def __init__(self, interval=0.25):
         self.interval, self.peak_kib = interval, 0
@@ -89,7 +91,8 @@ class MemorySampler:
 
     def _run(self):
         while not self._stop.wait(self.interval):
-            total = _rss_kib(os.getpid()) + sum(_rss_kib(pid) for pid in _children())
+            pids = [os.getpid(), *_ffmpeg_children()]
+            total = sum(_status_kib(pid, "VmRSS") for pid in pids)
             self.peak_kib = max(self.peak_kib, total)
 
     def __enter__(self):
@@ -163,8 +166,8 @@ def child(job_path: str) -> int:
     with open(job_path) as file:
         job = json.load(file)
     run = _run_model if job["mode"] in MODEL_MODES else _run_ffmpeg_only
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    result = {**job, **run(job), "rss_mib": peak, "load_after": os.getloadavg()[0]}
+    result = {**job, **run(job)}  # VmHWM: ru_maxrss would start at the parent's peak
+    result.update(rss_mib=_status_kib(os.getpid(), "VmHWM") / 1024, load_after=os.getloadavg()[0])
     with open(job_path + ".result.json", "w") as file:
         json.dump(result, file)
     return 0
