@@ -6,7 +6,8 @@ Imports go down these layers (``tests/test_package.py`` checks it):
   (listing, atomic writes), ``images`` (read, write, compare), ``memory`` (the memory
   budget), ``progress``, ``demo``, ``extras`` (optional dependencies), ``quiet``
   (dependencies' start-up lines), ``web_runtime`` (the web page's runtime, from npm),
-  ``coco`` (the COCO download), ``internals`` (the private TF/LiteRT calls left), ``checks``
+  ``web_site`` (a built page: its manifest, headers and server), ``coco`` (the COCO
+  download), ``internals`` (the private TF/LiteRT calls left), ``checks``
   (what a command checks before it imports TensorFlow), ``lock`` (one process per run
   directory or output), ``smoke`` (smoke-test marks of model files), ``schedule`` (steps
   and epochs);

@@ -68,6 +68,9 @@ def test_a_folder_of_runs_becomes_one_site_with_a_manifest(runs, tmp_path):
     result = run("export.py", runs, "--format", "web", "--output", site, "--verify-size", 32)
     assert result.returncode == 0, result.stderr[-2000:]
     assert is_site(site)
+    # neither run is a live one: the export suggests it for the webcam, in one line
+    (hint,) = [line for line in result.stderr.splitlines() if "--arch live" in line]
+    assert hint.startswith("note: for the webcam") and "kstyle distill --teacher" in hint
     manifest = json.loads((site / "manifest.json").read_text())
     assert [m["name"] for m in manifest["models"]] == ["a", "b"]
     first, second = manifest["models"]
@@ -98,6 +101,39 @@ def test_a_folder_of_runs_becomes_one_site_with_a_manifest(runs, tmp_path):
     for name in ("index.html", "app.js", "worker.js", "pixels.js", "style.css"):
         text = (site / name).read_text()
         assert "http://" not in text and "https://" not in text, name
+
+
+def test_live_hint_style_thumbnail_and_sample(runs, tmp_path):
+    """The webcam hint goes once a model's run recorded ``arch: live``; a run's style image
+    is found as its config.json wrote it, relative to where training ran (``run_dir``), and
+    becomes the model's thumbnail; the sample photo is in the site."""
+    require_web_runtime()
+    from PIL import Image
+
+    from kstyle.export.web import THUMBNAIL_SIDE, build_site, live_hint, style_image_path
+
+    assert live_hint({"models": [{"arch": "tiny"}, {"arch": None}]}) is not None
+    assert live_hint({"models": [{"arch": "tiny"}, {"arch": "live"}]}) is None
+    # training ran in tmp_path/work as: --style styles/wave.png --output runs/wave
+    work = tmp_path / "work"
+    (work / "styles").mkdir(parents=True)
+    Image.new("RGB", (400, 200), (200, 30, 40)).save(work / "styles" / "wave.png")
+    run_dir = work / "runs" / "wave"
+    shutil.copytree(runs / "b", run_dir)
+    config = {"arch": "tiny", "style": "styles/wave.png", "run_dir": "runs/wave"}
+    (run_dir / "config.json").write_text(json.dumps(config))
+    assert style_image_path(str(run_dir / "model.keras")) == str(work / "styles" / "wave.png")
+    site = tmp_path / "site"
+    manifest = build_site([run_dir, runs / "a"], str(site), verify_size=32, printer=print)
+    first, second = manifest["models"]
+    assert (first["thumbnail"], second["thumbnail"]) == ("styles/wave.jpg", None)
+    with Image.open(site / first["thumbnail"]) as thumbnail:
+        assert thumbnail.size == (THUMBNAIL_SIDE, THUMBNAIL_SIDE // 2)
+        assert abs(thumbnail.convert("RGB").getpixel((5, 5))[0] - 200) <= 3
+    with Image.open(site / manifest["sample"]) as sample:
+        assert max(sample.size) == 512
+    (run_dir / "config.json").write_text(json.dumps({**config, "arch": "live"}))
+    assert live_hint(build_site([run_dir], str(site), verify_size=32, printer=print)) is None
 
 
 def test_a_site_is_replaced_but_other_folders_are_refused(runs, tmp_path, capsys):
@@ -273,6 +309,112 @@ def test_serve_removes_its_temporary_site_on_sigterm(runs, tmp_path):
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0, process.stderr.read()
+
+
+# Runs ``kstyle serve`` (the console command, sys.argv after the script) with an audit hook
+# that writes the name of every module imported to the file argv[1]: a record that no stderr
+# filter can hide (TensorFlow's import runs with stderr filtered).
+RECORD_IMPORTS = """
+import os, runpy, sys
+record = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+def hook(event, args):
+    if event == "import":
+        os.write(record, (args[0] + "\\n").encode())
+sys.addaudithook(hook)
+sys.argv = ["kstyle", *sys.argv[2:]]
+runpy.run_module("kstyle", run_name="__main__")
+"""
+
+
+def test_a_built_site_is_served_without_tensorflow(runs, tmp_path):
+    """``kstyle serve SITE`` on a built site imports neither TensorFlow nor Keras, prints its
+    URL and serves the page; given a run, it does import them (it builds the page), so the
+    check can fail."""
+    require_web_runtime()
+    import signal
+
+    site = tmp_path / "site"
+    build_site_quietly(runs / "b", site)
+
+    def imported_by_serve(source) -> set:
+        record = tmp_path / f"imports-{source.name}.txt"
+        process = subprocess.Popen(
+            [sys.executable, "-c", RECORD_IMPORTS, str(record), "serve", str(source),
+             "--port", "0"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT,
+        )  # fmt: skip
+        try:
+            line = process.stdout.readline()
+            assert "http://127.0.0.1:" in line, line
+            with urllib.request.urlopen(line.split(" at ")[1].split()[0]) as response:
+                assert b'src="app.js"' in response.read()
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=60)
+        assert process.returncode == 0
+        return set(record.read_text().split())
+
+    served = imported_by_serve(site)
+    assert {"kstyle.web_site", "http.server"} <= served
+    assert not {name for name in served if name.split(".")[0] in ("tensorflow", "keras")}
+    built = {name.split(".")[0] for name in imported_by_serve(runs / "b")}
+    assert {"tensorflow", "keras"} <= built
+
+
+def test_onnx_resize_nodes_use_current_modes_with_the_same_pixels(runs, tmp_path):
+    """tf2onnx writes nearest upsampling as Resize with the deprecated
+    ``tf_half_pixel_for_nn``; the export rewrites it to ``half_pixel`` +
+    ``round_prefer_ceil``, which picks the same pixels: equal to Keras for x2 (the nets'
+    upsampling) and for non-integer scales, at odd sizes, where a wrong rule shifts pixels."""
+    import keras
+    import numpy as np
+    import onnx
+    import onnxruntime
+    import tensorflow as tf
+
+    from kstyle.export.serving import NearestUpsample2x
+    from kstyle.export.writer import CURRENT_RESIZE, current_resize_modes
+
+    def modes(graph):
+        return [
+            {a.name: a.s.decode() for a in node.attribute if a.s}
+            for node in graph.node
+            if node.op_type == "Resize"
+        ]
+
+    class OddResize(keras.layers.Layer):
+        def call(self, images):
+            shape = tf.shape(images)
+            return tf.image.resize(images, (shape[1] * 5 // 3, shape[2] * 7 // 2), "nearest")
+
+    for layer in (NearestUpsample2x(), OddResize()):
+        images = keras.Input((None, None, 2))
+        model = keras.Model(images, layer(images))
+        model(np.zeros((1, 4, 4, 2), np.float32))
+        path = str(tmp_path / "resize.onnx")
+        model.export(path, format="onnx", verbose=False)
+        graph = onnx.load(path)
+        assert [m["coordinate_transformation_mode"] for m in modes(graph.graph)] == [
+            "tf_half_pixel_for_nn"
+        ]  # what the converter writes; if it changes, this test says so
+        assert current_resize_modes(graph.graph) == 1
+        (written,) = modes(graph.graph)
+        assert (written["coordinate_transformation_mode"], written["nearest_mode"]) == (
+            CURRENT_RESIZE
+        )
+        session = onnxruntime.InferenceSession(graph.SerializeToString())
+        for height, width in ((7, 9), (1, 1), (13, 4), (32, 31)):
+            x = np.random.default_rng(height).random((1, height, width, 2), np.float32)
+            expected = np.asarray(model(x))
+            actual = session.run(None, {session.get_inputs()[0].name: x})[0]
+            np.testing.assert_array_equal(actual, expected)
+
+    # the site's model (tiny: two x2 upsamplings) carries the current modes
+    site = tmp_path / "site"
+    manifest = build_site_quietly(runs / "a", site)
+    exported = modes(onnx.load(str(site / manifest["models"][0]["file"])).graph)
+    assert len(exported) == 2
+    assert all(m["coordinate_transformation_mode"] == CURRENT_RESIZE[0] for m in exported)
 
 
 def build_site_quietly(source, site):

@@ -11,6 +11,7 @@ from conftest import ROOT
 PACKAGE = os.path.join(ROOT, "kstyle")
 BASE = {"errors", "constants", "files", "images", "image_headers", "memory", "progress", "demo"}
 BASE |= {"internals", "extras", "quiet", "coco", "checks", "web_runtime", "lock", "smoke"}
+BASE |= {"web_site"}
 BASE |= {"schedule"}
 TRAINING = {"data", "transform_net", "loss_net", "losses", "trainer", "callbacks", "distribute"}
 TRAINING |= {"config", "stopping", "run_dir", "run", "distill"}

@@ -1,7 +1,8 @@
 """The web page in a real browser (headless Chromium driven by Playwright for Python):
 parity with ``kstyle.stylize_array``, strength, colour preservation, any size, the webcam,
-a corrupted model, keyboard use, and no request leaving 127.0.0.1. Without Chromium or
-Playwright they skip with the reason; under ``KSTYLE_REQUIRE_BROWSER=1`` (CI) they fail."""
+a corrupted model, keyboard use, no request leaving 127.0.0.1 and no console error. Without
+Chromium or Playwright they skip with the reason; under ``KSTYLE_REQUIRE_BROWSER=1`` (CI)
+they fail."""
 
 import base64
 import hashlib
@@ -42,10 +43,12 @@ def launch(playwright, *args):
     return playwright.chromium.launch(executable_path=CHROMIUM, args=list(args))
 
 
-def guarded_page(browser, blocked: list, viewport=(1000, 800)):
+def guarded_page(browser, problems: list, viewport=(1000, 800), allowed=()):
     """A new page (of a browser, or of a context: then at the context's viewport) whose
-    requests to anything but 127.0.0.1 are aborted and appended to ``blocked`` (the tests
-    assert it stays empty)."""
+    requests to anything but 127.0.0.1 are aborted; each such request, each console error and
+    each uncaught page error is appended to ``problems`` (the tests assert it stays empty),
+    except console errors that match one of the regular expressions ``allowed`` (a test that
+    breaks the page on purpose)."""
     size = {"width": viewport[0], "height": viewport[1]}
     page = (
         browser.new_page(viewport=size) if hasattr(browser, "new_context") else browser.new_page()
@@ -56,10 +59,16 @@ def guarded_page(browser, blocked: list, viewport=(1000, 800)):
         if url.startswith(LOCAL) or url.startswith("data:") or url.startswith("blob:"):
             request_route.continue_()
         else:
-            blocked.append(url)
+            problems.append(f"request outside 127.0.0.1: {url}")
             request_route.abort()
 
+    def console(message):
+        if message.type == "error" and not any(re.search(a, message.text) for a in allowed):
+            problems.append(f"console error: {message.text}")
+
     page.route("**/*", route)
+    page.on("console", console)
+    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
     return page
 
 
@@ -176,7 +185,11 @@ def web_runs(tmp_path_factory):
         run_dir = folder / f"{style}-tiny"
         run_dir.mkdir()
         net.save(run_dir / "model.keras")
-        config = {"style": f"/s/{style}.jpg", "arch": "tiny"}
+        # starry's style image is still there (the page shows it), wave's is gone
+        style_path = folder / f"{style}.png" if style == "starry" else f"/s/{style}.jpg"
+        if style == "starry":
+            Image.fromarray(random_image(90, 120, seed=seed)).save(style_path)
+        config = {"style": str(style_path), "arch": "tiny"}
         (run_dir / "config.json").write_text(json.dumps(config))
         runs.append((run_dir, net))
     return runs
@@ -226,14 +239,24 @@ def browser(playwright):
 
 @pytest.fixture
 def page(browser, tmp_path):
-    """A fresh guarded page; a screenshot of its final state is saved as tmp_path/page.png and
-    no request may have left 127.0.0.1."""
-    blocked = []
-    tab = guarded_page(browser, blocked)
+    """A fresh guarded page; a screenshot of its final state is saved as tmp_path/page.png, and
+    no request may have left 127.0.0.1 and no console or page error may have been logged."""
+    problems = []
+    tab = guarded_page(browser, problems)
     yield tab
     tab.screenshot(path=str(tmp_path / "page.png"))
     tab.close()
-    assert not blocked, f"requests outside 127.0.0.1: {blocked}"
+    assert not problems, problems
+
+
+def choose(page, selector, value) -> None:
+    """Picks ``value`` in the select ``selector``; once the page shows a picture (the sample
+    photo, from opening on), that re-stylizes it: waits for that frame, so that a frame
+    awaited next is not this one."""
+    before = frames(page)
+    page.select_option(selector, value)
+    if before:
+        wait_frame(page, before)
 
 
 def upload(page, tmp_path, image, name="photo.png") -> None:
@@ -260,14 +283,15 @@ def test_photo_matches_stylize_array_then_strength_and_colour(page, served, web_
     net = web_run[1]
     image = random_image(256, 256, seed=11)
     assert wait_ready(page, served.url) == "ready", page.inner_text("#error")
-    page.select_option("#resolution", "256")
+    choose(page, "#resolution", "256")
     upload(page, tmp_path, image)
     output = canvas_pixels(page)
     expected = stylize_array(net, image)
     assert output.shape == image.shape
     assert psnr(output, expected) >= 35.0, psnr(output, expected)
     assert psnr(output, image) < 20.0  # the net really ran (an untrained net changes a lot)
-    assert re.search(r"\d+(\.\d+)? fps", page.inner_text("#fps"))
+    assert not page.is_visible("#fps")  # a photo has no frame rate, only its time
+    assert re.search(r"starry-tiny · \d+ ms", page.inner_text("#output-style"))
 
     press(page, "#strength", "Home")  # strength 0: the input back
     assert page.input_value("#strength") == "0"
@@ -294,7 +318,7 @@ def test_any_size_in_same_size_out(page, served, web_run, tmp_path, size):
 
     image = random_image(*size, seed=12)
     assert wait_ready(page, served.url) == "ready"
-    page.select_option("#resolution", "native")
+    choose(page, "#resolution", "native")
     upload(page, tmp_path, image)
     output = canvas_pixels(page)
     assert output.shape == image.shape
@@ -306,7 +330,7 @@ def test_any_size_in_same_size_out(page, served, web_run, tmp_path, size):
 def test_resolution_scales_the_longer_side_down(page, served, tmp_path):
     image = random_image(300, 600, seed=13)
     assert wait_ready(page, served.url) == "ready"
-    page.select_option("#resolution", "256")
+    choose(page, "#resolution", "256")
     upload(page, tmp_path, image)
     assert canvas_pixels(page).shape == (128, 256, 3)
     before = frames(page)
@@ -316,7 +340,7 @@ def test_resolution_scales_the_longer_side_down(page, served, tmp_path):
     # "native" is capped: the longer side scaled down to the manifest's max_side
     from kstyle.constants import WEB_MAX_SIDE
 
-    page.select_option("#resolution", "native")
+    choose(page, "#resolution", "native")
     assert f"up to {WEB_MAX_SIDE} px" in page.inner_text("#resolution")
     upload(page, tmp_path, random_image(20, WEB_MAX_SIDE + 400, seed=15), name="wide.png")
     assert canvas_pixels(page).shape == (round(20 * WEB_MAX_SIDE / (WEB_MAX_SIDE + 400)),
@@ -324,8 +348,8 @@ def test_resolution_scales_the_longer_side_down(page, served, tmp_path):
 
 
 def test_phone_viewport_and_keyboard_order(browser, served, tmp_path):
-    blocked = []
-    page = guarded_page(browser, blocked, viewport=(375, 667))
+    problems = []
+    page = guarded_page(browser, problems, viewport=(375, 667))
     try:
         assert wait_ready(page, served.url) == "ready"
         width = page.evaluate("document.documentElement.scrollWidth")
@@ -342,13 +366,13 @@ def test_phone_viewport_and_keyboard_order(browser, served, tmp_path):
     finally:
         page.screenshot(path=str(tmp_path / "page.png"))
         page.close()
-    assert not blocked
+    assert not problems, problems
 
 
 def test_webcam_renders_live_frames_with_fps(site, playwright, tmp_path):
     clip = write_y4m(tmp_path / "clip.y4m")
     server = Served(site)
-    blocked = []
+    problems = []
     chromium = None
     try:
         chromium = launch(
@@ -358,7 +382,7 @@ def test_webcam_renders_live_frames_with_fps(site, playwright, tmp_path):
             f"--use-file-for-fake-video-capture={clip}",
         )
         context = chromium.new_context(permissions=["camera"])
-        page = guarded_page(context, blocked)
+        page = guarded_page(context, problems)
         assert wait_ready(page, server.url) == "ready"
         page.click("#webcam")
         seen, deadline = set(), time.monotonic() + 20.0
@@ -369,7 +393,7 @@ def test_webcam_renders_live_frames_with_fps(site, playwright, tmp_path):
         fps = page.inner_text("#fps")
         page.screenshot(path=str(tmp_path / "page.png"))
         assert len(seen) >= 20, f"{len(seen)} distinct frames in 20 s"
-        assert re.fullmatch(r"\d+\.\d fps", fps), fps
+        assert re.fullmatch(r"\d+\.\d fps", fps) and page.is_visible("#fps"), fps
         assert page.get_attribute("#webcam", "aria-pressed") == "true"
         # a photo stops the webcam; its frames still in flight are dropped, never drawn: every
         # frame drawn after the photo was picked (the page's own change listener has run) is
@@ -394,11 +418,12 @@ def test_webcam_renders_live_frames_with_fps(site, playwright, tmp_path):
         assert canvas_pixels(page).shape == photo.shape
         assert page.evaluate("document.getElementById('video').srcObject") is None
         assert page.get_attribute("#webcam", "aria-pressed") == "false"
+        assert not page.is_visible("#fps")  # the webcam stopped: no frame rate
     finally:
         if chromium is not None:
             chromium.close()
         server.close()
-    assert not blocked
+    assert not problems, problems
 
 
 @pytest.mark.parametrize("change", ["altered", "corrupted"])
@@ -417,8 +442,8 @@ def test_a_bad_model_shows_one_line_error(site, browser, tmp_path, change):
         manifest["models"][0]["sha256"] = hashlib.sha256(model.read_bytes()).hexdigest()
         (broken / "manifest.json").write_text(json.dumps(manifest))
     server = Served(broken)
-    blocked = []
-    page = guarded_page(browser, blocked)
+    problems = []
+    page = guarded_page(browser, problems)
     try:
         assert wait_ready(page, server.url) == "error"
         message = page.inner_text("#error")
@@ -432,7 +457,7 @@ def test_a_bad_model_shows_one_line_error(site, browser, tmp_path, change):
         page.screenshot(path=str(tmp_path / "page.png"))
         page.close()
         server.close()
-    assert not blocked
+    assert not problems, problems
 
 
 def test_missing_runtime_shows_one_line_error(site, browser, tmp_path):
@@ -441,8 +466,8 @@ def test_missing_runtime_shows_one_line_error(site, browser, tmp_path):
     for name in os.listdir(broken / "runtime"):
         os.remove(broken / "runtime" / name)
     server = Served(broken)
-    blocked = []
-    page = guarded_page(browser, blocked)
+    problems = []
+    page = guarded_page(browser, problems)
     try:
         assert wait_ready(page, server.url) == "error"
         message = page.inner_text("#error")
@@ -451,7 +476,7 @@ def test_missing_runtime_shows_one_line_error(site, browser, tmp_path):
         page.screenshot(path=str(tmp_path / "page.png"))
         page.close()
         server.close()
-    assert not blocked
+    assert not problems, problems
 
 
 def test_the_style_picker_switches_models_and_the_png_download_is_the_output(
@@ -463,7 +488,7 @@ def test_the_style_picker_switches_models_and_the_png_download_is_the_output(
     assert wait_ready(page, served.url) == "ready"
     options = page.eval_on_selector_all("#style option", "all => all.map(o => o.value)")
     assert options == ["starry-tiny", "wave-tiny"]
-    assert page.inner_text("#style").startswith("starry-tiny (starry.jpg)")
+    assert page.inner_text("#style").startswith("starry-tiny (starry.png)")
     upload(page, tmp_path, image)
     first = canvas_pixels(page)
     before = frames(page)
@@ -491,7 +516,7 @@ def test_a_failed_webcam_then_a_photo_clears_the_error_and_half_strength_matches
     page.wait_for_function("document.body.dataset.state === 'error'", timeout=30_000)
     assert page.inner_text("#error").startswith("could not start the webcam")
     image = random_image(64, 64, seed=17)
-    page.select_option("#resolution", "native")
+    choose(page, "#resolution", "native")
     upload(page, tmp_path, image)
     assert page.evaluate("document.body.dataset.state") == "ready"
     assert not page.is_visible("#error")
@@ -551,8 +576,8 @@ def test_thread_count_reported_is_what_runs(site, served, browser, tmp_path):
     handler = functools.partial(Plain, directory=str(site))
     plain = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=plain.serve_forever, daemon=True).start()
-    blocked = []
-    page = guarded_page(browser, blocked)
+    problems = []
+    page = guarded_page(browser, problems)
     try:
         assert wait_ready(page, served.url + "?threads=2") == "ready"
         assert page.evaluate("self.crossOriginIsolated")
@@ -565,7 +590,7 @@ def test_thread_count_reported_is_what_runs(site, served, browser, tmp_path):
         page.close()
         plain.shutdown()
         plain.server_close()
-    assert not blocked
+    assert not problems, problems
 
 
 def test_the_seed_net_in_a_run_folder_with_an_unsafe_name(browser, tmp_path):
@@ -588,13 +613,13 @@ def test_the_seed_net_in_a_run_folder_with_an_unsafe_name(browser, tmp_path):
     (model,) = manifest["models"]
     assert (model["name"], model["file"]) == ("seed #1 net", "models/seed-1-net.onnx")
     server = Served(site)
-    blocked = []
-    page = guarded_page(browser, blocked)
+    problems = []
+    page = guarded_page(browser, problems)
     try:
         assert wait_ready(page, server.url) == "ready", page.inner_text("#error")
         assert page.inner_text("#style") == "seed #1 net"
         image = random_image(64, 64, seed=20)
-        page.select_option("#resolution", "native")
+        choose(page, "#resolution", "native")
         upload(page, tmp_path, image)
         output = canvas_pixels(page)
         expected = stylize_array(net, image)
@@ -604,4 +629,135 @@ def test_the_seed_net_in_a_run_folder_with_an_unsafe_name(browser, tmp_path):
         page.screenshot(path=str(tmp_path / "page.png"))
         page.close()
         server.close()
-    assert not blocked
+    assert not problems, problems
+
+
+def box(page, selector) -> dict:
+    """The bounding box (x, y, width, height in CSS px) of an element of the page."""
+    return page.eval_on_selector(selector, "e => e.getBoundingClientRect().toJSON()")
+
+
+def test_the_sample_photo_is_stylized_on_opening(page, served, site, web_run):
+    """Opening the page stylizes the site's sample photo with the first style, without any
+    click: the first picture, as stylize_array makes it (the 512 px default)."""
+    from kstyle import stylize_array
+
+    assert wait_ready(page, served.url) == "ready"
+    assert frames(page) == 1 and page.is_visible("#output")
+    sample = np.asarray(Image.open(site / "sample.jpg").convert("RGB"))
+    assert max(sample.shape[:2]) == 512
+    # the input canvas holds the decoded sample (the browser's JPEG decoder may differ from
+    # PIL's by a level or two), which is what the net ran on
+    shown = canvas_pixels(page, "input")
+    assert shown.shape == sample.shape and psnr(shown, sample) >= 40.0
+    output = canvas_pixels(page)
+    assert psnr(output, stylize_array(web_run[1], shown)) >= 35.0
+    assert page.evaluate("Number(document.getElementById('output').dataset.firstMs)") > 0
+
+
+def test_layout_desktop_side_by_side_phone_stacked_and_scaled(browser, served):
+    """At 1280x800 the photo and the stylized image sit side by side, each scaled to fill its
+    half (a 64 px photo is drawn far larger); at 390x844 they are stacked. The resolution box
+    keeps its width when its text changes (no row shift), and the style's picture shows."""
+    problems = []
+    for width, height in ((1280, 800), (390, 844)):
+        page = guarded_page(browser, problems, viewport=(width, height))
+        try:
+            assert wait_ready(page, served.url) == "ready"
+            source, result = box(page, "#drop"), box(page, "#output")
+            if width > 800:
+                assert abs(source["y"] - result["y"]) < 2 and result["x"] >= source["x"] + 400
+                assert source["width"] > 500 and source["height"] > 400
+            else:
+                assert result["y"] >= source["y"] + source["height"]
+                assert source["width"] > 300
+            assert page.evaluate("document.documentElement.scrollWidth") <= width
+            assert page.evaluate(
+                "document.getElementById('style-thumb').naturalWidth"
+            ) > 0 and page.is_visible("#style-thumb")
+            before = box(page, "#resolution")["width"]
+            page.select_option("#resolution", "native")  # the longest option's text
+            page.wait_for_timeout(200)
+            assert box(page, "#resolution")["width"] == before
+        finally:
+            page.close()
+    assert not problems, problems
+
+
+def test_drop_zone_takes_a_dropped_photo_and_a_refused_file_leaves_no_name(
+    page, served, web_run, tmp_path
+):
+    """A photo dropped on the drop zone is stylized; a file that is not an image is refused
+    in one line, and the file input keeps no file (a name would show the refused one)."""
+    from kstyle import stylize_array
+
+    image = random_image(40, 56, seed=21)
+    assert wait_ready(page, served.url) == "ready"
+    choose(page, "#resolution", "native")
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    before = frames(page)
+    page.evaluate(
+        """(bytes) => {
+            const file = new File([new Uint8Array(bytes)], "dropped.png", { type: "image/png" });
+            const data = new DataTransfer();
+            data.items.add(file);
+            const zone = document.getElementById("drop");
+            for (const type of ["dragover", "drop"]) {
+                zone.dispatchEvent(new DragEvent(type, { dataTransfer: data, bubbles: true,
+                                                         cancelable: true }));
+            }
+        }""",
+        list(buffer.getvalue()),
+    )
+    wait_frame(page, before)
+    assert psnr(canvas_pixels(page), stylize_array(web_run[1], image)) >= 35.0
+    assert page.evaluate("document.getElementById('drop').classList.contains('dragging')") is False
+
+    bad = tmp_path / "notes.png"
+    bad.write_bytes(b"not an image at all")
+    page.set_input_files("#file", str(bad))
+    page.wait_for_function("document.body.dataset.state === 'error'", timeout=30_000)
+    assert page.inner_text("#error") == "could not read notes.png: not an image"
+    assert page.evaluate("document.getElementById('file').files.length") == 0
+    assert page.input_value("#file") == ""
+
+
+def test_the_live_net_matches_stylize_array_at_any_size(browser, tmp_path):
+    """The ``live`` preset (stride-4 stem, pixel-shuffle output, size multiple 8) on the page:
+    a photo at 256², an odd size and one too small to mirror-pad to 8 (edge-padded by the
+    page first), each against stylize_array; no console error."""
+    import keras
+
+    from kstyle import stylize_array
+    from kstyle.export.web import build_site
+    from kstyle.transform_net import build_transform_net
+
+    require_browser()
+    keras.utils.set_random_seed(8)
+    net = randomize_norms(build_transform_net(arch="live"), seed=8)
+    run_dir = tmp_path / "live"
+    run_dir.mkdir()
+    net.save(run_dir / "model.keras")
+    (run_dir / "config.json").write_text(json.dumps({"arch": "live"}))
+    site = tmp_path / "site"
+    manifest = build_site([run_dir], str(site), verify_size=32, printer=lambda line: None)
+    assert manifest["models"][0]["input"]["size_multiple"] == 8
+    server = Served(site)
+    problems = []
+    page = guarded_page(browser, problems)
+    try:
+        assert wait_ready(page, server.url) == "ready", page.inner_text("#error")
+        choose(page, "#resolution", "native")
+        for size, bar in (((256, 256), 35.0), ((45, 61), 35.0), ((6, 5), 25.0)):
+            image = random_image(*size, seed=sum(size))
+            upload(page, tmp_path, image, name=f"{size[0]}x{size[1]}.png")
+            output = canvas_pixels(page)
+            assert output.shape == image.shape
+            assert psnr(output, stylize_array(net, image)) >= bar, (size, psnr(output, image))
+            assert psnr(output, image) < 20.0
+    finally:
+        page.screenshot(path=str(tmp_path / "page.png"))
+        page.close()
+        server.close()
+    assert not problems, problems

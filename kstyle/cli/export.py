@@ -5,7 +5,7 @@ import argparse
 import functools
 import sys
 
-from kstyle.checks import check_export_options, model_file
+from kstyle.checks import check_export_options, model_file, parse_input_size
 from kstyle.cli.common import OneLineErrorParser, add_option, run_command, start_command
 from kstyle.cli.console import add_verbosity, program_name
 from kstyle.constants import (
@@ -54,8 +54,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     )
     add(
         "--input-size",
-        type=int,
-        doc="fixed N x N input for runtimes that need static shapes",
+        type=parse_input_size,
+        doc="fixed N x N or HxW input (e.g. 720x1280): static shapes, which some runtimes need "
+        "and which keep LiteRT's XNNPACK on the whole graph (the fastest TFLite)",
         default_text="dynamic H, W",
     )
     add(
@@ -136,9 +137,12 @@ def _export(args, from_shell) -> int:
     for note in smoke_notes(args.model):
         logger.info(f"note: {note}")
     if args.format == WEB:
-        from kstyle.export.web import build_site
+        from kstyle.export.web import build_site, live_hint
 
-        build_site(args.model, args.output, verify_size=args.verify_size)
+        manifest = build_site(args.model, args.output, verify_size=args.verify_size)
+        hint = live_hint(manifest)
+        if hint:
+            logger.info(f"note: {hint}")
         return 0
     from kstyle.export import export
 

@@ -11,10 +11,11 @@ import tempfile
 import threading
 
 from kstyle.cli.common import OneLineErrorParser, add_option, run_command, start_command
-from kstyle.cli.console import add_verbosity, program_name
+from kstyle.cli.console import add_verbosity, program_name, setup_logging
 from kstyle.constants import DEFAULT_SERVE_PORT
 from kstyle.errors import KstyleError
 from kstyle.files import check_writable
+from kstyle.web_site import is_site, site_server, site_smoke_notes
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
@@ -55,11 +56,15 @@ def main_with_args(argv=None, prog=None, from_shell=None) -> int:
         raise KstyleError(f"--port must be between 0 and 65535, got {args.port}")
     if args.output:
         check_writable(args.output)  # the site is written beside it, then renamed
-    logger = start_command(args, None, from_shell)
-    from kstyle.export.web import build_site, is_site, site_server, site_smoke_notes
+    built = not (len(args.source) == 1 and is_site(args.source[0]))
+    # A built site is only served: no TensorFlow (its import alone takes seconds).
+    logger = (
+        start_command(args, None, from_shell)
+        if built
+        else setup_logging(quiet=args.quiet, verbose=args.verbose)
+    )
     from kstyle.smoke import smoke_notes
 
-    built = not (len(args.source) == 1 and is_site(args.source[0]))
     for note in smoke_notes(args.source) if built else site_smoke_notes(args.source[0]):
         logger.info(f"note: {note}")
     if not built and args.output:
@@ -83,7 +88,11 @@ def main_with_args(argv=None, prog=None, from_shell=None) -> int:
             server = site_server(site, args.port, log=logger.debug)  # the port first: fail fast
             stack.callback(server.server_close)
             if built:
-                build_site(args.source, site, printer=logger.info)
+                from kstyle.export.web import build_site, live_hint
+
+                hint = live_hint(build_site(args.source, site, printer=logger.info))
+                if hint:
+                    logger.info(f"note: {hint}")
             host, port = server.server_address[:2]
             print(f"serving {site} at http://{host}:{port}/ (Ctrl-C to stop)", flush=True)
             try:

@@ -16,9 +16,7 @@ import shutil
 import tempfile
 
 from kstyle.constants import (
-    DEFAULT_SERVE_PORT,
     DEFAULT_VERIFY_SIZE,
-    SIZE_MULTIPLE,
     WEB_MAX_SIDE,
     WEB_RUNTIME_FILES,
 )
@@ -26,39 +24,33 @@ from kstyle.errors import KstyleError
 from kstyle.export.serving import OUTPUT_NAME
 from kstyle.export.writer import describe_model, export
 from kstyle.files import atomic_directory, file_sha256, write_json_atomically
-from kstyle.smoke import smoke_line
 from kstyle.web_runtime import (  # RUNTIME_DIR and runtime_record: also imported from here
     PACKAGE_DIR,
     RUNTIME_DIR,  # noqa: F401
     ensure_runtime,
     runtime_record,  # noqa: F401
 )
+from kstyle.web_site import (  # the site's format and server: also imported from here
+    CONTENT_TYPES,  # noqa: F401
+    HEADERS_FILE,
+    ISOLATION_HEADERS,  # noqa: F401
+    MANIFEST,
+    SITE_FORMAT,
+    headers_file,
+    is_site,
+    site_server,  # noqa: F401
+    site_smoke_notes,  # noqa: F401
+)
 
 PAGE_DIR = os.path.join(PACKAGE_DIR, "web", "page")
 PAGE_FILES = ("index.html", "app.js", "worker.js", "pixels.js", "style.css")
-MANIFEST = "manifest.json"
-SITE_FORMAT = 1  # manifest.json's "kstyle_site": what marks a folder as a kstyle site
-
-
-def is_site(folder: str) -> bool:
-    """Whether ``folder`` holds a site written by :func:`build_site` (its manifest says so)."""
-    try:
-        with open(os.path.join(folder, MANIFEST)) as file:
-            return json.load(file).get("kstyle_site") == SITE_FORMAT
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
-def site_smoke_notes(folder: str) -> list[str]:
-    """The smoke-test notes (``kstyle.smoke``) of the models in the site ``folder``, from its
-    manifest's entries, which carry their models' marks: one per smoke test's model."""
-    with open(os.path.join(folder, MANIFEST)) as file:
-        entries = json.load(file).get("models") or []
-    return [
-        smoke_line(f"{entry.get('file')} in {folder}", tense="learned")
-        for entry in entries
-        if isinstance(entry, dict) and entry.get("smoke_test") is True
-    ]
+# The preset built for the webcam (kstyle.transform_net), which the export suggests.
+LIVE_ARCH = "live"
+THUMBNAIL_SIDE = 160  # the style pictures' longer side in the site (styles/NAME.jpg), px
+# The photo the page stylizes on opening, so that a picture shows before the user picks one:
+# the default resolution's side, so that it runs as a picked photo would.
+SAMPLE_FILE = "sample.jpg"
+SAMPLE_SIDE = 512
 
 
 def find_models(paths) -> list:
@@ -90,17 +82,82 @@ def find_models(paths) -> list:
     return models
 
 
-def describe_run(model_path: str) -> dict:
-    """Name, style and preset (``arch``) of a model, from its run's config.json if any."""
-    description = describe_model(model_path)
+def _run_config(model_path: str) -> dict:
+    """The config.json of the run that holds ``model_path`` ({} if none or unreadable)."""
     config_path = os.path.join(os.path.dirname(os.path.abspath(model_path)), "config.json")
-    arch = None
     try:
         with open(config_path) as file:
-            arch = json.load(file).get("arch")
-    except (OSError, ValueError, AttributeError):
-        arch = None
-    return {**description, "arch": arch}
+            config = json.load(file)
+    except (OSError, ValueError):
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def describe_run(model_path: str) -> dict:
+    """Name, style and preset (``arch``) of a model, from its run's config.json if any."""
+    return {**describe_model(model_path), "arch": _run_config(model_path).get("arch")}
+
+
+def style_image_path(model_path: str) -> str | None:
+    """The style image that the run of ``model_path`` trained on, if it is still there: its
+    config.json's ``style`` as written, or relative to the folder that the run's recorded
+    ``run_dir`` was relative to (training ran there). None when neither is a file."""
+    config = _run_config(model_path)
+    style, run_dir = config.get("style"), config.get("run_dir")
+    if not isinstance(style, str):
+        return None
+    candidates = [style]
+    here = os.path.dirname(os.path.abspath(model_path))
+    if isinstance(run_dir, str) and not os.path.isabs(style):
+        parts = os.path.normpath(run_dir).split(os.sep)
+        if here.split(os.sep)[-len(parts) :] == parts:  # here ends with run_dir
+            base = os.sep.join(here.split(os.sep)[: -len(parts)]) or os.sep
+            candidates.append(os.path.join(base, style))
+    return next((path for path in candidates if os.path.isfile(path)), None)
+
+
+def live_hint(manifest: dict) -> str | None:
+    """The line that suggests the :data:`LIVE_ARCH` preset for the webcam, when none of the
+    ``manifest``'s models is one by its run's recorded ``arch``; None when one is."""
+    if any(entry.get("arch") == LIVE_ARCH for entry in manifest["models"]):
+        return None
+    return (
+        f"for the webcam, the '{LIVE_ARCH}' preset is the one built for it: train one with "
+        f"'kstyle train --arch {LIVE_ARCH}', or distill one from any run with 'kstyle distill "
+        f"--teacher RUN --arch {LIVE_ARCH}' (docs/web.md)"
+    )
+
+
+def write_thumbnail(image_path, target: str) -> bool:
+    """Writes a JPEG of ``image_path`` scaled to fit :data:`THUMBNAIL_SIDE` to ``target``;
+    False (nothing written) when the image is missing or unreadable."""
+    from PIL import Image
+
+    try:
+        with Image.open(image_path) as image:
+            picture = image.convert("RGB")
+    except (OSError, ValueError, TypeError):
+        return False
+    picture.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.Resampling.LANCZOS)
+    picture.save(target, quality=88)
+    return True
+
+
+def write_sample(site: str) -> str | None:
+    """Writes the page's sample photo (matplotlib's first sample photo, :mod:`kstyle.demo`,
+    longer side :data:`SAMPLE_SIDE`) into ``site``; returns its URL path, None if unreadable."""
+    from PIL import Image
+
+    from kstyle.demo import sample_photo_paths
+
+    try:
+        with Image.open(sample_photo_paths()[0]) as image:
+            photo = image.convert("RGB")
+    except (OSError, ValueError):
+        return None
+    photo.thumbnail((SAMPLE_SIDE, SAMPLE_SIDE), Image.Resampling.LANCZOS)
+    photo.save(os.path.join(site, SAMPLE_FILE), quality=90)
+    return SAMPLE_FILE
 
 
 def check_output(output: str) -> None:
@@ -141,11 +198,18 @@ def _model_entry(model_path, site, taken, verify_size, printer) -> dict:
             raise KstyleError(f"the ONNX export of {model_path} missed its bar: {result.shortfall}")
         target = f"models/{stem}.onnx"  # a URL path, relative to the page
         shutil.copyfile(result.path, os.path.join(site, target))
+        with open(f"{result.path}.json") as file:  # the export's sidecar: 4; 8 for live
+            multiple = json.load(file)["input"]["min_size"]
+    thumbnail = f"styles/{stem}.jpg"  # the style image, when the run's is still there
+    style_image = style_image_path(model_path)
+    if not (style_image and write_thumbnail(style_image, os.path.join(site, thumbnail))):
+        thumbnail = None
     return {
         **description,
         "name": name,
         "file": target,
         "sha256": file_sha256(os.path.join(site, target)),
+        "thumbnail": thumbnail,
         "input": {
             "name": "image",
             "dtype": "uint8",
@@ -153,29 +217,11 @@ def _model_entry(model_path, site, taken, verify_size, printer) -> dict:
             "layout": "NHWC",
             "channels": "RGB",
             "range": [0, 255],
-            "size_multiple": SIZE_MULTIPLE,
+            "size_multiple": multiple,
             "padding": "reflect at the bottom and right (edge where too small), cropped back",
         },
         "output": {"name": OUTPUT_NAME, "dtype": "uint8", "shape": "same as input"},
     }
-
-
-# The headers a page's files are served with (by ``kstyle serve``, and by static hosts that
-# read the site's ``_headers`` file); COOP/COEP make the page cross-origin isolated, which
-# multi-threaded wasm (SharedArrayBuffer) needs.
-ISOLATION_HEADERS = {
-    "Cross-Origin-Opener-Policy": "same-origin",
-    "Cross-Origin-Embedder-Policy": "require-corp",
-    "Cross-Origin-Resource-Policy": "same-origin",
-}
-HEADERS_FILE = "_headers"  # Netlify's and Cloudflare Pages' per-path headers file
-
-
-def headers_file() -> str:
-    """The text of the site's ``_headers`` file (Netlify / Cloudflare Pages syntax): every path
-    with :data:`ISOLATION_HEADERS`."""
-    lines = ["/*"] + [f"  {key}: {value}" for key, value in ISOLATION_HEADERS.items()]
-    return "\n".join(lines) + "\n"
 
 
 def build_site(paths, output: str, verify_size: int = DEFAULT_VERIFY_SIZE, printer=print):
@@ -199,6 +245,7 @@ def build_site(paths, output: str, verify_size: int = DEFAULT_VERIFY_SIZE, print
             shutil.copyfile(os.path.join(PAGE_DIR, name), os.path.join(site, name))
         os.makedirs(os.path.join(site, "runtime"))
         os.makedirs(os.path.join(site, "models"))
+        os.makedirs(os.path.join(site, "styles"))
         for name in WEB_RUNTIME_FILES:
             shutil.copyfile(os.path.join(runtime_dir, name), os.path.join(site, "runtime", name))
         taken = {}
@@ -208,46 +255,11 @@ def build_site(paths, output: str, verify_size: int = DEFAULT_VERIFY_SIZE, print
             "kstyle_version": kstyle.__version__,
             "models": entries,
             "max_side": WEB_MAX_SIDE,
-            "runtime": {**runtime, "entry": WEB_RUNTIME_FILES[0]},
+            "sample": write_sample(site),
+            "runtime": {**runtime, "entry": WEB_RUNTIME_FILES[0], "wasm": WEB_RUNTIME_FILES[2]},
         }
         write_json_atomically(manifest, os.path.join(site, MANIFEST), sort_keys=False)
         with open(os.path.join(site, HEADERS_FILE), "w") as file:
             file.write(headers_file())
     printer(f"web page with {len(entries)} model(s) in {output}")
     return manifest
-
-
-CONTENT_TYPES = {".mjs": "text/javascript", ".js": "text/javascript", ".wasm": "application/wasm",
-                 ".json": "application/json", ".onnx": "application/octet-stream"}  # fmt: skip
-
-
-def site_server(folder: str, port: int = DEFAULT_SERVE_PORT, host: str = "127.0.0.1", log=None):
-    """An HTTP server (not yet serving: call ``serve_forever``) for the site in ``folder`` on
-    ``host:port`` (port 0: any free one; ``server.server_address`` says which), sending
-    :data:`ISOLATION_HEADERS`. ``log``, if given, is called with each request's line.
-
-    Raises:
-        KstyleError: the port is in use or cannot be bound.
-    """
-    import functools
-    import http.server
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map, **CONTENT_TYPES}
-
-        def end_headers(self):
-            for key, value in ISOLATION_HEADERS.items():
-                self.send_header(key, value)
-            self.send_header("Cache-Control", "no-cache")
-            super().end_headers()
-
-        def log_message(self, format, *args):  # noqa: A002 (the base class's name)
-            if log is not None:
-                log(format % args)
-
-    try:
-        return http.server.ThreadingHTTPServer(
-            (host, port), functools.partial(Handler, directory=folder)
-        )
-    except OSError as error:
-        raise KstyleError(f"cannot serve on {host}:{port}: {error.strerror or error}") from None

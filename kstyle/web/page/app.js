@@ -1,7 +1,10 @@
 // kstyle page: reads manifest.json, sends frames (a photo, or the webcam) to worker.js at the
-// chosen resolution, and draws what comes back. The output canvas's data-frames attribute
-// counts the frames drawn (data-first-ms: when the first was, in ms since navigation);
-// body[data-state] is "loading", "ready" or "error" (data-ready-ms: when it became ready).
+// chosen resolution, and draws what comes back. On opening, the site's sample photo (if any)
+// is stylized, so that a first picture shows before the user picks anything. The output
+// canvas's data-frames attribute counts the frames drawn (data-first-ms: when the first was,
+// in ms since navigation); body[data-state] is "loading", "ready" or "error" ("ready" once the
+// runtime and first model are loaded and the sample's frame, if any, is drawn; data-ready-ms:
+// when the runtime was ready, data-load: the worker's load phases in ms).
 // ?threads=N in the URL overrides the runtime's thread count (benchmarks).
 const $ = (id) => document.getElementById(id);
 // With the webcam on, two frames are in flight, so that the worker starts the next frame
@@ -13,7 +16,9 @@ const DEFAULT_MAX_SIDE = 2048;
 // generation: bumped whenever the source changes (a photo, the webcam started or stopped), so
 // that frames still in flight from an earlier source are dropped, not drawn or counted.
 const state = { manifest: null, source: null, webcam: null, inFlight: 0, pending: false,
-  ready: false, id: 0, generation: 0, frames: 0, times: [] };
+  ready: false, id: 0, generation: 0, frames: 0, times: [], samplePending: false };
+// The worker starts at once, so that its script loads while manifest.json is fetched.
+const worker = new Worker(new URL("./worker.js", import.meta.url), { type: "module" });
 
 function showError(message) {
   const line = String(message).split("\n")[0];
@@ -68,9 +73,10 @@ function send() {
   context.imageSmoothingEnabled = source.width !== size.width || source.height !== size.height;
   context.imageSmoothingQuality = "high";
   context.drawImage(state.source, 0, 0, size.width, size.height);
+  $("drop").dataset.empty = "false";
   const pixels = context.getImageData(0, 0, size.width, size.height).data;
   state.inFlight += 1;
-  state.worker.postMessage({ type: "stylize", id: ++state.id, generation: state.generation, model: $("style").value,
+  worker.postMessage({ type: "stylize", id: ++state.id, generation: state.generation, model: $("style").value,
     width: size.width, height: size.height, rgba: pixels, strength: Number($("strength").value),
     preserve: $("preserve").checked }, [pixels.buffer]);
 }
@@ -80,14 +86,26 @@ function schedule() {
   else send();
 }
 
-function showFps(ms) {
+// fps while the webcam runs (frames drawn over the last 2 s); a photo shows its time instead.
+function showSpeed(ms) {
+  const model = state.manifest.models.find((entry) => entry.name === $("style").value);
+  $("output-style").textContent = `${model ? model.name : ""} · ${ms.toFixed(0)} ms`;
+  if (!state.webcam) return;
   const now = performance.now();
   state.times.push(now);
   while (state.times.length > 2 && now - state.times[0] > 2000) state.times.shift();
-  const span = now - state.times[0];
-  const fps = state.webcam && state.times.length > 1 ? (1000 * (state.times.length - 1)) / span : 1000 / ms;
+  if (state.times.length < 2) return;
+  const fps = (1000 * (state.times.length - 1)) / (now - state.times[0]);
   $("fps").textContent = `${fps.toFixed(1)} fps`;
   $("fps").title = `${ms.toFixed(0)} ms per frame`;
+  $("fps").hidden = false;
+}
+
+// The page is ready once the runtime is, and the sample photo's frame (if any) is drawn.
+function markReady() {
+  if (document.body.dataset.state === "error") return;
+  document.body.dataset.state = "ready";
+  $("status").textContent = state.readyText;
 }
 
 function onResult(message) {
@@ -105,11 +123,16 @@ function onResult(message) {
   canvas.width = message.width;
   canvas.height = message.height;
   canvas.getContext("2d").putImageData(new ImageData(message.rgba, message.width, message.height), 0, 0);
+  canvas.parentElement.dataset.empty = "false";
   state.frames += 1;
   canvas.dataset.frames = String(state.frames);
-  if (state.frames === 1) canvas.dataset.firstMs = performance.now().toFixed(0);
+  if (state.frames === 1) {
+    canvas.dataset.firstMs = performance.now().toFixed(0);
+    state.samplePending = false;
+    markReady();
+  }
   $("download").disabled = false;
-  showFps(message.ms);
+  showSpeed(message.ms);
   if (state.webcam) requestAnimationFrame(schedule);
   else if (state.pending) {
     state.pending = false;
@@ -118,6 +141,7 @@ function onResult(message) {
 }
 
 async function usePhoto(file) {
+  $("file").value = ""; // read or refused, the input keeps no file's name (and takes it again)
   if (!file) return;
   stopWebcam();
   state.generation += 1;
@@ -131,6 +155,26 @@ async function usePhoto(file) {
   schedule();
 }
 
+// The site's sample photo (manifest.json's "sample"), stylized on opening unless the user
+// picked something first; the page says "ready" after its frame (state.samplePending).
+async function loadSample(manifest) {
+  try {
+    const response = await fetch(manifest.sample);
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    const bitmap = await createImageBitmap(await response.blob(),
+      { colorSpaceConversion: "none", premultiplyAlpha: "none" });
+    if (!state.source && !state.webcam) {
+      state.source = bitmap;
+      schedule();
+      return;
+    }
+  } catch (error) {
+    // a page without its sample still works
+  }
+  state.samplePending = false;
+  if (state.ready) markReady();
+}
+
 async function startWebcam() {
   try {
     const stream = await navigator.mediaDevices.getUserMedia({ video: true, audio: false });
@@ -141,6 +185,8 @@ async function startWebcam() {
     state.source = video;
     state.generation += 1;
     state.times = [];
+    $("fps").textContent = "– fps";
+    $("fps").hidden = false;
     $("webcam").textContent = "Stop webcam";
     $("webcam").setAttribute("aria-pressed", "true");
     for (let i = 0; i < WEBCAM_IN_FLIGHT; i++) schedule();
@@ -156,6 +202,7 @@ function stopWebcam() {
   if (state.source === $("video")) state.source = null;
   $("video").srcObject = null;
   state.generation += 1;
+  $("fps").hidden = true;
   $("webcam").textContent = "Start webcam";
   $("webcam").setAttribute("aria-pressed", "false");
 }
@@ -170,8 +217,19 @@ function download() {
   }, "image/png");
 }
 
+function showStyle() {
+  const model = state.manifest.models.find((entry) => entry.name === $("style").value);
+  const thumb = $("style-thumb");
+  thumb.hidden = !(model && model.thumbnail);
+  if (!thumb.hidden) {
+    thumb.src = model.thumbnail;
+    thumb.alt = `style: ${model.style || model.name}`;
+  }
+}
+
 function wire() {
   $("file").addEventListener("change", (event) => usePhoto(event.target.files[0]));
+  $("drop").addEventListener("click", () => $("file").click());
   $("webcam").addEventListener("click", () => (state.webcam ? stopWebcam() : startWebcam()));
   $("download").addEventListener("click", download);
   $("strength").addEventListener("input", () => {
@@ -179,22 +237,50 @@ function wire() {
     schedule();
   });
   for (const id of ["preserve", "resolution", "style"]) $(id).addEventListener("change", schedule);
-  const drop = document.body;
-  drop.addEventListener("dragover", (event) => {
+  $("style").addEventListener("change", showStyle);
+  // a photo dropped anywhere on the page is taken; the drop zone lights up meanwhile
+  document.addEventListener("dragover", (event) => {
     event.preventDefault();
     $("drop").classList.add("dragging");
   });
-  drop.addEventListener("dragleave", () => $("drop").classList.remove("dragging"));
-  drop.addEventListener("drop", (event) => {
+  document.addEventListener("dragleave", (event) => {
+    if (!event.relatedTarget) $("drop").classList.remove("dragging");
+  });
+  document.addEventListener("drop", (event) => {
     event.preventDefault();
     $("drop").classList.remove("dragging");
     usePhoto(event.dataTransfer.files[0]);
   });
 }
 
+function onWorkerMessage(event) {
+  const message = event.data;
+  if (message.type === "ready") {
+    state.ready = true;
+    clearError();
+    document.body.dataset.readyMs = performance.now().toFixed(0);
+    document.body.dataset.load = JSON.stringify(message.phases);
+    const threads = message.threads === 1 ? "1 thread" : `${message.threads} threads`;
+    const runtime = state.manifest.runtime;
+    state.readyText = `Ready: ${runtime.name} ${runtime.version}, ${threads}`;
+    if (state.source) schedule();
+    if (!state.samplePending || state.frames > 0) markReady();
+    else $("status").textContent = "Stylizing the sample…";
+  } else if (message.type === "result") {
+    onResult(message);
+  } else if (message.type === "error") {
+    state.inFlight = Math.max(0, state.inFlight - 1);
+    if (message.generation !== undefined && message.generation !== state.generation) return;
+    stopWebcam();
+    showError(message.message);
+  }
+}
+
 async function main() {
   document.body.dataset.state = "loading";
   wire();
+  worker.onerror = (event) => showError(`could not start the runtime: ${event.message || "worker failed"}`);
+  worker.onmessage = onWorkerMessage;
   let manifest;
   try {
     const response = await fetch("manifest.json");
@@ -205,37 +291,19 @@ async function main() {
     return;
   }
   state.manifest = manifest;
+  const threads = Number(new URLSearchParams(location.search).get("threads")) || 0;
+  worker.postMessage({ type: "load", manifest, threads, warm: manifest.models[0].name });
+  if (manifest.sample) {
+    state.samplePending = true;
+    loadSample(manifest);
+  }
   $("resolution").querySelector("option[value=native]").textContent = `native (up to ${maxSide()} px)`;
   for (const model of manifest.models) {
     const option = new Option(model.style ? `${model.name} (${model.style})` : model.name, model.name);
     $("style").add(option);
   }
+  showStyle();
   $("about").textContent = `${manifest.runtime.name} ${manifest.runtime.version} · kstyle ${manifest.kstyle_version}`;
-  const worker = new Worker(new URL("./worker.js", import.meta.url), { type: "module" });
-  state.worker = worker;
-  worker.onerror = (event) => showError(`could not start the runtime: ${event.message || "worker failed"}`);
-  worker.onmessage = (event) => {
-    const message = event.data;
-    if (message.type === "ready") {
-      state.ready = true;
-      clearError();
-      document.body.dataset.readyMs = performance.now().toFixed(0);
-      document.body.dataset.state = "ready";
-      const threads = message.threads === 1 ? "1 thread" : `${message.threads} threads`;
-      state.readyText = `Ready: ${manifest.runtime.name} ${manifest.runtime.version}, ${threads}`;
-      $("status").textContent = state.readyText;
-      if (state.source) schedule();
-    } else if (message.type === "result") {
-      onResult(message);
-    } else if (message.type === "error") {
-      state.inFlight = Math.max(0, state.inFlight - 1);
-      if (message.generation !== undefined && message.generation !== state.generation) return;
-      stopWebcam();
-      showError(message.message);
-    }
-  };
-  const threads = Number(new URLSearchParams(location.search).get("threads")) || 0;
-  worker.postMessage({ type: "load", manifest, threads, warm: manifest.models[0].name });
 }
 
 main();

@@ -1,8 +1,9 @@
 // kstyle page worker: loads the ONNX Runtime Web runtime and the models, stylizes RGBA frames.
 // Messages in:  {type: "load", manifest}, {type: "stylize", id, generation, model, width,
 //               height, rgba, strength, preserve}
-// Messages out: {type: "ready", threads (what the runtime runs)}, {type: "result", id,
-//               generation, width, height, rgba, ms}, {type: "error", id, generation, message}
+// Messages out: {type: "ready", threads (what the runtime runs), phases (load times in ms)},
+//               {type: "result", id, generation, width, height, rgba, ms},
+//               {type: "error", id, generation, message}
 import { finish, padEdge, rgbaToRgb } from "./pixels.js";
 
 let ort = null;
@@ -14,15 +15,31 @@ function oneLine(error) {
   return text.split("\n").find((line) => line.trim()) || "unknown error";
 }
 
+// Loads the runtime and the first model at once: the runtime's module, its wasm binary and
+// the model file are fetched in parallel (the runtime would otherwise fetch its wasm only
+// when the first session is created, after the model). Returns the phases' times in ms.
 async function load(message) {
+  const started = performance.now();
   manifest = message.manifest;
+  const runtime = new URL("./runtime/", import.meta.url).href;
+  const wasm = fetch(`${runtime}${manifest.runtime.wasm || "ort-wasm-simd-threaded.wasm"}`)
+    .then((response) => {
+      if (!response.ok) throw new Error(`the runtime's wasm: HTTP ${response.status}`);
+      return response.arrayBuffer();
+    });
+  const model = message.warm ? modelBytes(message.warm) : null;
+  wasm.catch(() => {}); // both awaited below; a failure is reported there, once
+  model?.catch(() => {});
   ort = await import(`./runtime/${manifest.runtime.entry}`);
   // Threads need cross-origin isolation (COOP/COEP): without it the runtime runs one thread.
   const threads = self.crossOriginIsolated ? Math.min(4, navigator.hardwareConcurrency || 1) : 1;
   // Without isolation the runtime falls back to one thread, whatever was asked (?threads=N).
   ort.env.wasm.numThreads = self.crossOriginIsolated ? message.threads || threads : 1;
-  ort.env.wasm.wasmPaths = new URL("./runtime/", import.meta.url).href;
-  return ort.env.wasm.numThreads;
+  ort.env.wasm.wasmPaths = runtime;
+  ort.env.wasm.wasmBinary = await wasm;
+  const fetched = performance.now();
+  if (message.warm) await session(message.warm, model);
+  return { fetch: fetched - started, session: performance.now() - fetched };
 }
 
 async function sha256Hex(bytes) {
@@ -30,19 +47,29 @@ async function sha256Hex(bytes) {
   return Array.from(digest, (byte) => byte.toString(16).padStart(2, "0")).join("");
 }
 
-async function session(name) {
+// The bytes of the model named ``name``, checked against manifest.json's sha256.
+async function modelBytes(name) {
+  const model = manifest.models.find((entry) => entry.name === name);
+  if (!model) throw new Error(`no model named ${name}`);
+  const response = await fetch(model.file);
+  if (!response.ok) throw new Error(`${model.file}: HTTP ${response.status}`);
+  const bytes = new Uint8Array(await response.arrayBuffer());
+  if (model.sha256 && (await sha256Hex(bytes)) !== model.sha256) {
+    throw new Error(`${model.file} does not match manifest.json (sha256); rebuild the page`);
+  }
+  return bytes;
+}
+
+// The session of the model ``name`` (created once); ``bytes``: its file's bytes if already
+// being fetched (a promise).
+async function session(name, bytes = null) {
   if (!sessions.has(name)) {
     const model = manifest.models.find((entry) => entry.name === name);
     if (!model) throw new Error(`no model named ${name}`);
     const pending = (async () => {
-      const response = await fetch(model.file);
-      if (!response.ok) throw new Error(`${model.file}: HTTP ${response.status}`);
-      const bytes = new Uint8Array(await response.arrayBuffer());
-      if (model.sha256 && (await sha256Hex(bytes)) !== model.sha256) {
-        throw new Error(`${model.file} does not match manifest.json (sha256); rebuild the page`);
-      }
+      const file = await (bytes || modelBytes(name));
       try {
-        return await ort.InferenceSession.create(bytes, { executionProviders: ["wasm"] });
+        return await ort.InferenceSession.create(file, { executionProviders: ["wasm"] });
       } catch (error) {
         throw new Error(`could not load model ${model.file}: ${oneLine(error)}`);
       }
@@ -85,10 +112,9 @@ async function stylize(message) {
 async function handle(message) {
   try {
     if (message.type === "load") {
-      await load(message);
-      if (message.warm) await session(message.warm);
+      const phases = await load(message);
       // read back after the first session: the runtime lowers it where threads cannot run
-      self.postMessage({ type: "ready", threads: ort.env.wasm.numThreads });
+      self.postMessage({ type: "ready", threads: ort.env.wasm.numThreads, phases });
     } else if (message.type === "stylize") {
       const result = await stylize(message);
       self.postMessage(result, [result.rgba.buffer]);
