@@ -1,30 +1,32 @@
-"""Stylize videos frame by frame through imageio's ffmpeg plugin (ffmpeg ships in imageio-ffmpeg).
+"""Stylize videos frame by frame through ffmpeg (which ships in imageio-ffmpeg).
 
-Frames are read one by one, resized if ``max_size`` asks, stylized in batches (all frames of a
-video share one size), and written with the input's frame rate. The input's first audio
-stream, if there is one, is copied into the output (re-encoded to the container's usual codec).
-At the end, the frames per second achieved are logged against the source's frame rate.
+Frames are read one by one on a decoder thread, resized if ``max_size`` asks, and grouped in
+batches (all frames of a video share one size); the calling thread stylizes each batch, and an
+encoder thread writes the frames with the input's frame rate (:mod:`kstyle.pipeline`: bounded
+queues between the three, so memory does not grow with the clip's length). The input's first
+audio stream, if there is one, is copied into the output (re-encoded to the container's usual
+codec). The output appears only once complete. At the end, the frames per second achieved
+are logged against the source's frame rate.
 """
 
+import contextlib
 import dataclasses
 import logging
 import os
-import re
-import subprocess
 import time
 
 import numpy as np
 
 from kstyle.errors import KstyleError, cause_of
-from kstyle.extras import require
 from kstyle.files import atomic_output
 from kstyle.images import check_pixels, side_by_side
 from kstyle.inference import Tilers, stylize_array, stylize_batch
 from kstyle.memory import AUTO, batch_within, resolve_max_memory
+from kstyle.pipeline import run_overlapped, run_sequential
 from kstyle.progress import ProgressBar
+from kstyle.video_io import ClipInfo, FrameWriter, has_audio, probe_clip, read_frames
 
-AUDIO_CODECS = {".mp4": "aac", ".mov": "aac", ".mkv": "aac", ".avi": "libmp3lame"}
-VIDEO_CODECS = {".webm": "libvpx-vp9", ".avi": "mpeg4"}
+QUEUE_DEPTH = 2  # batches waiting between two stages: enough to ride out uneven stages
 
 logger = logging.getLogger(__name__)
 
@@ -62,23 +64,107 @@ class VideoSpeed:
         )
 
 
-def has_audio(path: str) -> bool:
-    """Whether ffmpeg sees an audio stream in the media file at ``path``."""
-    imageio_ffmpeg = require("imageio_ffmpeg", "video")
-    result = subprocess.run(
-        [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", path],
-        capture_output=True,
-        text=True,
-        errors="replace",
-    )
-    return re.search(r"Stream #\S+.*: Audio:", result.stderr) is not None
-
-
 def _even_size(width, height, max_size):
     if max_size and max(width, height) > max_size:
         scale = max_size / max(width, height)
         width, height = max(2, round(width * scale)), max(2, round(height * scale))
     return width - width % 2, height - height % 2  # yuv420p needs even sides
+
+
+def _open_clip(
+    input_path: str, max_size, max_pixels, count_frames: bool
+) -> tuple[ClipInfo, tuple[int, int]]:
+    """The clip's header (frames counted if asked), checked against ``max_pixels``, and the
+    (width, height) of its frames once ``max_size`` is applied."""
+    if not os.path.isfile(input_path):
+        raise KstyleError(f"input not found: {input_path}")
+    clip = probe_clip(input_path, count_frames=count_frames)
+    check_pixels(input_path, clip.width, clip.height, max_pixels)
+    return clip, _even_size(clip.width, clip.height, max_size)
+
+
+def frame_batches(frames, batch_size: int):
+    """Yields (B, H, W, 3) arrays of ``batch_size`` consecutive frames of the generator
+    ``frames`` (the last one may be shorter); ``frames`` is closed when this one ends."""
+    with contextlib.closing(frames):
+        batch = []
+        for frame in frames:
+            batch.append(frame)
+            if len(batch) == batch_size:
+                yield np.stack(batch)
+                batch = []
+        if batch:
+            yield np.stack(batch)
+
+
+@dataclasses.dataclass(frozen=True)
+class FrameStylizer:
+    """Stylizes a batch of frames: ``(frames, outputs)``, both (B, H, W, 3) uint8, from a
+    batch; one forward pass, or frame by frame in tiles when ``tiler`` is set."""
+
+    model: object
+    tiler: object = None
+    preserve_colors: bool = False
+    strength: float = 1.0
+
+    def __call__(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        options = {"preserve_colors": self.preserve_colors, "strength": self.strength}
+        if self.tiler is None:
+            return frames, stylize_batch(self.model, frames, **options)
+        outputs = [stylize_array(self.model, f, tiler=self.tiler, **options) for f in frames]
+        return frames, np.stack(outputs)
+
+
+class FrameSink:
+    """Writes stylized batches, ``(frames, outputs)``, to a :class:`FrameWriter` (input |
+    output side by side with ``show_input``), counting the frames and moving ``bar``."""
+
+    def __init__(self, writer: FrameWriter, show_input: bool = False, bar=None):
+        self.writer, self.show_input, self.bar = writer, show_input, bar
+        self.written = 0
+
+    def __call__(self, batch: tuple[np.ndarray, np.ndarray]) -> None:
+        for frame, output in zip(*batch, strict=True):
+            self.writer.write(side_by_side(frame, output) if self.show_input else output)
+        self.written += len(batch[0])
+        if self.bar is not None:
+            self.bar.update(len(batch[0]))
+
+
+@contextlib.contextmanager
+def _one_line_errors(input_path: str):
+    """Turns any error of the block but a KstyleError into one naming the video."""
+    try:
+        yield
+    except KstyleError:
+        raise
+    except Exception as error:
+        message = f"video stylization failed for {input_path}: {cause_of(error)}"
+        raise KstyleError(message) from error
+
+
+def _write_video(input_path, output_path, clip, size, stylizer, *, batch_size, show_input,
+                 bar, queue_depth) -> int:  # fmt: skip
+    """Decodes, stylizes and encodes the clip into ``output_path`` (atomically: nothing is
+    left there unless every frame is written); returns the frames written."""
+    audio = input_path if has_audio(input_path) else None
+    extension = os.path.splitext(output_path)[1]
+    with atomic_output(output_path) as temporary:
+        with FrameWriter(temporary, clip.fps, audio_path=audio, extension=extension) as writer:
+            sink = FrameSink(writer, show_input, bar)
+            batches = frame_batches(read_frames(input_path, *size), batch_size)
+            try:
+                if queue_depth:
+                    run_overlapped(batches, stylizer, sink, depth=queue_depth, abort=writer.abort)
+                else:
+                    run_sequential(batches, stylizer, sink)
+            finally:
+                if bar is not None:
+                    bar.close()
+            if not sink.written:
+                raise KstyleError(f"no frames in {input_path}")
+            writer.finish()
+    return sink.written
 
 
 def stylize_video(
@@ -96,8 +182,12 @@ def stylize_video(
     progress=True,
     tile=None,
     work_dir=None,
+    queue_depth=QUEUE_DEPTH,
 ):
     """Stylizes a video file and writes it to ``output_path`` with the same frame rate.
+
+    Decoding, stylizing and encoding overlap (see the module). The first error of any stage,
+    or a Ctrl-C, stops all three and leaves no output.
 
     Args:
         model: the transform net.
@@ -113,105 +203,27 @@ def stylize_video(
         progress: show a progress bar (frames/s) on stderr.
         tile: tile size for every frame (None: only when a frame exceeds ``max_memory``).
         work_dir: folder for tiling's temporary files (None: the system's).
+        queue_depth: batches each queue between two stages holds (0: no overlap: decode,
+            stylize and encode one batch after another on the calling thread).
 
     Returns:
-        A :class:`VideoSpeed`: frames written, seconds taken and the source's frame rate
-        (also logged, as one line, on the ``kstyle`` logger at info level).
+        A :class:`VideoSpeed` (also logged, as one line, on the ``kstyle`` logger at info level).
+
+    Raises:
+        KstyleError: the input cannot be read, or any stage failed (one line).
     """
-    imageio = require("imageio.v2", "video")
-
-    if not os.path.isfile(input_path):
-        raise KstyleError(f"input not found: {input_path}")
-    extension = os.path.splitext(output_path)[1].lower()
-    try:
-        reader = imageio.get_reader(input_path, format="FFMPEG")
-        meta = reader.get_meta_data()
-    except Exception as error:
-        raise KstyleError(f"cannot read video {input_path}: {error}".splitlines()[0]) from error
-    fps = float(meta.get("fps") or 25.0)
-    width, height = meta["size"]
-    check_pixels(input_path, width, height, max_pixels)
-    out_width, out_height = _even_size(width, height, max_size)
-    total = None
-    try:
-        frames_estimate = reader.count_frames()
-        total = frames_estimate if frames_estimate > 0 else None
-    except Exception:
-        total = None
-
+    clip, (width, height) = _open_clip(input_path, max_size, max_pixels, count_frames=progress)
     budget = resolve_max_memory(max_memory)
-    tiler = Tilers(model, tile, budget, work_dir).for_size(out_height, out_width)
-    if batch_size is None:
-        batch_size = batch_within(out_height, out_width, budget)
-    audio = has_audio(input_path)
-    writer_options = {
-        "fps": fps,
-        "macro_block_size": 2,
-        "ffmpeg_log_level": "error",
-        "quality": 8,
-    }
-    if extension in VIDEO_CODECS:
-        writer_options["codec"] = VIDEO_CODECS[extension]
-    if audio:
-        writer_options["audio_path"] = input_path
-        if extension in AUDIO_CODECS:
-            writer_options["audio_codec"] = AUDIO_CODECS[extension]
-    bar = ProgressBar(total) if progress else None
-    written = 0
-
-    def flush(batch):
-        if tiler is not None:
-            outputs = [
-                stylize_array(
-                    model, f, preserve_colors=preserve_colors, strength=strength, tiler=tiler
-                )
-                for f in batch
-            ]
-        else:
-            outputs = stylize_batch(
-                model, np.stack(batch), preserve_colors=preserve_colors, strength=strength
-            )
-        for frame, output in zip(batch, outputs, strict=True):
-            writer.append_data(side_by_side(frame, output) if show_input else output)
-        if bar is not None:
-            bar.update(len(batch))
-        return len(batch)
-
+    tiler = Tilers(model, tile, budget, work_dir).for_size(height, width)
+    stylizer = FrameStylizer(model, tiler, preserve_colors, strength)
+    batch_size = batch_size or batch_within(height, width, budget)
     start = time.perf_counter()
-    try:
-        with atomic_output(output_path) as temporary:
-            writer = imageio.get_writer(temporary, format="FFMPEG", **writer_options)
-            try:
-                batch = []
-                for frame in reader:
-                    frame = np.asarray(frame)[..., :3]
-                    if frame.shape[:2] != (out_height, out_width):
-                        from PIL import Image
-
-                        frame = np.asarray(
-                            Image.fromarray(frame).resize(
-                                (out_width, out_height), Image.Resampling.LANCZOS
-                            )
-                        )
-                    batch.append(frame)
-                    if len(batch) == batch_size:
-                        written += flush(batch)
-                        batch = []
-                if batch:
-                    written += flush(batch)
-            finally:
-                writer.close()
-                reader.close()
-                if bar is not None:
-                    bar.close()
-            if not written:
-                raise KstyleError(f"no frames in {input_path}")
-    except KstyleError:
-        raise
-    except Exception as error:
-        raise KstyleError(
-            f"video stylization failed for {input_path}: {cause_of(error)}"
-        ) from error
-    speed = VideoSpeed(frames=written, seconds=time.perf_counter() - start, source_fps=fps)
+    with _one_line_errors(input_path):
+        written = _write_video(
+            input_path, output_path, clip, (width, height), stylizer, batch_size=batch_size,
+            show_input=show_input, bar=ProgressBar(clip.frames) if progress else None,
+            queue_depth=queue_depth,
+        )  # fmt: skip
+    speed = VideoSpeed(frames=written, seconds=time.perf_counter() - start, source_fps=clip.fps)
     logger.info(speed.message())
     return speed

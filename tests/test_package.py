@@ -13,6 +13,7 @@ BASE = {"errors", "constants", "files", "images", "image_headers", "memory", "pr
 BASE |= {"internals", "extras", "quiet", "coco", "checks", "web_runtime", "lock", "smoke"}
 BASE |= {"web_site"}
 BASE |= {"schedule"}
+BASE |= {"pipeline", "video_io"}
 TRAINING = {"data", "transform_net", "loss_net", "losses", "trainer", "callbacks", "distribute"}
 TRAINING |= {"config", "stopping", "run_dir", "run", "distill"}
 INFERENCE = {"graph", "forward", "flops", "staged", "tiling", "inference", "video", "stylize_files"}
