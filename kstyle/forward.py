@@ -14,7 +14,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from kstyle.graph import Graph, size_multiple
+from kstyle.graph import Graph, size_multiple, smallest_side
 from kstyle.transform_net import ReflectionPadding2D
 
 # For output phase a (row or column parity), which of the 3 kernel taps land on the low-resolution
@@ -166,11 +166,12 @@ def quiet_retracing_warning():
         logger.addFilter(_RetracingFilter())
 
 
-_FORWARDS = {}  # id(model) -> (weak reference, compiled forward pass, size multiple)
+_FORWARDS = {}  # id(model) -> (weak reference, compiled pass, size multiple, smallest side)
 
 
 def _entry(model):
-    """``model``'s cached (reference, compiled pass, size multiple), made on first use."""
+    """``model``'s cached (reference, compiled pass, size multiple, smallest side), made on
+    first use."""
     import tensorflow as tf
 
     entry = _FORWARDS.get(id(model))
@@ -182,7 +183,8 @@ def _entry(model):
             lambda batch: net()(batch, training=False),
             input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)],
         )
-        entry = _FORWARDS[id(model)] = (reference, forward, size_multiple(model))
+        sizes = size_multiple(model), smallest_side(model)
+        entry = _FORWARDS[id(model)] = (reference, forward, *sizes)
         weakref.finalize(model, _FORWARDS.pop, id(model), None)
     return entry
 
@@ -190,6 +192,11 @@ def _entry(model):
 def model_size_multiple(model) -> int:
     """:func:`kstyle.graph.size_multiple` of ``model``, read once and kept while it lives."""
     return _entry(model)[2]
+
+
+def model_smallest_side(model) -> int:
+    """:func:`kstyle.graph.smallest_side` of ``model``, read once and kept while it lives."""
+    return _entry(model)[3]
 
 
 def compiled_forward(model):

@@ -17,7 +17,7 @@ import keras
 from keras import layers
 
 from kstyle.errors import KstyleError
-from kstyle.transform_net import DepthToSpace
+from kstyle.transform_net import DepthToSpace, ReflectionPadding2D
 
 
 @dataclasses.dataclass(frozen=True)
@@ -300,6 +300,14 @@ def size_multiple(model) -> int:
     """The smallest height/width multiple for which every tensor of ``model`` has a whole size
     (4 for the seed net: two stride-2 convolutions; 8 for ``live``)."""
     return graph_size_multiple(Graph(model))
+
+
+def smallest_side(model) -> int:
+    """The smallest height/width ``model`` runs on once padded: its size multiple, twice that
+    where it has reflect padding (mirroring a row needs two rows, also at the coarsest
+    scale: 16 px for ``live`` with ``padding="reflect"``)."""
+    reflects = any(isinstance(layer, ReflectionPadding2D) for layer in model.layers)
+    return size_multiple(model) * (2 if reflects else 1)
 
 
 def graph_size_multiple(graph: Graph) -> int:

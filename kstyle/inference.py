@@ -9,7 +9,7 @@ from kstyle import tiling
 from kstyle.checks import check_strength, check_tile
 from kstyle.constants import SIZE_MULTIPLE
 from kstyle.errors import KstyleError
-from kstyle.forward import model_size_multiple, run_model
+from kstyle.forward import model_size_multiple, model_smallest_side, run_model
 from kstyle.images import to_uint8
 from kstyle.memory import AUTO, needs_tiling, pixels_within, resolve_max_memory
 
@@ -55,11 +55,17 @@ def blend(content: np.ndarray, stylized: np.ndarray, strength: float) -> np.ndar
     )
 
 
-def pad_to_multiple(batch, multiple=SIZE_MULTIPLE):
-    """Reflect-pads (B, H, W, 3) at the bottom and right to multiples of ``multiple`` (edge
-    mode where the image is too small to mirror)."""
+def padded_side(side: int, multiple: int, smallest: int = 0) -> int:
+    """``side`` rounded up to a multiple of ``multiple``, and at least ``smallest``."""
+    return max(side + (-side) % multiple, smallest)
+
+
+def pad_to_multiple(batch, multiple=SIZE_MULTIPLE, smallest=0):
+    """Reflect-pads (B, H, W, 3) at the bottom and right to multiples of ``multiple``, at least
+    ``smallest`` (edge mode where the image is too small to mirror)."""
     height, width = batch.shape[1:3]
-    pad_h, pad_w = (-height) % multiple, (-width) % multiple
+    pad_h = padded_side(height, multiple, smallest) - height
+    pad_w = padded_side(width, multiple, smallest) - width
     if pad_h or pad_w:
         mode = "reflect" if height > pad_h and width > pad_w else "edge"
         batch = np.pad(batch, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode=mode)
@@ -82,6 +88,7 @@ class Tilers:
         check_tile(tile)
         self.model, self.tile = model, tile
         self.multiple = model_size_multiple(model)
+        self.smallest = model_smallest_side(model)
         if tile and int(tile) % self.multiple:
             raise KstyleError(f"--tile must be a multiple of {self.multiple} for this network")
         self.budget = resolve_max_memory(max_memory)
@@ -89,8 +96,9 @@ class Tilers:
         self.built = {}
 
     def padded_size(self, height: int, width: int) -> tuple[int, int]:
-        """(height, width) rounded up to the net's size multiple, as stylizing pads them."""
-        return height + (-height) % self.multiple, width + (-width) % self.multiple
+        """(height, width) rounded up to the net's size multiple (and its smallest side), as
+        stylizing pads them."""
+        return tuple(padded_side(side, self.multiple, self.smallest) for side in (height, width))
 
     def for_size(self, height: int, width: int):
         """The tiler for a padded (height, width) image, or None to run it whole."""
@@ -155,7 +163,7 @@ def stylize_array(
     if strength == 0.0:
         return to_uint8(image)
     height, width = image.shape[:2]
-    padded = pad_to_multiple(image[None], model_size_multiple(model))[0]
+    padded = pad_to_multiple(image[None], model_size_multiple(model), model_smallest_side(model))[0]
     if tiler is None:
         tiler = Tilers(model, tile, max_memory).for_size(*padded.shape[:2])
     if tiler is not None:
@@ -175,7 +183,8 @@ def stylize_batch(model, frames: np.ndarray, *, preserve_colors=False, strength=
     if strength == 0.0:
         return to_uint8(frames)
     height, width = frames.shape[1:3]
-    batch = pad_to_multiple(frames.astype(np.float32), model_size_multiple(model))
+    multiple, smallest = model_size_multiple(model), model_smallest_side(model)
+    batch = pad_to_multiple(frames.astype(np.float32), multiple, smallest)
     output = run_model(model, batch)[:, :height, :width]
     return np.stack(
         [_finish(f, o, preserve_colors, strength) for f, o in zip(frames, output, strict=True)]

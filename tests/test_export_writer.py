@@ -99,7 +99,7 @@ def test_the_live_preset_exports_at_a_fixed_height_and_width(live_run, tmp_path,
     for result in results:
         sidecar = json.loads(open(f"{result.path}.json").read())
         assert sidecar["input"]["shape"][1:] == [32, 48, 3]
-        assert sidecar["input"]["min_size"] == 8
+        assert sidecar["input"]["size_multiple"] == sidecar["input"]["min_size"] == 8
         # 1 level: float rounding at a .5 boundary (conftest.max_level_diff)
         bars.at_most("fp32 exports vs Keras, live, fixed 32x48 (levels)", result.max_abs_diff, 1)
     fp32 = results[0]

@@ -10,8 +10,11 @@ import tensorflow as tf
 from conftest import randomize_norms
 
 from kstyle.constants import ARCH_SIZE_MULTIPLES, ARCHES
+from kstyle.errors import KstyleError
+from kstyle.export import export
 from kstyle.flops import count_flops, layer_flops
 from kstyle.graph import Graph, size_multiple, tensor_scales
+from kstyle.inference import stylize_array
 from kstyle.transform_net import DepthToSpace, build_transform_net
 
 # parameters by hand: a k x k conv has k*k*cin*cout + cout, a depthwise 3x3 9*c (no bias),
@@ -130,3 +133,32 @@ def test_a_new_live_net_starts_as_a_bilinear_upsampling():
     # the 4-px border of a zero-padded resize differs from 'same' padding only at the edge
     np.testing.assert_allclose(pre_tanh[:, 4:-4, 4:-4], upsampled[:, 4:-4, 4:-4], atol=2e-3)
     assert pre_tanh.std() > 0.05  # not a flat picture
+
+
+def test_small_pictures_on_a_reflect_padded_live_net():
+    """``live`` with reflect padding mirrors rows of its 1/8 tensors, which needs 2 of them:
+    stylizing pads pictures to at least 16 px (edge mode where too small) and crops back,
+    instead of failing; an export refuses sizes under that in one line."""
+    keras.utils.set_random_seed(6)
+    net = randomize_norms(build_transform_net("live", padding="reflect"), seed=6)
+    for height, width in ((8, 12), (3, 5), (16, 8)):
+        image = np.random.default_rng(height).integers(0, 256, (height, width, 3), np.uint8)
+        output = stylize_array(net, image)
+        padded = np.pad(image.astype(np.float32), ((0, 16 - height), (0, 16 - width), (0, 0)),
+                        mode="edge" if min(height, width) <= 8 else "reflect")  # fmt: skip
+        expected = np.asarray(net(padded[None]))[0, :height, :width]
+        assert output.shape == image.shape
+        assert np.abs(output - expected).max() <= 0.5 + 1e-3
+
+
+def test_an_export_refuses_sizes_under_the_nets_smallest_side(tmp_path):
+    net = build_transform_net("live")
+    path = tmp_path / "live.keras"
+    net.save(path)
+    for options, message in (
+        (dict(input_size=4), "--input-size must be at least 8 for this network, got 4"),
+        (dict(verify_size=6), "--verify-size must be at least 8 for this network, got 6"),
+    ):
+        with pytest.raises(KstyleError, match=message):
+            export(str(path), str(tmp_path / "out"), ("onnx",), **options)
+    assert not (tmp_path / "out").exists()  # refused before anything was written

@@ -199,7 +199,7 @@ def _model_entry(model_path, site, taken, verify_size, printer) -> dict:
         target = f"models/{stem}.onnx"  # a URL path, relative to the page
         shutil.copyfile(result.path, os.path.join(site, target))
         with open(f"{result.path}.json") as file:  # the export's sidecar: 4; 8 for live
-            multiple = json.load(file)["input"]["min_size"]
+            multiple = json.load(file)["input"]["size_multiple"]
     thumbnail = f"styles/{stem}.jpg"  # the style image, when the run's is still there
     style_image = style_image_path(model_path)
     if not (style_image and write_thumbnail(style_image, os.path.join(site, thumbnail))):

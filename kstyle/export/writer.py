@@ -29,7 +29,7 @@ from kstyle.files import (
     remove_path,
     write_json_atomically,
 )
-from kstyle.graph import size_multiple
+from kstyle.graph import size_multiple, smallest_side
 from kstyle.images import load_image
 from kstyle.smoke import is_smoke_test, smoke_fields
 from kstyle.transform_net import load_transform_net
@@ -99,10 +99,10 @@ def describe_model(model_path: str) -> dict:
 
 
 def write_metadata(
-    path: str, fmt: str, quantize, input_size, description: dict, min_size=SIZE_MULTIPLE
+    path: str, fmt: str, quantize, input_size, description: dict, sizes=(SIZE_MULTIPLE,) * 2
 ) -> str:
     """Writes the JSON sidecar ``<path>.json`` (inside the directory for a SavedModel);
-    ``min_size``: the net's size multiple (the graph pads to it)."""
+    ``sizes``: the net's size multiple (which the graph pads to) and smallest side."""
     import kstyle
 
     height, width = fixed_size(input_size)
@@ -118,7 +118,8 @@ def write_metadata(
             "layout": "NHWC",
             "channels": "RGB",
             "range": [0, 255],
-            "min_size": min_size,
+            "size_multiple": sizes[0],
+            "min_size": sizes[1],
         },
         "output": {
             "name": OUTPUT_NAME,
@@ -202,6 +203,18 @@ def _finish_onnx(path: str, name: str) -> None:
     onnx.save(model, path)
 
 
+def check_sizes_for(input_size, verify_size, smallest) -> None:
+    """Raises KstyleError for an ``--input-size`` or ``--verify-size`` side under the net's
+    ``smallest`` side (:func:`kstyle.graph.smallest_side`: 8 for ``live``, 16 with reflect
+    padding), which its graph cannot pad to its size multiple."""
+    sides = {"--input-size": min(fixed_size(input_size))} if input_size else {}
+    if not input_size:
+        sides["--verify-size"] = verify_size
+    for flag, side in sides.items():
+        if side < smallest:
+            raise KstyleError(f"{flag} must be at least {smallest} for this network, got {side}")
+
+
 def _verification_image(input_size, verify_size):
     """The held-out photo every artifact is checked on: the fixed input size, or
     ``verify_size`` high and a quarter wider plus one (sides that need padding)."""
@@ -246,11 +259,12 @@ def export(
             calibration_data, calibration_count, input_size or verify_size
         )
     transform_net = load_transform_net(model_path)
+    sizes = size_multiple(transform_net), smallest_side(transform_net)
+    check_sizes_for(input_size, verify_size, sizes[1])
     description = {**describe_model(model_path), "source": os.path.abspath(model_path)}
     os.makedirs(output_dir, exist_ok=True)
     remove_leftovers(output_dir)  # temporary files of an export that a kill cut short
     image = _verification_image(input_size, verify_size)
-    multiple = size_multiple(transform_net)
     results = []
     for fmt in formats:
         for quantize in quantizations if fmt == "tflite" else (None,):
@@ -262,11 +276,11 @@ def export(
                 if result.passed:
                     if fmt == "saved_model":  # the sidecar travels inside the folder
                         write_metadata(
-                            staged.temporary, fmt, quantize, input_size, description, multiple
+                            staged.temporary, fmt, quantize, input_size, description, sizes
                         )
                     staged.commit()
                     if fmt != "saved_model":
-                        write_metadata(target, fmt, quantize, input_size, description, multiple)
+                        write_metadata(target, fmt, quantize, input_size, description, sizes)
                     remove_path(f"{target}.failed")  # a failure this export made good
                     result.path = target
                 else:  # the previous file stays; the failing one is kept beside it
