@@ -17,6 +17,7 @@ import tempfile
 
 from kstyle.constants import (
     DEFAULT_VERIFY_SIZE,
+    LIVE_ARCH,
     WEB_MAX_SIDE,
     WEB_RUNTIME_FILES,
 )
@@ -45,7 +46,6 @@ from kstyle.web_site import (  # the site's format and server: also imported fro
 PAGE_DIR = os.path.join(PACKAGE_DIR, "web", "page")
 PAGE_FILES = ("index.html", "app.js", "worker.js", "pixels.js", "style.css")
 # The preset built for the webcam (kstyle.transform_net), which the export suggests.
-LIVE_ARCH = "live"
 THUMBNAIL_SIDE = 160  # the style pictures' longer side in the site (styles/NAME.jpg), px
 # The photo the page stylizes on opening, so that a picture shows before the user picks one:
 # the default resolution's side, so that it runs as a picked photo would.
@@ -100,19 +100,20 @@ def describe_run(model_path: str) -> dict:
 
 def style_image_path(model_path: str) -> str | None:
     """The style image that the run of ``model_path`` trained on, if it is still there: its
-    config.json's ``style`` as written, or relative to the folder that the run's recorded
-    ``run_dir`` was relative to (training ran there). None when neither is a file."""
+    config.json's ``style`` relative to the folder that the run's recorded ``run_dir`` was
+    relative to (training ran there), or as written. None when neither is a file."""
     config = _run_config(model_path)
     style, run_dir = config.get("style"), config.get("run_dir")
     if not isinstance(style, str):
         return None
-    candidates = [style]
+    candidates = []  # the run's own folder first: the current one may hold another file
     here = os.path.dirname(os.path.abspath(model_path))
     if isinstance(run_dir, str) and not os.path.isabs(style):
         parts = os.path.normpath(run_dir).split(os.sep)
         if here.split(os.sep)[-len(parts) :] == parts:  # here ends with run_dir
             base = os.sep.join(here.split(os.sep)[: -len(parts)]) or os.sep
             candidates.append(os.path.join(base, style))
+    candidates.append(style)
     return next((path for path in candidates if os.path.isfile(path)), None)
 
 
