@@ -42,6 +42,7 @@ CANDIDATES = {
     "no_block_norms": dict(quarter=16, eighth=64, blocks=4, out_kernel=3, block_norms=False),
     "q24e96b4": dict(quarter=24, eighth=96, blocks=4, out_kernel=3),
     "q16e48b3": dict(quarter=16, eighth=48, blocks=3, out_kernel=3),
+    "half8": dict(quarter=16, eighth=64, blocks=4, out_kernel=3, half=8),
 }
 
 

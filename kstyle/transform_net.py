@@ -172,7 +172,14 @@ def _plain_residual_block(x, filters, padding, name):
 
 
 def build_live_net(
-    quarter, eighth, blocks, out_kernel, block_norms=True, padding="zeros", name="transform_net"
+    quarter,
+    eighth,
+    blocks,
+    out_kernel,
+    block_norms=True,
+    half=0,
+    padding="zeros",
+    name="transform_net",
 ):
     """A transform net laid out for a frame budget: almost nothing runs at full resolution.
 
@@ -207,11 +214,19 @@ def build_live_net(
     x = layers.UpSampling2D(2, interpolation="nearest", name="up_upsample")(x)
     x = _conv_norm_relu(x, quarter, 3, 1, padding, "up", separable=True)
     x = layers.Add(name="skip_add")([x, skip])
-    x = _conv(x, 3 * 4 * 4, out_kernel, 1, padding, "out_conv")
+    block = 4
+    if half:  # a x2 shuffle to 1/2 resolution and a convolution there, then x2 again
+        x = _conv(x, half * 2 * 2, 3, 1, padding, "half_conv")
+        x = layers.ReLU(name="half_relu")(DepthToSpace(2, name="half_shuffle")(x))
+        block = 2
+    x = _conv(x, 3 * block * block, out_kernel, 1, padding, "out_conv")
     # the pixel mapping works on each value alone: before the shuffle, it runs at 1/4
-    model = keras.Model(inputs, DepthToSpace(4, name="out_shuffle")(pixels_output(x)), name=name)
+    outputs = DepthToSpace(block, name="out_shuffle")(pixels_output(x))
+    model = keras.Model(inputs, outputs, name=name)
     if out_kernel == 3:
-        _bilinear_start(model.get_layer("out_conv"), block=4)
+        _bilinear_start(model.get_layer("out_conv"), block=block)
+    if half:
+        _bilinear_start(model.get_layer("half_conv"), block=2)
     return model
 
 
