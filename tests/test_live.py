@@ -115,23 +115,29 @@ def test_live_keras_file_round_trips(tmp_path):
 
 
 def test_a_new_live_net_starts_as_a_bilinear_upsampling():
-    """The output convolution starts so that the shuffle is a bilinear x4 upsampling (ICNR with
-    bilinear taps): an untrained net draws no 4x4 blocks. Checked against an independent
-    bilinear upsampling (TensorFlow's, half-pixel centres) of the same 1x1 projection."""
+    """The output convolution starts so that the last shuffle (x``b``) is a bilinear x``b``
+    upsampling (ICNR with bilinear taps): an untrained net draws no b x b blocks. Checked
+    against an independent bilinear upsampling (TensorFlow's, half-pixel centres) of the same
+    1x1 projection of the convolution's input."""
     keras.utils.set_random_seed(5)
     net = randomize_norms(build_transform_net("live"), seed=5)
-    conv = net.get_layer("out_conv")
+    conv, block = net.get_layer("out_conv"), net.get_layer("out_shuffle").block_size
     kernel, bias = conv.get_weights()
     assert np.abs(kernel).max() > 0.01 and not bias.any()
     images = np.random.default_rng(4).uniform(0, 255, (1, 32, 40, 3)).astype(np.float32)
-    features = keras.Model(net.inputs, conv.input)(images)  # (1, 8, 10, 16) at 1/4
-    # phase (0, 0)'s centre tap weighs its own low-resolution pixel by (5/8)² in a bilinear x4
-    projection = np.asarray(features) @ (kernel[1, 1, :, :3] / (5 / 8) ** 2)  # (1, 8, 10, 3)
+    features = np.asarray(keras.Model(net.inputs, conv.input)(images))
+    height, width = features.shape[1:3]
+    # phase (0, 0)'s centre tap weighs its own pixel by (1 - (b - 1) / 2b)² in a bilinear xb
+    centre = (1 - (block - 1) / (2 * block)) ** 2
+    projection = features @ (kernel[1, 1, :, :3] / centre)
     padded = np.pad(projection, ((0, 0), (1, 1), (1, 1), (0, 0)))  # the conv's zero padding
-    upsampled = tf.image.resize(padded, (40, 48), method="bilinear").numpy()[:, 4:-4, 4:-4]
+    size = ((height + 2) * block, (width + 2) * block)
+    upsampled = tf.image.resize(padded, size, method="bilinear").numpy()
+    upsampled = upsampled[:, block:-block, block:-block]
     pre_tanh = np.arctanh(np.asarray(net(images)) / 127.5 - 1.0)
-    # the 4-px border of a zero-padded resize differs from 'same' padding only at the edge
-    np.testing.assert_allclose(pre_tanh[:, 4:-4, 4:-4], upsampled[:, 4:-4, 4:-4], atol=2e-3)
+    # the border of a zero-padded resize differs from 'same' padding only at the edge
+    inner = (slice(None), slice(block, -block), slice(block, -block))
+    np.testing.assert_allclose(pre_tanh[inner], upsampled[inner], atol=2e-3)
     assert pre_tanh.std() > 0.05  # not a flat picture
 
 
