@@ -36,9 +36,9 @@ resume) and skips the finished ones; the content and the teacher are made once p
   the mean step between neighbouring pixels across the lines of a 4-px grid, over the mean
   step elsewhere (1.00: no grid; a stride-4 network's blocks raise it above the teacher's).
 - **Step time**: wall seconds per step between milestones, from the run's own clock.
-- **Strip** (``--strip PATH``): one row per held-out photo, input | teacher | each student at
-  its last milestone; ``PATH`` with ``-zoom`` before the suffix: the centre 64² of each,
-  enlarged 4x with nearest pixels (every pixel a 4x4 square).
+- **Strip** (``--strip PATH``): one row per held-out photo (``--strip-photos``: some of
+  them), input | teacher | each student at its last milestone; and ``PATH`` with ``-zoom``
+  before the suffix: the centre 64² of each, enlarged 4x with nearest pixels.
 
 Writes ``--json`` if asked and prints Markdown tables with the machine's CPU flags.
 """
@@ -279,8 +279,18 @@ def parse_args(argv):
         "measure the milestones reached (default: none)",
     )  # fmt: skip
     parser.add_argument("--strip", help="write the held-out photos' strip here (PNG)")
+    parser.add_argument(
+        "--strip-photos", type=lambda text: text.split(","),
+        help="the held-out photos in the strip, comma-separated names without suffix "
+        "(default: all)",
+    )  # fmt: skip
     parser.add_argument("--json", help="also write the results here")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    held_out = [os.path.splitext(name)[0] for _, name in content.HELD_OUT_PHOTOS]
+    unknown = sorted(set(args.strip_photos or ()) - set(held_out))
+    if unknown:
+        parser.error(f"--strip-photos: not held-out photos: {unknown} (choose from {held_out})")
+    return args
 
 
 def main(argv=None) -> int:
@@ -299,7 +309,9 @@ def main(argv=None) -> int:
         rows.extend(arch_rows)
         columns.append(last["photos"])
     if args.strip:
-        save_strip(args.strip, columns, args.eval_size)
+        names = prepared["photo_names"]
+        rows_kept = [names.index(name) for name in args.strip_photos or names]
+        save_strip(args.strip, [[c[i] for i in rows_kept] for c in columns], args.eval_size)
     flags = " ".join(flag for flag in FLAGS_SHOWN if flag in cpu_flags())
     result = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
