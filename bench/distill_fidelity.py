@@ -278,6 +278,10 @@ def parse_args(argv):
         "--time-limit", type=float, help="stop each distillation after this many minutes and "
         "measure the milestones reached (default: none)",
     )  # fmt: skip
+    parser.add_argument(
+        "--no-train", action="store_true",
+        help="run no distillation: measure the milestones already in --work",
+    )  # fmt: skip
     parser.add_argument("--strip", help="write the held-out photos' strip here (PNG)")
     parser.add_argument(
         "--strip-photos", type=lambda text: text.split(","),

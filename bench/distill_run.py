@@ -92,7 +92,8 @@ class MilestoneCopier:
 
 def distill(args, arch: str, prepared: dict) -> dict:
     """Runs (or resumes) ``kstyle distill`` of student ``arch`` under ``args.work/arch`` to the
-    last milestone, or until ``args.time_limit`` minutes; returns {step: (checkpoint prefix or
+    last milestone, or until ``args.time_limit`` minutes (``args.no_train``: runs nothing,
+    takes the milestones already there); returns {step: (checkpoint prefix or
     model file, wall seconds per step since the previous milestone, None if unknown)} for
     the milestones reached."""
     run_dir = os.path.join(args.work, arch, "run")
@@ -102,7 +103,7 @@ def distill(args, arch: str, prepared: dict) -> dict:
         milestones,
     )  # fmt: skip
     summary = os.path.join(run_dir, "summary.json")
-    if not os.path.isfile(summary):
+    if not os.path.isfile(summary) and not args.no_train:
         command = distill_command(args, arch, prepared, run_dir)
         print("running:", " ".join(command), file=sys.stderr, flush=True)
         process = subprocess.Popen(command)
@@ -128,5 +129,5 @@ def distill(args, arch: str, prepared: dict) -> dict:
         found[milestones[-1]] = os.path.join(run_dir, "model.keras")
     missed = [step for step in milestones if step not in found and os.path.isfile(summary)]
     if missed:
-        print(f"warning: milestones {missed} were overwritten before a copy", file=sys.stderr)
+        print(f"warning: {arch}: no checkpoint was copied at steps {missed}", file=sys.stderr)
     return {step: (found[step], copier.times.get(str(step))) for step in sorted(found)}
