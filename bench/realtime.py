@@ -54,7 +54,6 @@ def parse_size(text: str) -> tuple[int, int]:
 def build_net(name: str, seed: int = 0):
     """The net ``name`` names (a preset, or ``wWIDTHbBLOCKS``), with random norm parameters."""
     import keras
-    import numpy as np
 
     from kstyle.transform_net import build_transform_net
 
@@ -66,6 +65,14 @@ def build_net(name: str, seed: int = 0):
         )
     else:
         net = build_transform_net(arch=name)
+    return randomize_norms(net, seed)
+
+
+def randomize_norms(net, seed: int = 0):
+    """``net`` with random instance-norm scales and offsets (a trained net's arithmetic)."""
+    import keras
+    import numpy as np
+
     rng = np.random.default_rng(seed)
     for layer in net.layers:
         if isinstance(layer, keras.layers.GroupNormalization):

@@ -10,6 +10,7 @@ import os
 
 from kstyle.coco import DATA_DIR_HELP
 from kstyle.constants import (
+    ARCH_SIZE_MULTIPLES,
     ARCHES,
     BATCH_SIZE,
     CONTENT_WEIGHT,
@@ -243,9 +244,11 @@ class TrainConfig:
             raise KstyleError(f"--fraction must be in (0, 1], got {self.fraction}")
         if not (0.0 <= self.beta1 < 1.0 and 0.0 <= self.beta2 < 1.0):
             raise KstyleError("--beta1 and --beta2 must be in [0, 1)")
-        if self.image_size % SIZE_MULTIPLE:
+        multiple = ARCH_SIZE_MULTIPLES.get(self.arch, SIZE_MULTIPLE)
+        if self.image_size % multiple:
             raise KstyleError(
-                f"--image-size must be a multiple of {SIZE_MULTIPLE}, got {self.image_size}"
+                f"--image-size must be a multiple of {multiple} for --arch {self.arch}, "
+                f"got {self.image_size}"
             )
         if self.checkpoint_every < 0:
             raise KstyleError(f"--checkpoint-every must not be negative: {self.checkpoint_every}")

@@ -9,11 +9,18 @@ so each is written once.
 PADDINGS = ("zeros", "reflect")
 # The transform net presets (``build_transform_net(arch=...)``, ``kstyle.transform_net.PRESETS``
 # holds their knobs) and the default, the reference's network.
-ARCHES = ("johnson", "slim", "tiny")
+ARCHES = ("johnson", "slim", "tiny", "live")
 DEFAULT_ARCH = "johnson"
 # Image sides the transform net maps to themselves: two stride-2 convolutions, then two x2
-# upsamplings.
+# upsamplings; per preset (``live``: a stride-4 stem and a stride-2 convolution), for the checks
+# made before a net is built.
 SIZE_MULTIPLE = 4
+ARCH_SIZE_MULTIPLES = {
+    "johnson": SIZE_MULTIPLE,
+    "slim": SIZE_MULTIPLE,
+    "tiny": SIZE_MULTIPLE,
+    "live": 8,
+}
 # The reference's training defaults that the library's functions share with TrainConfig: the
 # content and style loss weights (no total-variation term), the square images are resized to,
 # the images per step, and the passes over the content images (without --steps).

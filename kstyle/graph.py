@@ -17,6 +17,7 @@ import keras
 from keras import layers
 
 from kstyle.errors import KstyleError
+from kstyle.transform_net import DepthToSpace
 
 
 @dataclasses.dataclass(frozen=True)
@@ -297,18 +298,23 @@ def tensor_scales(graph: Graph) -> dict:
 
 def size_multiple(model) -> int:
     """The smallest height/width multiple for which every tensor of ``model`` has a whole size
-    (4 for the seed net: two stride-2 convolutions)."""
-    scales = tensor_scales(Graph(model)).values()
-    return math.lcm(*(scale.denominator for scale in scales))
+    (4 for the seed net: two stride-2 convolutions; 8 for ``live``)."""
+    return graph_size_multiple(Graph(model))
+
+
+def graph_size_multiple(graph: Graph) -> int:
+    """:func:`size_multiple` of the model that ``graph`` reads."""
+    return math.lcm(*(scale.denominator for scale in tensor_scales(graph).values()))
 
 
 def output_tanh(graph: Graph):
     """The call of a tanh ``Activation`` that the model's single output is a rescaling of (the
-    output itself, or reached back from it through ``Rescaling`` layers), each tensor on the
-    way read by the next call only; None where the model has no such output.
+    output itself, or reached back from it through ``Rescaling`` layers and a pixel shuffle),
+    each tensor on the way read by the next call only; None where the model has no such output.
 
     The default transform net's output is ``tanh`` then two ``Rescaling`` layers
-    (:func:`kstyle.transform_net.pixels_output`): this finds its tanh by structure.
+    (:func:`kstyle.transform_net.pixels_output`), ``live``'s those then a
+    :class:`kstyle.transform_net.DepthToSpace`: this finds the tanh by structure.
     """
     if len(graph.outputs) != 1:
         return None
@@ -319,7 +325,7 @@ def output_tanh(graph: Graph):
             return None
         if isinstance(node.layer, layers.Activation):
             return node if node.layer.activation is keras.activations.tanh else None
-        if not isinstance(node.layer, layers.Rescaling):
+        if not isinstance(node.layer, layers.Rescaling | DepthToSpace):
             return None
         tensor = node.inputs[0]
         if len(graph.consumers(tensor)) != 1 or graph.is_output(tensor):

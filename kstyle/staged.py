@@ -43,7 +43,7 @@ from keras import layers, ops
 from kstyle.errors import KstyleError
 from kstyle.forward import UpsampleConv2D, quiet_retracing_warning
 from kstyle.graph import Graph, is_instance_norm, tensor_scales
-from kstyle.transform_net import ReflectionPadding2D, TanhToPixels
+from kstyle.transform_net import DepthToSpace, ReflectionPadding2D, TanhToPixels
 
 # Bytes a band takes per element of each of its stage's tensors: float32, and room for the
 # copies the runtime makes around a layer (padding, a convolution's workspace).
@@ -152,6 +152,8 @@ def input_halo(graph, node, halo: int, pointwise=(), axis=0) -> int:
         if layer.interpolation != "nearest" or int(layer.size[0]) != int(layer.size[1]):
             raise _fail(node, "only nearest upsampling by one factor is supported")
         return -(-halo // int(layer.size[0]))
+    if isinstance(layer, DepthToSpace):  # output block (i, j) is one input pixel's
+        return -(-halo // layer.block_size)
     if isinstance(layer, UpsampleConv2D):  # nearest x2, then a 3x3 convolution padded by 1
         return -(-(halo + 1) // 2)
     raise _fail(node, "its spatial behaviour is unknown")

@@ -44,9 +44,11 @@ from kstyle.graph import Graph, instance_norms, size_multiple
 from kstyle.memory import BYTES_PER_PIXEL, DEFAULT_MAX_MEMORY, pixels_within
 from kstyle.staged import StagePlan, receptive_radius
 
-# px of context on each side of a tile: the default margin, or less where the net's receptive
-# radius plus half the feather is less (see TiledStylizer).
-DEFAULT_MARGIN = 48
+# Context on each side of a tile, in cells of the net's coarsest grid (its size multiple, 4
+# px for the seed net): the default margin, or less where the net's receptive radius plus half
+# the feather is less (see TiledStylizer).
+DEFAULT_MARGIN_CELLS = 12
+DEFAULT_MARGIN = DEFAULT_MARGIN_CELLS * SIZE_MULTIPLE  # px, for the seed net's grid
 DEFAULT_FEATHER = 32  # px over which neighbouring tiles cross-fade
 
 logger = logging.getLogger(__name__)
@@ -279,7 +281,8 @@ class TiledStylizer:
             ``feather / 2``). Default: the net's receptive radius (:func:`receptive_radius`,
             read from its graph) plus ``feather / 2``, rounded up to ``multiple``, so that the
             trusted span of every window sees all the context it reads, but at most
-            :data:`DEFAULT_MARGIN` (the seed net's radius is larger; the trusted spans then
+            :data:`DEFAULT_MARGIN_CELLS` cells of ``multiple`` px (48 px for the seed net, 96
+            for ``live``; the seed net's radius is larger; the trusted spans then
             miss some context and tiles are close to, not exactly, an untiled pass).
         feather: width in px of the linear cross-fade between neighbouring tiles.
         stats_pixels: the most pixels a whole-image statistics pass may take (default: what
@@ -317,8 +320,9 @@ class TiledStylizer:
         except KstyleError:
             self.radius = None  # margin: the default
         if margin is None:
-            needed = DEFAULT_MARGIN if self.radius is None else self.radius + -(-feather // 2)
-            margin = _round_up(min(DEFAULT_MARGIN, needed), self.multiple)
+            default = DEFAULT_MARGIN_CELLS * max(self.multiple, SIZE_MULTIPLE)
+            needed = default if self.radius is None else self.radius + -(-feather // 2)
+            margin = _round_up(min(default, needed), self.multiple)
         if margin % self.multiple or margin < feather / 2:
             raise ValueError(
                 f"margin must be a multiple of {self.multiple} and at least feather / 2"

@@ -62,6 +62,39 @@ class TanhToPixels(layers.Layer):
         return 127.5 * (ops.tanh(inputs) + 1.0)
 
 
+@keras.saving.register_keras_serializable(package="kstyle")
+class DepthToSpace(layers.Layer):
+    """Pixel shuffle: (B, H, W, C * b * b) -> (B, H * b, W * b, C), each pixel's channels
+    spread over a b x b block as TensorFlow's ``depth_to_space`` and ONNX's ``DepthToSpace``
+    (DCR) do: output (y * b + i, x * b + j, c) is input (y, x, (i * b + j) * C + c).
+
+    Made of ``keras.ops`` reshapes and a transpose, so it runs on every backend; the exports
+    write the runtimes' own op (``kstyle.export.serving.export_layer``).
+    """
+
+    def __init__(self, block_size=2, **kwargs):
+        super().__init__(**kwargs)
+        self.block_size = int(block_size)
+        self.spatial_scale = self.block_size  # read by kstyle.graph.spatial_change
+
+    def call(self, inputs):
+        b = self.block_size
+        shape = ops.shape(inputs)
+        height, width, channels = shape[1], shape[2], inputs.shape[-1] // (b * b)
+        x = ops.reshape(inputs, (-1, height, width, b, b, channels))
+        x = ops.transpose(x, (0, 1, 3, 2, 4, 5))
+        return ops.reshape(x, (-1, height * b, width * b, channels))
+
+    def compute_output_shape(self, input_shape):
+        batch, height, width, channels = input_shape
+        b = self.block_size
+        grow = lambda side: None if side is None else side * b  # noqa: E731
+        return (batch, grow(height), grow(width), channels // (b * b))
+
+    def get_config(self):
+        return {**super().get_config(), "block_size": self.block_size}
+
+
 def _conv(x, filters, kernel_size, strides, padding, name, separable=False):
     """A convolution with zero 'same' or reflect padding; ``separable``: a depthwise
     ``kernel_size`` convolution (no bias) then a 1x1 ``Conv2D`` named ``name``."""
@@ -122,6 +155,62 @@ PRESETS = {
 }
 
 
+# The live preset's knobs (``docs/presets.md`` has the measurements that chose them): the
+# channels at 1/4 and 1/8 of the input's resolution, the residual blocks at 1/8, the output
+# convolution's kernel (at 1/4, before the pixel shuffle) and whether the residual blocks
+# have instance norms.
+LIVE_PRESETS = {"live": dict(quarter=16, eighth=64, blocks=4, out_kernel=3, block_norms=True)}
+
+
+def _plain_residual_block(x, filters, padding, name):
+    """A residual block without norms: separable conv, ReLU, separable conv, add."""
+    y = _conv(x, filters, 3, 1, padding, f"{name}_a_conv", separable=True)
+    y = layers.ReLU(name=f"{name}_a_relu")(y)
+    y = _conv(y, filters, 3, 1, padding, f"{name}_b_conv", separable=True)
+    return layers.Add(name=f"{name}_add")([x, y])
+
+
+def build_live_net(
+    quarter, eighth, blocks, out_kernel, block_norms=True, padding="zeros", name="transform_net"
+):
+    """A transform net laid out for a frame budget: almost nothing runs at full resolution.
+
+    A 4x4 stride-4 convolution (a learned space-to-depth) takes the image to 1/4 resolution
+    (``quarter`` channels); a depthwise-separable stride-2 convolution to 1/8 (``eighth``
+    channels), where ``blocks`` depthwise-separable residual blocks run; a nearest x2
+    upsampling and a separable convolution come back to 1/4, where the stem's features are
+    added back (a skip that carries detail past the body); an ``out_kernel`` convolution to
+    48 channels, the pixel mapping of :func:`pixels_output` and a pixel shuffle
+    (:class:`DepthToSpace`, x4) write the pixels: only the first convolution and the shuffle
+    touch full-resolution tensors. Instance
+    norms follow the stem, the down and up convolutions and (``block_norms``) every
+    residual block's convolutions: all at 1/4 or 1/8 resolution. Built-in Keras layers but
+    the pixel shuffle (plus ``ReflectionPadding2D`` with ``padding="reflect"``).
+
+    Returns:
+        A ``keras.Model`` from RGB floats in [0, 255] (B, H, W, 3) to the same; H and W
+        multiples of 8 give an output of exactly the input size.
+    """
+    if padding not in PADDINGS:
+        raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
+    inputs = keras.Input(shape=(None, None, 3), name="content")
+    x = layers.Conv2D(quarter, 4, strides=4, name="stem_conv")(inputs)
+    x = _instance_norm(x, "stem_norm")
+    skip = layers.ReLU(name="stem_relu")(x)
+    x = _conv_norm_relu(skip, eighth, 3, 2, padding, "down", separable=True)
+    for i in range(blocks):
+        if block_norms:
+            x = _residual_block(x, eighth, padding, f"res{i + 1}", separable=True)
+        else:
+            x = _plain_residual_block(x, eighth, padding, f"res{i + 1}")
+    x = layers.UpSampling2D(2, interpolation="nearest", name="up_upsample")(x)
+    x = _conv_norm_relu(x, quarter, 3, 1, padding, "up", separable=True)
+    x = layers.Add(name="skip_add")([x, skip])
+    x = _conv(x, 3 * 4 * 4, out_kernel, 1, padding, "out_conv")
+    # the pixel mapping works on each value alone: before the shuffle, it runs at 1/4
+    return keras.Model(inputs, DepthToSpace(4, name="out_shuffle")(pixels_output(x)), name=name)
+
+
 def build_transform_net(
     arch: str = DEFAULT_ARCH,
     padding: str = "zeros",
@@ -153,8 +242,13 @@ def build_transform_net(
         the input size (the two stride-2 convolutions round odd sizes up). The output is
         float32 under any dtype policy; with ``padding="zeros"`` every layer is a built-in.
     """
+    if arch in LIVE_PRESETS:
+        knobs = (num_residual_blocks, width, separable, edge_kernel)
+        if any(knob is not None for knob in knobs):
+            raise ValueError(f"the {arch!r} preset takes no width, blocks, separable or edge knobs")
+        return build_live_net(**LIVE_PRESETS[arch], padding=padding, name=name)
     if arch not in PRESETS:
-        raise ValueError(f"arch must be one of {tuple(PRESETS)}, got {arch!r}")
+        raise ValueError(f"arch must be one of {(*PRESETS, *LIVE_PRESETS)}, got {arch!r}")
     if padding not in PADDINGS:
         raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
     given = dict(

@@ -209,14 +209,20 @@ def renamed(net):
     return copy
 
 
-VARIANTS = ("seed", "renamed", "slim3", "reflect", "tiny", "tiny_reflect")
+VARIANTS = ("seed", "renamed", "slim3", "reflect", "tiny", "tiny_reflect", "live", "live_reflect")
+# the instance norms of each variant, counted by hand: 3 down, 2 per residual block, 2 up (live:
+# stem, down, 2 per block of 4, up)
+VARIANT_NORMS = dict(
+    seed=15, renamed=15, slim3=11, reflect=15, tiny=11, tiny_reflect=11, live=11, live_reflect=11
+)
 
 
 def build_variant(kind, seed=0):
     """One of the nets every graph pass is tested on: ``seed`` (the reference net),
     ``renamed`` (the same with every layer renamed), ``slim3`` (the ``slim`` preset with 3
     residual blocks: half the channels), ``reflect`` (reflect padding), the ``tiny`` preset
-    (depthwise-separable convolutions) and ``tiny_reflect``; random norm parameters."""
+    (depthwise-separable convolutions), ``tiny_reflect``, the ``live`` preset (stride-4 stem,
+    body at 1/8, pixel-shuffle output) and ``live_reflect``; random norm parameters."""
     import keras
 
     from kstyle.transform_net import build_transform_net
@@ -227,6 +233,8 @@ def build_variant(kind, seed=0):
         "reflect": dict(padding="reflect"),
         "tiny": dict(arch="tiny"),
         "tiny_reflect": dict(arch="tiny", padding="reflect"),
+        "live": dict(arch="live"),
+        "live_reflect": dict(arch="live", padding="reflect"),
     }
     net = randomize_norms(build_transform_net(**options.get(kind, {})), seed)
     return renamed(net) if kind == "renamed" else net
@@ -238,7 +246,7 @@ def variant_net(request):
     return build_variant(request.param)
 
 
-@pytest.fixture(scope="session", params=("johnson", "slim", "tiny"))
+@pytest.fixture(scope="session", params=("johnson", "slim", "tiny", "live"))
 def preset_net(request):
     """Each preset of :func:`kstyle.transform_net.build_transform_net` in turn (the names are
     written here, not read from kstyle, so that a preset dropped there fails), untrained with

@@ -49,7 +49,11 @@ def test_resolved_output_and_style_size():
         ({"fraction": 1.5}, "--fraction must be in (0, 1], got 1.5"),
         ({"beta1": 1.0}, "--beta1 and --beta2 must be in [0, 1)"),
         ({"beta2": -0.1}, "--beta1 and --beta2 must be in [0, 1)"),
-        ({"image_size": 30}, "--image-size must be a multiple of 4, got 30"),
+        ({"image_size": 30}, "--image-size must be a multiple of 4 for --arch johnson, got 30"),
+        (
+            {"image_size": 36, "arch": "live"},
+            "--image-size must be a multiple of 8 for --arch live",
+        ),
         ({"checkpoint_every": -1}, "--checkpoint-every must not be negative: -1"),
         ({"padding": "same"}, "--padding must be one of zeros, reflect, got 'same'"),
         ({"mixed_precision": "fp16"}, "--mixed-precision must be one of off, float16, bfloat16"),

@@ -11,6 +11,7 @@ from kstyle.errors import KstyleError
 from kstyle.graph import Graph
 from kstyle.inference import stylize_array
 from kstyle.transform_net import (
+    LIVE_PRESETS,
     PRESETS,
     ReflectionPadding2D,
     TanhToPixels,
@@ -195,7 +196,7 @@ def test_load_errors(tmp_path):
 def test_preset_names_agree_with_the_constants():
     from kstyle.constants import ARCHES, DEFAULT_ARCH
 
-    assert tuple(PRESETS) == ARCHES and DEFAULT_ARCH == ARCHES[0] == "johnson"
+    assert (*PRESETS, *LIVE_PRESETS) == ARCHES and DEFAULT_ARCH == ARCHES[0] == "johnson"
     assert inspect.signature(build_transform_net).parameters["arch"].default == DEFAULT_ARCH
 
 

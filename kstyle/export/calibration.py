@@ -12,7 +12,7 @@ import numpy as np
 from keras import layers
 
 from kstyle.export.serving import PadToMultiple
-from kstyle.graph import Graph
+from kstyle.graph import Graph, graph_size_multiple
 
 # s_c = extent_c ** -BALANCE_EXPONENT: the square root splits the range between the depthwise
 # output (one int8 scale per tensor) and the 1x1 kernel's input channels (one scale per output
@@ -25,7 +25,7 @@ def output_ranges(graph, tensors, images):
     """Per-channel statistics of ``tensors`` of ``graph`` over ``images`` (uint8 (H, W, 3)):
     lists of the min, the max, the RMS per-image standard deviation, and the 10th percentile of
     the per-image minima and 90th of the per-image maxima."""
-    pad = PadToMultiple()
+    pad = PadToMultiple(graph_size_multiple(graph))
     lows = [np.inf] * len(tensors)
     highs = [-np.inf] * len(tensors)
     variances = [0.0] * len(tensors)

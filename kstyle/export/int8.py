@@ -25,10 +25,11 @@ from kstyle.export.serving import (
     NearestUpsample2x,
     PadToMultiple,
     export_layer,
+    fixed_size,
     moment_norms,
     serving_archive,
 )
-from kstyle.graph import Graph, instance_norms, output_tanh
+from kstyle.graph import Graph, instance_norms, output_tanh, size_multiple
 from kstyle.quiet import filtered_stderr
 from kstyle.transform_net import ReflectionPadding2D, TanhToPixels
 
@@ -310,9 +311,9 @@ def equalized_export_model(
     for layer in equalized.layers:
         layer.set_weights(weights[layer.name])
     images = keras.Input(
-        shape=(input_size, input_size, 3), batch_size=batch_size, dtype="uint8", name="image"
+        shape=(*fixed_size(input_size), 3), batch_size=batch_size, dtype="uint8", name="image"
     )
-    padded = PadToMultiple(name="pad_to_multiple")(images)
+    padded = PadToMultiple(size_multiple(transform_net), name="pad_to_multiple")(images)
     outputs = CropToPixels(name=serving.OUTPUT_NAME)(equalized(padded), images)
     return keras.Model(images, outputs, name=f"{transform_net.name}_uint8_equalized")
 

@@ -14,10 +14,22 @@ import tensorflow as tf
 
 from kstyle.constants import NO_QUANTIZATION, SIZE_MULTIPLE
 from kstyle.forward import inference_net
-from kstyle.graph import Graph, is_instance_norm
+from kstyle.graph import Graph, graph_size_multiple, is_instance_norm
 from kstyle.quiet import filtered_stderr
+from kstyle.transform_net import DepthToSpace
 
 OUTPUT_NAME = "stylized"  # every format's output (the SavedModel signature's key too)
+
+
+def fixed_size(input_size) -> tuple:
+    """``(height, width)`` of an export's ``input_size``: None (any size) -> (None, None), an
+    int N -> (N, N), a pair -> itself."""
+    if input_size is None:
+        return None, None
+    if isinstance(input_size, int):
+        return input_size, input_size
+    height, width = input_size
+    return int(height), int(width)
 
 
 @keras.saving.register_keras_serializable(package="kstyle")
@@ -30,14 +42,21 @@ class PadToMultiple(keras.layers.Layer):
         self.multiple = int(multiple)
 
     def call(self, images):
-        images = tf.cast(images, tf.float32)
+        height, width = images.shape[1:3]
+        if height and width and not height % self.multiple and not width % self.multiple:
+            # a fixed size that needs no padding: no dynamic shapes, which would keep a
+            # runtime's delegate (XNNPACK in TFLite) off the whole graph
+            return tf.cast(images, tf.float32)
         shape = tf.shape(images)
         # (m - h % m) % m, not (-h) % m: ONNX's Mod would take the sign of a negative operand
         pad_h = (self.multiple - shape[1] % self.multiple) % self.multiple
         pad_w = (self.multiple - shape[2] % self.multiple) % self.multiple
+        # padded before the cast: a runtime's dynamic pad (outside XNNPACK in TFLite) then
+        # moves a quarter of the bytes, and the float graph after it is one delegate partition
         padded = tf.pad(images, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]], mode="REFLECT")
         # an explicit channel count: dynamic padding would otherwise lose it in TFLite
-        return tf.reshape(padded, [shape[0], shape[1] + pad_h, shape[2] + pad_w, 3])
+        padded = tf.reshape(padded, [shape[0], shape[1] + pad_h, shape[2] + pad_w, 3])
+        return tf.cast(padded, tf.float32)
 
     def compute_output_spec(self, images):
         return keras.KerasTensor((images.shape[0], None, None, 3), dtype="float32")
@@ -48,12 +67,15 @@ class PadToMultiple(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="kstyle")
 class CropToPixels(keras.layers.Layer):
-    """Crops ``padded`` (B, H', W', 3) to the size of ``reference`` and rounds to uint8."""
+    """Rounds ``padded`` (B, H', W', 3) to uint8 and crops it to the size of ``reference``
+    (rounded first: the float ops stay in one delegate partition, the crop moves bytes)."""
 
     def call(self, padded, reference):
+        pixels = tf.cast(tf.clip_by_value(tf.round(padded), 0.0, 255.0), tf.uint8)
+        if None not in padded.shape[1:3] and padded.shape[1:3] == reference.shape[1:3]:
+            return pixels
         shape = tf.shape(reference)
-        cropped = padded[:, : shape[1], : shape[2], :]
-        return tf.cast(tf.clip_by_value(tf.round(cropped), 0.0, 255.0), tf.uint8)
+        return pixels[:, : shape[1], : shape[2], :]
 
     def compute_output_shape(self, padded_shape, reference_shape):
         return reference_shape
@@ -66,6 +88,8 @@ class CropToPixels(keras.layers.Layer):
 class NearestUpsample2x(keras.layers.Layer):
     """Nearest-neighbour x2 upsampling through ``tf.image.resize``: equal to UpSampling2D(2)."""
 
+    spatial_scale = 2  # read by kstyle.graph.spatial_change
+
     def call(self, inputs):
         shape = tf.shape(inputs)
         return tf.image.resize(inputs, (2 * shape[1], 2 * shape[2]), method="nearest")
@@ -74,6 +98,16 @@ class NearestUpsample2x(keras.layers.Layer):
         batch, height, width, channels = input_shape
         double = lambda size: None if size is None else 2 * size  # noqa: E731
         return (batch, double(height), double(width), channels)
+
+
+@keras.saving.register_keras_serializable(package="kstyle")
+class NativeDepthToSpace(DepthToSpace):
+    """:class:`kstyle.transform_net.DepthToSpace` as ``tf.nn.depth_to_space``: the same
+    function, which converters write as one op (TFLite ``DEPTH_TO_SPACE``, ONNX
+    ``DepthToSpace``) instead of reshapes around a 6-D transpose."""
+
+    def call(self, inputs):
+        return tf.nn.depth_to_space(inputs, self.block_size)
 
 
 def export_layer(layer):
@@ -87,6 +121,8 @@ def export_layer(layer):
         and layer.data_format == "channels_last"
     ):
         return NearestUpsample2x(name=layer.name)
+    if isinstance(layer, DepthToSpace):
+        return NativeDepthToSpace(layer.block_size, name=layer.name)
     return layer.__class__.from_config(layer.get_config())
 
 
@@ -113,14 +149,15 @@ def export_model(transform_net, input_size=None, batch_size=None):
 
     Args:
         transform_net: a trained transform net (float RGB [0, 255] in and out).
-        input_size: None for any H, W; an int N for a fixed N x N input.
+        input_size: None for any H, W; an int N for a fixed N x N input; (H, W) for H x W.
         batch_size: None for any batch; an int for a fixed batch (TFLite uses 1).
 
     Returns:
         A ``keras.Model`` from uint8 (B, H, W, 3) to uint8 (B, H, W, 3).
     """
     fused = inference_net(transform_net)
-    norms = moment_norms(Graph(fused))
+    graph = Graph(fused)
+    norms = moment_norms(graph)
 
     def substitute(layer):
         if layer.name in norms:
@@ -131,9 +168,9 @@ def export_model(transform_net, input_size=None, batch_size=None):
     clone = keras.models.clone_model(fused, clone_function=substitute)
     clone.set_weights(fused.get_weights())
     images = keras.Input(
-        shape=(input_size, input_size, 3), batch_size=batch_size, dtype="uint8", name="image"
+        shape=(*fixed_size(input_size), 3), batch_size=batch_size, dtype="uint8", name="image"
     )
-    padded = PadToMultiple(name="pad_to_multiple")(images)
+    padded = PadToMultiple(graph_size_multiple(graph), name="pad_to_multiple")(images)
     stylized = clone(padded)
     outputs = CropToPixels(name=OUTPUT_NAME)(stylized, images)
     return keras.Model(images, outputs, name=f"{transform_net.name}_uint8")
@@ -148,7 +185,7 @@ def serving_archive(transform_net, directory, input_size=None, batch_size=None, 
     """
     if model is None:
         model = export_model(transform_net, input_size=input_size, batch_size=batch_size)
-    spec = tf.TensorSpec([batch_size, input_size, input_size, 3], tf.uint8, name="image")
+    spec = tf.TensorSpec([batch_size, *fixed_size(input_size), 3], tf.uint8, name="image")
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint(
