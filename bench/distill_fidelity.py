@@ -34,7 +34,10 @@ resume) and skips the finished ones; the content and the teacher are made once p
   ``kstyle.stylize_array``; the mean over the photos and over the scenes.
 - **Grid**: ``kstyle.images.seam_metric(picture, 4)`` on the held-out photos, border / inside:
   the mean step between neighbouring pixels across the lines of a 4-px grid, over the mean
-  step elsewhere (1.00: no grid; a stride-4 network's blocks raise it above the teacher's).
+  step elsewhere (1.00: no grid; a stride-4 network's blocks raise it above the teacher's);
+  and the fixed pattern: the student's signed error against the teacher averaged per phase
+  (y mod 4, x mod 4) over the photos, the RMS of those 16 means in levels (a lattice that is
+  the same everywhere, as a pixel shuffle's per-channel offsets would draw).
 - **Step time**: wall seconds per step between milestones, from the run's own clock.
 - **Strip** (``--strip PATH``): one row per held-out photo (``--strip-photos``: some of
   them), input | teacher | each student at its last milestone; and ``PATH`` with ``-zoom``
@@ -119,6 +122,7 @@ def fidelity(outputs: dict, teacher_outputs: dict) -> dict:
         ssim = tf.image.ssim(np.stack(pictures), np.stack(targets), max_val=255.0)
         row[f"{group}_ssim"] = float(np.mean(ssim))
     row["grid"] = grid_ratio(outputs["photos"])
+    row["pattern"] = grid_pattern(outputs["photos"], teacher_outputs["photos"])
     return row
 
 
@@ -131,6 +135,20 @@ def grid_ratio(pictures: list) -> float:
 
     ratios = [border / inside for border, inside in (seam_metric(p, GRID) for p in pictures)]
     return float(np.mean(ratios))
+
+
+def grid_pattern(pictures: list, targets: list) -> float:
+    """The fixed part of a :data:`GRID`-px lattice in ``pictures`` against ``targets`` (lists
+    of (H, W, 3) uint8, H and W multiples of GRID): the signed error averaged over the
+    pictures, channels and positions of each of the GRID² phases (y mod GRID, x mod GRID);
+    returns the RMS of those GRID² means about their own mean, in levels (0: no pattern)."""
+    import numpy as np
+
+    error = np.stack(pictures).astype(np.float64) - np.stack(targets).astype(np.float64)
+    batch, height, width, channels = error.shape
+    phases = error.reshape(batch, height // GRID, GRID, width // GRID, GRID, channels)
+    means = phases.mean(axis=(0, 1, 3, 5))  # (GRID, GRID)
+    return float(np.sqrt(np.mean((means - means.mean()) ** 2)))
 
 
 def flat_baseline(teacher_outputs: dict) -> dict:
@@ -237,15 +255,15 @@ def print_report(result: dict) -> None:
     print(f"teacher's {GRID}-px grid ratio on the photos: {teacher['grid']:.3f}\n")
     print(
         "| student | steps | photos PSNR (dB) | photos SSIM | scenes PSNR (dB) | scenes SSIM "
-        f"| {GRID}-px grid ratio (photos) | s/step |"
+        f"| {GRID}-px grid ratio (photos) | fixed {GRID}x{GRID} pattern (levels) | s/step |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for row in result["rows"]:
         pace = f"{row['s_per_step']:.2f}" if row.get("s_per_step") else ""
         print(
             f"| {row['arch']} | {row['step']} | {row['photos_psnr']:.2f} | "
             f"{row['photos_ssim']:.3f} | {row['scenes_psnr']:.2f} | {row['scenes_ssim']:.3f} | "
-            f"{row['grid']:.3f} | {pace} |"
+            f"{row['grid']:.3f} | {row['pattern']:.2f} | {pace} |"
         )
 
 
@@ -290,6 +308,8 @@ def parse_args(argv):
     )  # fmt: skip
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
+    if args.eval_size % GRID:
+        parser.error(f"--eval-size must be a multiple of {GRID}, got {args.eval_size}")
     held_out = [os.path.splitext(name)[0] for _, name in content.HELD_OUT_PHOTOS]
     unknown = sorted(set(args.strip_photos or ()) - set(held_out))
     if unknown:
