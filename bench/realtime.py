@@ -11,7 +11,9 @@ instance-norm scales and offsets (the same arithmetic as a trained net, so the s
 the int8 file is calibrated on kstyle.demo's sample photos. Latency is the median of
 ``--repeat`` batch-1 calls after a warm-up call, for a (H, W, 3) uint8 photo in and out:
 ``kstyle.stylize_array`` (the Keras path ``stylize.py`` takes, with its oneDNN choice) and
-LiteRT fp32 and int8 (``kstyle.export.Runner``). Each thread count runs in its own process:
+LiteRT fp32 and int8 (``kstyle.export.Runner``), each exported for the size's fixed shape (what
+``kstyle export --input-size HxW`` writes; ``--dynamic``: one file for any size, which pads
+and crops outside XNNPACK). Each thread count runs in its own process:
 TensorFlow fixes its thread pools when it starts (``tf.config.threading``: N intra-op threads,
 1 inter-op), LiteRT takes ``num_threads=N``. The video row runs ``kstyle.video.stylize_video``
 on a 1280x720, 30 fps H.264 clip (decode + stylize + encode) and reports frames per second and
@@ -90,6 +92,30 @@ def gflop(net, height, width):
     return count_flops(net, height, width) / 1e9
 
 
+def write_tflite(net, name, args, directory) -> dict:
+    """``{path: {size: file}}``: fp32 and (unless ``--skip-int8``) int8 TFLite files of
+    ``net``, exported for each size's fixed shape (``--dynamic``: one file for any size)."""
+    from kstyle.export import tflite_bytes
+    from kstyle.export.writer import load_calibration_images
+
+    files = {path: {} for path in PATHS[1 : 2 if args.skip_int8 else 3]}
+    for size in ["dynamic"] if args.dynamic else args.sizes.split(","):
+        fixed = None if args.dynamic else parse_size(size)
+        calibration = None
+        if not args.skip_int8:  # at the model's size: a fixed shape calibrates on it
+            folder = os.path.join(directory, "calibration")
+            calibration = load_calibration_images(folder, args.calibration_count, fixed or 256)
+        for path, quantize in zip(files, ("none", "int8"), strict=False):
+            target = os.path.join(directory, f"{name}_{quantize}_{size}.tflite")
+            with open(target, "wb") as file:
+                file.write(tflite_bytes(net, quantize, fixed, calibration_images=calibration))
+            files[path][size] = target
+    if args.dynamic:
+        files = {path: dict.fromkeys(args.sizes.split(","), by_size["dynamic"])
+                 for path, by_size in files.items()}  # fmt: skip
+    return files
+
+
 def prepare(args, directory) -> dict:
     """Writes each net's model.keras and TFLite files and the 720p clip; returns their
     description (sizes, parameters, GFLOP, paths)."""
@@ -97,28 +123,18 @@ def prepare(args, directory) -> dict:
     import numpy as np
 
     from kstyle.demo import make_content_images
-    from kstyle.export import tflite_bytes
     from kstyle.export.verify import held_out_image
-    from kstyle.export.writer import load_calibration_images
 
-    calibration = None
     if not args.skip_int8:
         folder = os.path.join(directory, "calibration")
         make_content_images(folder, count=args.calibration_count, size=256)
-        calibration = load_calibration_images(folder, args.calibration_count, 256)
     nets = []
     for name in args.arch.split(","):
         _progress(f"preparing {name}")
         net = build_net(name)
         files = {"keras": os.path.join(directory, f"{name}.keras")}
         net.save(files["keras"])
-        files["tflite fp32"] = os.path.join(directory, f"{name}_fp32.tflite")
-        with open(files["tflite fp32"], "wb") as file:
-            file.write(tflite_bytes(net))
-        if calibration is not None:
-            files["tflite int8"] = os.path.join(directory, f"{name}_int8.tflite")
-            with open(files["tflite int8"], "wb") as file:
-                file.write(tflite_bytes(net, "int8", calibration_images=calibration))
+        files.update(write_tflite(net, name, args, directory))
         nets.append(
             {
                 "arch": name,
@@ -156,11 +172,12 @@ def measure(spec: dict, threads: int) -> dict:
     rows, videos = [], []
     for net in spec["nets"]:
         model = load_transform_net(net["files"]["keras"])
-        runners = {"keras": lambda image, m=model: stylize_array(m, image)}
-        for path in PATHS[1:]:
-            if path in net["files"]:
-                runners[path] = Runner("tflite", net["files"][path], num_threads=threads)
         for size in spec["sizes"]:
+            runners = {"keras": lambda image, m=model: stylize_array(m, image)}
+            for path in PATHS[1:]:
+                if path in net["files"]:
+                    file = net["files"][path][size]
+                    runners[path] = Runner("tflite", file, num_threads=threads)
             image = held_out_image(*parse_size(size))
             row = {"arch": net["arch"], "size": size, "threads": threads}
             for path, runner in runners.items():
@@ -291,6 +308,7 @@ def build_parser():
     add("--repeat", type=int, default=3, help="timed calls per figure, after one warm-up")
     add("--threads", default="1,2", help="thread counts, each in its own process")
     add("--skip-int8", action="store_true", help="no TFLite int8 (no calibration)")
+    add("--dynamic", action="store_true", help="TFLite for any size (default: one per size)")
     add("--video-frames", type=int, default=6, help="frames of the 720p clip (0: no video)")
     add("--calibration-count", type=int, default=16, help="int8 calibration photos")
     add("--json", default=None, help="also write the results to this file")

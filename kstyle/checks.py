@@ -7,6 +7,7 @@ TensorFlow, so that a mistake is reported in a fraction of a second; the library
 call the same checks, so that each rule is written once.
 """
 
+import argparse
 import collections
 import os
 import zipfile
@@ -61,6 +62,30 @@ def check_work_dir(work_dir) -> None:
 NEEDS_CALIBRATION = "--quantize int8 needs --calibration-data DIR (representative photos)"
 
 
+def fixed_size(input_size) -> tuple:
+    """``(height, width)`` of an export's ``input_size``: None (any size) -> (None, None), an
+    int N -> (N, N), a pair -> itself."""
+    if input_size is None:
+        return None, None
+    if isinstance(input_size, int):
+        return input_size, input_size
+    height, width = input_size
+    return int(height), int(width)
+
+
+def parse_input_size(text: str):
+    """``--input-size``'s value: ``"N"`` -> N (N x N), ``"HxW"`` -> (H, W).
+
+    Raises:
+        argparse.ArgumentTypeError: anything else (argparse prints it as a usage error).
+    """
+    parts = text.lower().split("x")
+    if len(parts) not in (1, 2) or not all(part.strip().isdigit() for part in parts):
+        raise argparse.ArgumentTypeError(f"expected N or HxW such as 720x1280, got {text!r}")
+    sizes = [int(part) for part in parts]
+    return sizes[0] if len(sizes) == 1 else tuple(sizes)
+
+
 def check_export_options(
     formats, quantizations, input_size, calibration_data, calibration_count, verify_size
 ) -> None:
@@ -74,8 +99,9 @@ def check_export_options(
     for quantize in quantizations:
         if quantize not in QUANTIZATIONS:
             raise KstyleError(f"unknown quantization {quantize!r}; use one of {QUANTIZATIONS}")
-    if input_size is not None and input_size < SIZE_MULTIPLE:
-        raise KstyleError(f"--input-size must be at least {SIZE_MULTIPLE}, got {input_size}")
+    if input_size is not None and min(fixed_size(input_size)) < SIZE_MULTIPLE:
+        shown = "x".join(str(side) for side in fixed_size(input_size))
+        raise KstyleError(f"--input-size must be at least {SIZE_MULTIPLE}, got {shown}")
     if verify_size < SIZE_MULTIPLE:
         raise KstyleError(f"--verify-size must be at least {SIZE_MULTIPLE}, got {verify_size}")
     if calibration_count < 1:

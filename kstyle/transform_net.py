@@ -12,6 +12,7 @@ opens with ``keras.saving.load_model`` on any backend without ``import kstyle``
 """
 
 import keras
+import numpy as np
 from keras import layers, ops
 
 from kstyle.checks import model_file
@@ -208,7 +209,40 @@ def build_live_net(
     x = layers.Add(name="skip_add")([x, skip])
     x = _conv(x, 3 * 4 * 4, out_kernel, 1, padding, "out_conv")
     # the pixel mapping works on each value alone: before the shuffle, it runs at 1/4
-    return keras.Model(inputs, DepthToSpace(4, name="out_shuffle")(pixels_output(x)), name=name)
+    model = keras.Model(inputs, DepthToSpace(4, name="out_shuffle")(pixels_output(x)), name=name)
+    _same_for_every_phase(model.get_layer("out_conv"), phases=4 * 4)
+    return model
+
+
+def _same_for_every_phase(conv, phases):
+    """Initializes ``conv`` (before a pixel shuffle of ``phases`` positions) so that every
+    position of a block starts with the same kernel: the shuffle then starts as a nearest
+    upsampling, with no fixed pattern inside the blocks for training to unlearn (ICNR,
+    Aitken et al. 2017)."""
+    kernel, bias = conv.get_weights()
+    channels = kernel.shape[-1] // phases
+    kernel = np.tile(kernel[..., :channels], (1, 1, 1, phases))
+    conv.set_weights([kernel, np.tile(bias[:channels], phases)])
+
+
+def _live_preset(arch, padding, name, knobs):
+    if knobs:
+        raise ValueError(f"the {arch!r} preset takes no width, blocks, separable or edge knobs")
+    return build_live_net(**LIVE_PRESETS[arch], padding=padding, name=name)
+
+
+def _johnson_knobs(arch, padding, given) -> dict:
+    """The preset's knobs with ``given`` ones in their place, checked."""
+    if arch not in PRESETS:
+        raise ValueError(f"arch must be one of {(*PRESETS, *LIVE_PRESETS)}, got {arch!r}")
+    if padding not in PADDINGS:
+        raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
+    knobs = {**PRESETS[arch], **given}
+    if knobs["width"] <= 0:
+        raise ValueError(f"width must be positive, got {knobs['width']}")
+    if knobs["edge_kernel"] < 1 or knobs["edge_kernel"] % 2 == 0:
+        raise ValueError(f"edge_kernel must be a positive odd size, got {knobs['edge_kernel']}")
+    return knobs
 
 
 def build_transform_net(
@@ -242,27 +276,16 @@ def build_transform_net(
         the input size (the two stride-2 convolutions round odd sizes up). The output is
         float32 under any dtype policy; with ``padding="zeros"`` every layer is a built-in.
     """
+    given = dict(width=width, separable=separable, edge_kernel=edge_kernel)
+    given = {
+        key: value
+        for key, value in {**given, "num_residual_blocks": num_residual_blocks}.items()
+        if value is not None
+    }
     if arch in LIVE_PRESETS:
-        knobs = (num_residual_blocks, width, separable, edge_kernel)
-        if any(knob is not None for knob in knobs):
-            raise ValueError(f"the {arch!r} preset takes no width, blocks, separable or edge knobs")
-        return build_live_net(**LIVE_PRESETS[arch], padding=padding, name=name)
-    if arch not in PRESETS:
-        raise ValueError(f"arch must be one of {(*PRESETS, *LIVE_PRESETS)}, got {arch!r}")
-    if padding not in PADDINGS:
-        raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
-    given = dict(
-        width=width,
-        num_residual_blocks=num_residual_blocks,
-        separable=separable,
-        edge_kernel=edge_kernel,
-    )
-    knobs = {**PRESETS[arch], **{key: value for key, value in given.items() if value is not None}}
+        return _live_preset(arch, padding, name, given)
+    knobs = _johnson_knobs(arch, padding, given)
     width, separable, edge = knobs["width"], knobs["separable"], knobs["edge_kernel"]
-    if width <= 0:
-        raise ValueError(f"width must be positive, got {width}")
-    if edge < 1 or edge % 2 == 0:
-        raise ValueError(f"edge_kernel must be a positive odd size, got {edge}")
     c1, c2, c3 = (max(1, round(channels * width)) for channels in (32, 64, 128))
     inputs = keras.Input(shape=(None, None, 3), name="content")
     x = _conv_norm_relu(inputs, c1, edge, 1, padding, "down1")

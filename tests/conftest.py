@@ -273,6 +273,12 @@ def tiny_run(tmp_path_factory):
     return train_offline(tmp_path_factory.mktemp("export_tiny"), "tiny")
 
 
+@pytest.fixture(scope="session")
+def live_run(tmp_path_factory):
+    """As :func:`export_run`, for the ``live`` preset (stride-4 stem, pixel-shuffle output)."""
+    return train_offline(tmp_path_factory.mktemp("export_live"), "live")
+
+
 def train_offline(base, arch="johnson"):
     """Trains ``arch`` a few steps offline (random VGG, 32 px) into ``base / "run"``; returns
     ``base``."""

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
-from conftest import VARIANT_NORMS, max_level_diff, random_image
+from conftest import VARIANT_NORMS, build_variant, max_level_diff, random_image
 
 from kstyle import internals
 from kstyle.export import Runner, export_model, serving_archive, tflite_bytes
@@ -83,6 +83,25 @@ def test_fixed_input_size(export_net, tmp_path, bars):
     # 1 level: float rounding at a .5 boundary (conftest.max_level_diff)
     difference = max_level_diff(output, stylize_array(export_net, image))
     bars.at_most("fp32 TFLite, fixed 32 px input, vs Keras (levels)", difference, 1)
+
+
+@pytest.mark.numeric
+def test_a_fixed_height_and_width_leave_no_dynamic_shapes(tmp_path, bars):
+    """A fixed H x W (``--input-size 40x56``) of the live preset: no shape arithmetic, pad or
+    crop in the graph (dynamic shapes keep LiteRT's XNNPACK off everything after them), and
+    the same pixels as Keras."""
+    net = build_variant("live")
+    path = tmp_path / "fixed.tflite"
+    path.write_bytes(tflite_bytes(net, "none", input_size=(40, 56)))
+    interpreter = Interpreter(model_path=str(path))
+    detail = interpreter.get_input_details()[0]
+    assert list(detail["shape_signature"]) == [1, 40, 56, 3]
+    ops = {op["op_name"] for op in internals.tflite_ops(interpreter)}
+    assert not ops & {"SHAPE", "MIRROR_PAD", "PAD", "STRIDED_SLICE", "FLOOR_MOD"}, ops
+    assert "DEPTH_TO_SPACE" in ops and "TRANSPOSE" not in ops  # the runtime's own shuffle
+    image = random_image(40, 56, seed=3)
+    difference = max_level_diff(Runner("tflite", str(path))(image), stylize_array(net, image))
+    bars.at_most("fp32 TFLite, fixed 40x56 input, live, vs Keras (levels)", difference, 1)
 
 
 def test_saved_model_loads_where_kstyle_cannot_be_imported(export_net, tmp_path):

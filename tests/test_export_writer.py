@@ -85,6 +85,30 @@ def test_the_tiny_preset_exports_to_onnx(tiny_run, tmp_path, bars):
     bars.at_most("onnx fp32 vs Keras, tiny, 33x47 (levels)", difference, 1)
 
 
+@pytest.mark.numeric
+def test_the_live_preset_exports_at_a_fixed_height_and_width(live_run, tmp_path, bars):
+    """``train --arch live`` trained a few steps, exported for a fixed 32x48 input (what a
+    webcam or a video frame is): the sidecars name the shape and the net's size multiple (8),
+    fp32 TFLite and ONNX within 1 level (int8: test_export_int8.test_int8_live_preset)."""
+    from kstyle.transform_net import load_transform_net
+
+    results = export(
+        str(live_run / "run"), str(tmp_path / "out"), ("tflite", "onnx"),
+        input_size=(32, 48), printer=print,
+    )  # fmt: skip
+    for result in results:
+        sidecar = json.loads(open(f"{result.path}.json").read())
+        assert sidecar["input"]["shape"][1:] == [32, 48, 3]
+        assert sidecar["input"]["min_size"] == 8
+        # 1 level: float rounding at a .5 boundary (conftest.max_level_diff)
+        bars.at_most("fp32 exports vs Keras, live, fixed 32x48 (levels)", result.max_abs_diff, 1)
+    fp32 = results[0]
+    net = load_transform_net(str(live_run / "run"))
+    image = random_image(32, 48, seed=2)
+    output = Runner("tflite", fp32.path)(image)
+    assert max_level_diff(output, stylize_array(net, image)) <= 1
+
+
 def test_artifact_names():
     assert [
         artifact_name("saved_model"),

@@ -109,3 +109,20 @@ def test_live_keras_file_round_trips(tmp_path):
     loaded = keras.saving.load_model(path)
     images = np.random.default_rng(3).uniform(0, 255, (1, 40, 56, 3)).astype(np.float32)
     np.testing.assert_array_equal(np.asarray(loaded(images)), np.asarray(net(images)))
+
+
+def test_a_new_live_net_has_no_pattern_inside_its_blocks():
+    """The output convolution starts with one kernel for every position of a 4x4 block (ICNR):
+    an untrained net's output is constant over each block, so the shuffle starts as a nearest
+    upsampling and no grid has to be unlearned."""
+    keras.utils.set_random_seed(5)
+    net = randomize_norms(build_transform_net("live"), seed=5)
+    kernel, bias = net.get_layer("out_conv").get_weights()
+    assert np.abs(kernel).max() > 0.01
+    np.testing.assert_array_equal(kernel, np.tile(kernel[..., :3], (1, 1, 1, 16)))
+    images = np.random.default_rng(4).uniform(0, 255, (1, 32, 40, 3)).astype(np.float32)
+    output = np.asarray(net(images))[0]
+    blocks = output.reshape(8, 4, 10, 4, 3)
+    corners = np.broadcast_to(blocks[:, :1, :, :1], blocks.shape)
+    np.testing.assert_allclose(blocks, corners, atol=1e-4)
+    assert output.std() > 1  # not a flat picture: the blocks differ

@@ -153,6 +153,13 @@ CASES = [
     ("distill", [*DISTILL, "run", "--data", "{photo}.gone"], ["folder not found"]),
     ("export", [*EXPORT, "x", "--verify-size", "2"], ["--verify-size must be at least 4"]),
     ("export", [*EXPORT, "x", "--input-size", "2"], ["--input-size must be at least 4"]),
+    (
+        "export",
+        [*EXPORT, "x", "--input-size", "720x2"],
+        ["--input-size must be at least 4, got 720x2"],
+    ),
+    ("export", [*EXPORT, "x", "--input-size", "720x"], ["--input-size", "N or HxW", "'720x'"]),
+    ("train", [*TRAIN, "run", "--arch", "live", "--image-size", "36"], ["multiple of 8"]),
     ("export", [*EXPORT, "x", "--calibration-count", "0"], ["--calibration-count must be"]),
     ("export", [*EXPORT, "x", "--quantize", "int8"], ["needs --calibration-data"]),
     ("export", [*EXPORT, "x", "--format", "web", "--quantize", "int8"], ["drop --quantize"]),

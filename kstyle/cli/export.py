@@ -5,7 +5,7 @@ import argparse
 import functools
 import sys
 
-from kstyle.checks import check_export_options, model_file
+from kstyle.checks import check_export_options, model_file, parse_input_size
 from kstyle.cli.common import OneLineErrorParser, add_option, run_command, start_command
 from kstyle.cli.console import add_verbosity, program_name
 from kstyle.constants import (
@@ -54,8 +54,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     )
     add(
         "--input-size",
-        type=int,
-        doc="fixed N x N input for runtimes that need static shapes",
+        type=parse_input_size,
+        doc="fixed N x N or HxW input (e.g. 720x1280): static shapes, which some runtimes need "
+        "and which keep LiteRT's XNNPACK on the whole graph (the fastest TFLite)",
         default_text="dynamic H, W",
     )
     add(

@@ -12,6 +12,7 @@ static channel count the TFLite converter keeps), and instance norms as 4-D mome
 import keras
 import tensorflow as tf
 
+from kstyle.checks import fixed_size
 from kstyle.constants import NO_QUANTIZATION, SIZE_MULTIPLE
 from kstyle.forward import inference_net
 from kstyle.graph import Graph, graph_size_multiple, is_instance_norm
@@ -19,17 +20,6 @@ from kstyle.quiet import filtered_stderr
 from kstyle.transform_net import DepthToSpace
 
 OUTPUT_NAME = "stylized"  # every format's output (the SavedModel signature's key too)
-
-
-def fixed_size(input_size) -> tuple:
-    """``(height, width)`` of an export's ``input_size``: None (any size) -> (None, None), an
-    int N -> (N, N), a pair -> itself."""
-    if input_size is None:
-        return None, None
-    if isinstance(input_size, int):
-        return input_size, input_size
-    height, width = input_size
-    return int(height), int(width)
 
 
 @keras.saving.register_keras_serializable(package="kstyle")

@@ -18,7 +18,6 @@ import tempfile
 from kstyle.constants import (
     DEFAULT_SERVE_PORT,
     DEFAULT_VERIFY_SIZE,
-    SIZE_MULTIPLE,
     WEB_MAX_SIDE,
     WEB_RUNTIME_FILES,
 )
@@ -141,6 +140,8 @@ def _model_entry(model_path, site, taken, verify_size, printer) -> dict:
             raise KstyleError(f"the ONNX export of {model_path} missed its bar: {result.shortfall}")
         target = f"models/{stem}.onnx"  # a URL path, relative to the page
         shutil.copyfile(result.path, os.path.join(site, target))
+        with open(f"{result.path}.json") as file:  # the export's sidecar
+            multiple = json.load(file)["input"]["min_size"]
     return {
         **description,
         "name": name,
@@ -153,7 +154,7 @@ def _model_entry(model_path, site, taken, verify_size, printer) -> dict:
             "layout": "NHWC",
             "channels": "RGB",
             "range": [0, 255],
-            "size_multiple": SIZE_MULTIPLE,
+            "size_multiple": multiple,
             "padding": "reflect at the bottom and right (edge where too small), cropped back",
         },
         "output": {"name": OUTPUT_NAME, "dtype": "uint8", "shape": "same as input"},

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from kstyle.checks import NEEDS_CALIBRATION, check_export_options, model_file
+from kstyle.checks import NEEDS_CALIBRATION, check_export_options, fixed_size, model_file
 from kstyle.constants import (
     DEFAULT_CALIBRATION_COUNT,
     DEFAULT_VERIFY_SIZE,
@@ -29,13 +29,15 @@ from kstyle.files import (
     remove_path,
     write_json_atomically,
 )
+from kstyle.graph import size_multiple
 from kstyle.images import load_image
 from kstyle.smoke import is_smoke_test, smoke_fields
 from kstyle.transform_net import load_transform_net
 
 
 def load_calibration_images(folder, count=DEFAULT_CALIBRATION_COUNT, size=DEFAULT_VERIFY_SIZE):
-    """The first ``count`` images under ``folder`` as (size, size, 3) uint8 arrays.
+    """The first ``count`` images under ``folder`` as (size, size, 3) uint8 arrays (``size``:
+    an int, or (height, width) for a fixed-size export).
 
     Raises:
         KstyleError: the folder is missing or holds no readable image.
@@ -48,7 +50,7 @@ def load_calibration_images(folder, count=DEFAULT_CALIBRATION_COUNT, size=DEFAUL
             image = load_image(path)
         except KstyleError:
             continue
-        resized = tf.image.resize(image, (size, size), antialias=True)
+        resized = tf.image.resize(image, fixed_size(size), antialias=True)
         images.append(np.clip(np.round(resized.numpy()), 0, 255).astype(np.uint8))
         if len(images) == count:
             break
@@ -65,7 +67,9 @@ def tflite_bytes(transform_net, quantize=NO_QUANTIZATION, input_size=None, calib
             dynamic-range activations) or ``int8`` (integer convolutions and activations
             calibrated on ``calibration_images``; the instance-norm arithmetic stays float; see
             :func:`int8_flatbuffer`).
-        input_size: None for a dynamic H, W (resize the input tensor before use), or N.
+        input_size: None for a dynamic H, W (resize the input tensor before use), N for
+            N x N, or (H, W). A fixed size needs no dynamic shapes, so LiteRT runs the whole
+            graph in XNNPACK (a dynamic one pads and crops outside it: slower, docs/export.md).
         calibration_images: uint8 (H, W, 3) arrays, required for ``int8``.
     """
     if quantize not in QUANTIZATIONS:
@@ -94,11 +98,14 @@ def describe_model(model_path: str) -> dict:
     return {"name": name, "style": style, **smoke_fields(is_smoke_test(model_path))}
 
 
-def write_metadata(path: str, fmt: str, quantize, input_size, description: dict) -> str:
-    """Writes the JSON sidecar ``<path>.json`` (inside the directory for a SavedModel)."""
+def write_metadata(
+    path: str, fmt: str, quantize, input_size, description: dict, min_size=SIZE_MULTIPLE
+) -> str:
+    """Writes the JSON sidecar ``<path>.json`` (inside the directory for a SavedModel);
+    ``min_size``: the net's size multiple (the graph pads to it)."""
     import kstyle
 
-    side = None if input_size is None else int(input_size)
+    height, width = fixed_size(input_size)
     metadata = {
         **description,
         "format": fmt,
@@ -107,11 +114,11 @@ def write_metadata(path: str, fmt: str, quantize, input_size, description: dict)
         "input": {
             "name": "image",
             "dtype": "uint8",
-            "shape": [1 if fmt == "tflite" else None, side, side, 3],
+            "shape": [1 if fmt == "tflite" else None, height, width, 3],
             "layout": "NHWC",
             "channels": "RGB",
             "range": [0, 255],
-            "min_size": SIZE_MULTIPLE,
+            "min_size": min_size,
         },
         "output": {
             "name": OUTPUT_NAME,
@@ -166,6 +173,14 @@ def _name_onnx_output(path: str, name: str) -> None:
     onnx.save(model, path)
 
 
+def _verification_image(input_size, verify_size):
+    """The held-out photo every artifact is checked on: the fixed input size, or
+    ``verify_size`` high and a quarter wider plus one (sides that need padding)."""
+    if input_size:
+        return held_out_image(*fixed_size(input_size))
+    return held_out_image(verify_size, verify_size + verify_size // 4 + 1)
+
+
 def export(
     model_path,
     output_dir,
@@ -205,8 +220,8 @@ def export(
     description = {**describe_model(model_path), "source": os.path.abspath(model_path)}
     os.makedirs(output_dir, exist_ok=True)
     remove_leftovers(output_dir)  # temporary files of an export that a kill cut short
-    side = input_size or verify_size
-    image = held_out_image(side, side if input_size else side + side // 4 + 1)
+    image = _verification_image(input_size, verify_size)
+    multiple = size_multiple(transform_net)
     results = []
     for fmt in formats:
         for quantize in quantizations if fmt == "tflite" else (None,):
@@ -217,10 +232,12 @@ def export(
                 result = verify(fmt, staged.temporary, transform_net, image, quantize=quantize)
                 if result.passed:
                     if fmt == "saved_model":  # the sidecar travels inside the folder
-                        write_metadata(staged.temporary, fmt, quantize, input_size, description)
+                        write_metadata(
+                            staged.temporary, fmt, quantize, input_size, description, multiple
+                        )
                     staged.commit()
                     if fmt != "saved_model":
-                        write_metadata(target, fmt, quantize, input_size, description)
+                        write_metadata(target, fmt, quantize, input_size, description, multiple)
                     remove_path(f"{target}.failed")  # a failure this export made good
                     result.path = target
                 else:  # the previous file stays; the failing one is kept beside it
