@@ -48,6 +48,7 @@ Writes ``--json`` if asked and prints Markdown tables with the machine's CPU fla
 
 import argparse
 import json
+import math
 import os
 import platform
 import sys
@@ -133,7 +134,8 @@ def grid_ratio(pictures: list) -> float:
 
     from kstyle.images import seam_metric
 
-    ratios = [border / inside for border, inside in (seam_metric(p, GRID) for p in pictures)]
+    steps = [seam_metric(picture, GRID) for picture in pictures]
+    ratios = [border / inside if inside else math.inf for border, inside in steps]  # flat blocks
     return float(np.mean(ratios))
 
 
