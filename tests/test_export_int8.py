@@ -244,11 +244,13 @@ def test_each_depthwise_output_is_balanced_to_the_square_root_of_its_extent(kind
 
 
 def _small_net(kind):
-    """conv -> norm -> ReLU -> conv -> output, with one thing the int8 rewrites cannot use (or
-    ``tanh_to_pixels``: the older output layer)."""
+    """1x1 conv -> conv -> norm -> ReLU -> conv -> output, with one thing the int8 rewrites
+    cannot use (or ``tanh_to_pixels``: the older output layer). The 1x1 conv reads the image,
+    so that the norm's conv is one the rewrites would otherwise equalize."""
     keras.utils.set_random_seed(5)
     inputs = keras.Input((None, None, 3))
-    x = keras.layers.Conv2D(6, 3, padding="same", name="first_conv")(inputs)
+    x = keras.layers.Conv2D(4, 1, name="image_conv")(inputs)
+    x = keras.layers.Conv2D(6, 3, padding="same", name="first_conv")(x)
     if kind == "relu_before_norm":
         x = keras.layers.ReLU()(x)
     groups = 2 if kind == "group_norm" else -1
