@@ -302,7 +302,7 @@ def test_ctrl_c_stops_a_video_within_10_seconds_and_leaves_nothing(saved_model_p
         [sys.executable, "-m", "kstyle", "stylize", source, "--model", saved_model_path,
          "--output", str(out / "styled.mp4")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONFAULTHANDLER": "1"},
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 240
@@ -315,21 +315,46 @@ def test_ctrl_c_stops_a_video_within_10_seconds_and_leaves_nothing(saved_model_p
         time.sleep(1.0)  # well into the clip: every stage busy
         process.send_signal(signal.SIGINT)
         interrupted = time.monotonic()
-        _, stderr = process.communicate(timeout=60)
+        try:
+            _, stderr = process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            pytest.fail(_what_hangs(process, tmp_path))
         stopped_in = time.monotonic() - interrupted
     finally:
         if process.poll() is None:
             process.kill()
+        for pid in _processes_naming(tmp_path):
+            os.kill(int(pid), signal.SIGKILL)
     assert stopped_in < 10, stopped_in
     assert_one_line_error(
         subprocess.CompletedProcess([], process.returncode, "", stderr), "interrupted", code=130
     )
     assert os.listdir(out) == []
-    leftover = [
+    assert _processes_naming(tmp_path) == [], "ffmpeg processes outlived kstyle"
+
+
+def _processes_naming(folder) -> list[str]:
+    """The ids of the running processes whose command line names ``folder``."""
+    return [
         pid for pid in os.listdir("/proc") if pid.isdigit()
-        and str(tmp_path).encode() in _cmdline(pid)
+        and str(folder).encode() in _cmdline(pid)
     ]  # fmt: skip
-    assert leftover == [], "ffmpeg processes outlived kstyle"
+
+
+def _what_hangs(process, folder) -> str:
+    """Why a Ctrl-C'd kstyle's pipes are still open after 60 s, for the failure message: its
+    exit status, or every thread's stack (faulthandler dumps them on SIGABRT); its stderr;
+    and the processes still naming ``folder``, which might hold its pipes."""
+    status = process.poll()
+    if status is None:
+        process.send_signal(signal.SIGABRT)
+    try:
+        stderr = process.communicate(timeout=30)[1][-6000:]
+    except subprocess.TimeoutExpired:
+        stderr = "(stderr still open: another process holds it)"
+    others = [_cmdline(pid).replace(b"\0", b" ")[:200] for pid in _processes_naming(folder)]
+    state = "was still running" if status is None else f"had ended (status {status})"
+    return f"60 s after Ctrl-C kstyle {state}; processes naming its folder: {others}\n{stderr}"
 
 
 def _cmdline(pid):
