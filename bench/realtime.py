@@ -1,7 +1,7 @@
 """Real time on a CPU, per transform-net preset: size, FLOPs, latency of each runtime at 256²,
 512² and 720p with 1 and 2 threads, and a 720p video end to end (a benchmark, not a test).
 
-    python bench/realtime.py                     # every preset (kstyle.constants.ARCHES)
+    python bench/realtime.py                     # every preset (kstyle.presets)
     python bench/realtime.py --arch johnson,tiny --sizes 256,720p --threads 2 --skip-int8
     python bench/realtime.py --arch johnson,w0.5b3 --sizes 64,128 --repeat 1 --video-frames 2
 
@@ -303,7 +303,7 @@ def build_parser():
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
     add = parser.add_argument
-    add("--arch", default=None, help="presets or wWIDTHbBLOCKS (default: kstyle.constants.ARCHES)")
+    add("--arch", default=None, help="presets or wWIDTHbBLOCKS (default: every kstyle preset)")
     add("--sizes", default="256,512,720p", help="image sizes: N (N²), HxW or 720p")
     add("--repeat", type=int, default=3, help="timed calls per figure, after one warm-up")
     add("--threads", default="1,2", help="thread counts, each in its own process")
@@ -327,9 +327,14 @@ def main(argv=None):
             json.dump(result, file)
         return 0
     if args.arch is None:
-        from kstyle import constants
+        try:  # the preset registry; older checkouts kept the names in kstyle.constants
+            from kstyle.presets import arch_names
 
-        args.arch = ",".join(getattr(constants, "ARCHES", ("johnson",)))
+            args.arch = ",".join(arch_names())
+        except ImportError:
+            from kstyle import constants
+
+            args.arch = ",".join(getattr(constants, "ARCHES", ("johnson",)))
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as directory:
         spec = {**prepare(args, directory), "sizes": args.sizes.split(","), "repeat": args.repeat}

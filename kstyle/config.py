@@ -10,11 +10,8 @@ import os
 
 from kstyle.coco import DATA_DIR_HELP
 from kstyle.constants import (
-    ARCH_SIZE_MULTIPLES,
-    ARCHES,
     BATCH_SIZE,
     CONTENT_WEIGHT,
-    DEFAULT_ARCH,
     DEFAULT_TFDS_NAME,
     EPOCHS,
     IMAGE_SIZE,
@@ -29,6 +26,7 @@ from kstyle.errors import KstyleError
 from kstyle.extras import install_command
 from kstyle.files import file_sha256
 from kstyle.images import DEFAULT_MAX_PIXELS
+from kstyle.presets import DEFAULT_ARCH, PRESETS, size_multiple_of
 from kstyle.smoke import is_smoke_test, model_file_of
 
 
@@ -123,7 +121,7 @@ class TrainConfig:
         DEFAULT_ARCH,
         doc=f"transform net preset ({DEFAULT_ARCH}: the reference net; the others are slimmer "
         "and faster; docs/presets.md has their parameters and FLOPs)",
-        choices=ARCHES,
+        choices=PRESETS.keys(),  # a live view: a preset registered later is a choice too
         keep=True,
     )
     padding: str = option(
@@ -244,7 +242,7 @@ class TrainConfig:
             raise KstyleError(f"--fraction must be in (0, 1], got {self.fraction}")
         if not (0.0 <= self.beta1 < 1.0 and 0.0 <= self.beta2 < 1.0):
             raise KstyleError("--beta1 and --beta2 must be in [0, 1)")
-        multiple = ARCH_SIZE_MULTIPLES.get(self.arch, SIZE_MULTIPLE)
+        multiple = size_multiple_of(self.arch)
         if self.image_size % multiple:
             raise KstyleError(
                 f"--image-size must be a multiple of {multiple} for --arch {self.arch}, "
@@ -305,7 +303,7 @@ class DistillConfig(TrainConfig):
     arch: str = option(  # the student: a slim preset by default, unlike style training
         "tiny",
         doc="the student's transform net preset (docs/presets.md)",
-        choices=ARCHES,
+        choices=PRESETS.keys(),  # a live view: a preset registered later is a choice too
         keep=True,
     )
 

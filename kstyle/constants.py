@@ -7,21 +7,9 @@ so each is written once.
 
 # The transform net's convolution paddings (``build_transform_net(padding=...)``).
 PADDINGS = ("zeros", "reflect")
-# The transform net presets (``build_transform_net(arch=...)``, ``kstyle.transform_net.PRESETS``
-# holds their knobs) and the default, the reference's network.
-LIVE_ARCH = "live"  # the preset laid out for real time, which the web page suggests
-ARCHES = ("johnson", "slim", "tiny", LIVE_ARCH)
-DEFAULT_ARCH = "johnson"
-# Image sides the transform net maps to themselves: two stride-2 convolutions, then two x2
-# upsamplings; per preset (``live``: a stride-4 stem and a stride-2 convolution), for the checks
-# made before a net is built.
+# Image sides the reference transform net maps to themselves: two stride-2 convolutions, then
+# two x2 upsamplings (each preset's own multiple: ``kstyle.presets``).
 SIZE_MULTIPLE = 4
-ARCH_SIZE_MULTIPLES = {
-    "johnson": SIZE_MULTIPLE,
-    "slim": SIZE_MULTIPLE,
-    "tiny": SIZE_MULTIPLE,
-    "live": 8,
-}
 # The reference's training defaults that the library's functions share with TrainConfig: the
 # content and style loss weights (no total-variation term), the square images are resized to,
 # the images per step, and the passes over the content images (without --steps).

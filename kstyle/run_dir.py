@@ -15,10 +15,11 @@ import shutil
 import sys
 
 from kstyle.config import TrainConfig, flag_of, resume_keys
-from kstyle.constants import DEFAULT_ARCH, DEFAULT_TFDS_NAME, EPOCHS
+from kstyle.constants import DEFAULT_TFDS_NAME, EPOCHS
 from kstyle.errors import KstyleError, cause_of
 from kstyle.files import PREFIX, write_json_atomically
 from kstyle.lock import LOCK_NAME, run_dir_lock
+from kstyle.presets import DEFAULT_ARCH
 from kstyle.smoke import smoke_fields
 
 RUN_FILES = ("model.keras", "config.json", "history.csv", "losses.png", "preview.png")

@@ -1,10 +1,14 @@
 """The image transformation network of Johnson et al. (2016), as in the reference example,
-and slimmer presets of it (:data:`PRESETS`) for real-time use.
+slimmer presets of it, and a layout built for real time (the presets: :mod:`kstyle.presets`).
 
 conv9x9/32 -> conv3x3/64 s2 -> conv3x3/128 s2 (each conv + instance norm + ReLU),
 5 residual blocks (conv-IN-ReLU-conv-IN + skip, no ReLU after the add),
 2 x (nearest upsample x2 + conv3x3 + IN + ReLU) to 64 and 32 channels, conv9x9/3,
 and the output scaling 255 * (tanh(y) + 1) / 2. With the defaults: 1,679,235 parameters.
+
+Each builder takes its normalization as a parameter (``normalizer``, as magenta's
+image_stylization nets take ``normalizer_fn``): a function ``(x, name) -> tensor`` applied
+after every normalized convolution, :func:`instance_norm` by default.
 
 The default net (zero padding) is built from built-in Keras layers only, so its ``.keras`` file
 opens with ``keras.saving.load_model`` on any backend without ``import kstyle``
@@ -16,8 +20,9 @@ import numpy as np
 from keras import layers, ops
 
 from kstyle.checks import model_file
-from kstyle.constants import DEFAULT_ARCH, PADDINGS
+from kstyle.constants import PADDINGS
 from kstyle.errors import KstyleError, cause_of
+from kstyle.presets import DEFAULT_ARCH, JOHNSON_LAYOUT, LIVE_LAYOUT, PRESETS
 
 INSTANCE_NORM_EPSILON = 1e-5  # the reference (MATLAB) default; Keras's own default is 1e-3
 
@@ -114,20 +119,23 @@ def _conv(x, filters, kernel_size, strides, padding, name, separable=False):
     return layers.Conv2D(filters, 1, name=name)(x)
 
 
-def _instance_norm(x, name):
+def instance_norm(x, name):
+    """Instance normalization, as the reference: a built-in ``GroupNormalization`` with one
+    group per channel and epsilon 1e-5, a learned scale and offset per channel. (B, H, W, C)
+    -> same shape. The default ``normalizer`` of every builder here."""
     return layers.GroupNormalization(groups=-1, epsilon=INSTANCE_NORM_EPSILON, name=name)(x)
 
 
-def _conv_norm_relu(x, filters, kernel_size, strides, padding, name, separable=False):
+def _conv_norm_relu(x, filters, kernel_size, strides, padding, name, separable, normalizer):
     x = _conv(x, filters, kernel_size, strides, padding, f"{name}_conv", separable)
-    x = _instance_norm(x, f"{name}_norm")
+    x = normalizer(x, f"{name}_norm")
     return layers.ReLU(name=f"{name}_relu")(x)
 
 
-def _residual_block(x, filters, padding, name, separable=False):
-    y = _conv_norm_relu(x, filters, 3, 1, padding, f"{name}_a", separable)
+def _residual_block(x, filters, padding, name, separable, normalizer):
+    y = _conv_norm_relu(x, filters, 3, 1, padding, f"{name}_a", separable, normalizer)
     y = _conv(y, filters, 3, 1, padding, f"{name}_b_conv", separable)
-    y = _instance_norm(y, f"{name}_b_norm")
+    y = normalizer(y, f"{name}_b_norm")
     return layers.Add(name=f"{name}_add")([x, y])
 
 
@@ -143,24 +151,6 @@ def pixels_output(x):
     t = layers.Activation("tanh", name="out_tanh", dtype="float32")(x)
     t = layers.Rescaling(1.0, offset=1.0, name="to_pixels_offset", dtype="float32")(t)
     return layers.Rescaling(127.5, name="to_pixels", dtype="float32")(t)
-
-
-# The knobs of each preset network (:data:`kstyle.constants.ARCHES` names them): ``width``
-# multiplies the hidden channel counts (32, 64, 128); ``num_residual_blocks``; ``separable``
-# makes every 3x3 convolution (down, residual and up path) depthwise-separable; ``edge_kernel``
-# is the first and last convolution's size. docs/presets.md has their parameters and FLOPs.
-PRESETS = {
-    "johnson": dict(width=1.0, num_residual_blocks=5, separable=False, edge_kernel=9),  # seed
-    "slim": dict(width=0.5, num_residual_blocks=5, separable=False, edge_kernel=9),
-    "tiny": dict(width=0.5, num_residual_blocks=3, separable=True, edge_kernel=7),
-}
-
-
-# The live preset's knobs (``docs/presets.md`` has the measurements that chose them): the
-# channels at 1/4 and 1/8 of the input's resolution, the residual blocks at 1/8, the output
-# convolution's kernel (at 1/4, before the pixel shuffle) and whether the residual blocks
-# have instance norms.
-LIVE_PRESETS = {"live": dict(quarter=16, eighth=64, blocks=4, out_kernel=3, block_norms=True)}
 
 
 def _plain_residual_block(x, filters, padding, name):
@@ -180,6 +170,7 @@ def build_live_net(
     half=0,
     padding="zeros",
     name="transform_net",
+    normalizer=instance_norm,
 ):
     """A transform net laid out for a frame budget: almost nothing runs at full resolution.
 
@@ -194,6 +185,7 @@ def build_live_net(
     norms follow the stem, the down and up convolutions and (``block_norms``) every
     residual block's convolutions: all at 1/4 or 1/8 resolution. Built-in Keras layers but
     the pixel shuffle (plus ``ReflectionPadding2D`` with ``padding="reflect"``).
+    ``normalizer`` replaces those instance norms (see the module).
 
     Returns:
         A ``keras.Model`` from RGB floats in [0, 255] (B, H, W, 3) to the same; H and W
@@ -203,16 +195,16 @@ def build_live_net(
         raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
     inputs = keras.Input(shape=(None, None, 3), name="content")
     x = layers.Conv2D(quarter, 4, strides=4, name="stem_conv")(inputs)
-    x = _instance_norm(x, "stem_norm")
+    x = normalizer(x, "stem_norm")
     skip = layers.ReLU(name="stem_relu")(x)
-    x = _conv_norm_relu(skip, eighth, 3, 2, padding, "down", separable=True)
+    x = _conv_norm_relu(skip, eighth, 3, 2, padding, "down", True, normalizer)
     for i in range(blocks):
         if block_norms:
-            x = _residual_block(x, eighth, padding, f"res{i + 1}", separable=True)
+            x = _residual_block(x, eighth, padding, f"res{i + 1}", True, normalizer)
         else:
             x = _plain_residual_block(x, eighth, padding, f"res{i + 1}")
     x = layers.UpSampling2D(2, interpolation="nearest", name="up_upsample")(x)
-    x = _conv_norm_relu(x, quarter, 3, 1, padding, "up", separable=True)
+    x = _conv_norm_relu(x, quarter, 3, 1, padding, "up", True, normalizer)
     x = layers.Add(name="skip_add")([x, skip])
     block = 4
     if half:  # a x2 shuffle to 1/2 resolution and a convolution there, then x2 again
@@ -255,24 +247,45 @@ def _bilinear_start(conv, block):
     conv.set_weights([start, np.tile(bias[:channels], block * block)])
 
 
-def _live_preset(arch, padding, name, knobs):
-    if knobs:
-        raise ValueError(f"the {arch!r} preset takes no width, blocks, separable or edge knobs")
-    return build_live_net(**LIVE_PRESETS[arch], padding=padding, name=name)
+def build_johnson_net(
+    width,
+    num_residual_blocks,
+    separable,
+    edge_kernel,
+    padding="zeros",
+    name="transform_net",
+    normalizer=instance_norm,
+):
+    """Johnson et al.'s layout (see the module) with its channel counts, residual blocks and
+    first and last kernels as knobs; :func:`build_transform_net` documents each knob.
 
-
-def _johnson_knobs(arch, padding, given) -> dict:
-    """The preset's knobs with ``given`` ones in their place, checked."""
-    if arch not in PRESETS:
-        raise ValueError(f"arch must be one of {(*PRESETS, *LIVE_PRESETS)}, got {arch!r}")
+    Raises:
+        ValueError: a width that is not positive, or an edge kernel that is not a positive
+            odd size.
+    """
     if padding not in PADDINGS:
         raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
-    knobs = {**PRESETS[arch], **given}
-    if knobs["width"] <= 0:
-        raise ValueError(f"width must be positive, got {knobs['width']}")
-    if knobs["edge_kernel"] < 1 or knobs["edge_kernel"] % 2 == 0:
-        raise ValueError(f"edge_kernel must be a positive odd size, got {knobs['edge_kernel']}")
-    return knobs
+    if width <= 0:
+        raise ValueError(f"width must be positive, got {width}")
+    if edge_kernel < 1 or edge_kernel % 2 == 0:
+        raise ValueError(f"edge_kernel must be a positive odd size, got {edge_kernel}")
+    c1, c2, c3 = (max(1, round(channels * width)) for channels in (32, 64, 128))
+    inputs = keras.Input(shape=(None, None, 3), name="content")
+    x = _conv_norm_relu(inputs, c1, edge_kernel, 1, padding, "down1", False, normalizer)
+    x = _conv_norm_relu(x, c2, 3, 2, padding, "down2", separable, normalizer)
+    x = _conv_norm_relu(x, c3, 3, 2, padding, "down3", separable, normalizer)
+    for i in range(num_residual_blocks):
+        x = _residual_block(x, c3, padding, f"res{i + 1}", separable, normalizer)
+    x = layers.UpSampling2D(2, interpolation="nearest", name="up1_upsample")(x)
+    x = _conv_norm_relu(x, c2, 3, 1, padding, "up1", separable, normalizer)
+    x = layers.UpSampling2D(2, interpolation="nearest", name="up2_upsample")(x)
+    x = _conv_norm_relu(x, c1, 3, 1, padding, "up2", separable, normalizer)
+    x = _conv(x, 3, edge_kernel, 1, padding, "out_conv")
+    return keras.Model(inputs, pixels_output(x), name=name)
+
+
+# The builder of each layout of kstyle.presets.
+BUILDERS = {JOHNSON_LAYOUT: build_johnson_net, LIVE_LAYOUT: build_live_net}
 
 
 def build_transform_net(
@@ -283,13 +296,14 @@ def build_transform_net(
     separable: bool | None = None,
     edge_kernel: int | None = None,
     name="transform_net",
+    normalizer=instance_norm,
 ):
     """Builds a transform network as a Keras functional model.
 
     Args:
-        arch: a preset of :data:`PRESETS`: ``"johnson"`` (the reference net, 1,679,235
-            parameters), ``"slim"`` or ``"tiny"``. The knobs below, when given, replace the
-            preset's values.
+        arch: a preset of :data:`kstyle.presets.PRESETS`: ``"johnson"`` (the reference net,
+            1,679,235 parameters), ``"slim"``, ``"tiny"`` or ``"live"``. The knobs below,
+            when given, replace the preset's values (the johnson layout's presets only).
         padding: ``"zeros"`` (the reference's zero "same" padding) or ``"reflect"``
             (mirror padding, fewer border artefacts; same parameter count).
         num_residual_blocks: 5 in the reference.
@@ -299,36 +313,35 @@ def build_transform_net(
             ``Conv2D``, so the layer before every instance norm is still a plain ``Conv2D``
             (the int8 export's equalization and the staged statistics need nothing new).
         edge_kernel: the first and last convolutions' kernel size (odd; 9 in the reference).
+        normalizer: ``(x, name) -> tensor``, applied after every normalized convolution
+            (:func:`instance_norm` by default).
 
     Returns:
         A ``keras.Model`` from RGB floats in [0, 255] of shape (B, H, W, 3) to RGB floats in
-        [0, 255] of the same shape. H and W are free; multiples of 4 give an output of exactly
-        the input size (the two stride-2 convolutions round odd sizes up). The output is
-        float32 under any dtype policy; with ``padding="zeros"`` every layer is a built-in.
+        [0, 255] of the same shape. H and W are free; multiples of the preset's
+        ``size_multiple`` give an output of exactly the input size. The output is float32
+        under any dtype policy; with ``padding="zeros"`` every layer is a built-in Keras
+        layer but ``live``'s pixel shuffle.
+
+    Raises:
+        ValueError: an unknown preset or padding, a knob the preset does not have, or a bad
+            knob value.
     """
-    given = dict(width=width, separable=separable, edge_kernel=edge_kernel)
-    given = {
-        key: value
-        for key, value in {**given, "num_residual_blocks": num_residual_blocks}.items()
-        if value is not None
-    }
-    if arch in LIVE_PRESETS:
-        return _live_preset(arch, padding, name, given)
-    knobs = _johnson_knobs(arch, padding, given)
-    width, separable, edge = knobs["width"], knobs["separable"], knobs["edge_kernel"]
-    c1, c2, c3 = (max(1, round(channels * width)) for channels in (32, 64, 128))
-    inputs = keras.Input(shape=(None, None, 3), name="content")
-    x = _conv_norm_relu(inputs, c1, edge, 1, padding, "down1")
-    x = _conv_norm_relu(x, c2, 3, 2, padding, "down2", separable)
-    x = _conv_norm_relu(x, c3, 3, 2, padding, "down3", separable)
-    for i in range(knobs["num_residual_blocks"]):
-        x = _residual_block(x, c3, padding, f"res{i + 1}", separable)
-    x = layers.UpSampling2D(2, interpolation="nearest", name="up1_upsample")(x)
-    x = _conv_norm_relu(x, c2, 3, 1, padding, "up1", separable)
-    x = layers.UpSampling2D(2, interpolation="nearest", name="up2_upsample")(x)
-    x = _conv_norm_relu(x, c1, 3, 1, padding, "up2", separable)
-    x = _conv(x, 3, edge, 1, padding, "out_conv")
-    return keras.Model(inputs, pixels_output(x), name=name)
+    preset = PRESETS.get(arch)
+    if preset is None:
+        raise ValueError(f"arch must be one of {tuple(PRESETS)}, got {arch!r}")
+    given = dict(
+        num_residual_blocks=num_residual_blocks,
+        width=width,
+        separable=separable,
+        edge_kernel=edge_kernel,
+    )
+    given = {key: value for key, value in given.items() if value is not None}
+    unknown = sorted(set(given) - set(preset.knobs))
+    if unknown:
+        raise ValueError(f"the {arch!r} preset has no knob {', '.join(unknown)}")
+    builder = BUILDERS[preset.layout]
+    return builder(**{**preset.knobs, **given}, padding=padding, name=name, normalizer=normalizer)
 
 
 def load_transform_net(path: str):

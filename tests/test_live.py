@@ -9,12 +9,12 @@ import pytest
 import tensorflow as tf
 from conftest import randomize_norms
 
-from kstyle.constants import ARCH_SIZE_MULTIPLES, ARCHES
 from kstyle.errors import KstyleError
 from kstyle.export import export
 from kstyle.flops import count_flops, layer_flops
 from kstyle.graph import Graph, size_multiple, tensor_scales
 from kstyle.inference import stylize_array
+from kstyle.presets import PRESETS
 from kstyle.transform_net import DepthToSpace, build_transform_net
 
 # parameters by hand: a k x k conv has k*k*cin*cout + cout, a depthwise 3x3 9*c (no bias),
@@ -73,16 +73,11 @@ def test_live_runs_almost_nothing_at_full_resolution():
     assert len(norms) == 11 and max(scales[n.output] for n in norms) == 1 / 4
     blocks = [node for node in graph.nodes if node.name.endswith("_add")]
     assert {scales[node.output] for node in blocks} == {1 / 8, 1 / 4}  # body; the skip
-    assert size_multiple(net) == ARCH_SIZE_MULTIPLES["live"] == 8
-
-
-def test_every_preset_size_multiple_is_the_constant_the_checks_use():
-    for arch in ARCHES:
-        assert size_multiple(build_transform_net(arch)) == ARCH_SIZE_MULTIPLES[arch], arch
+    assert size_multiple(net) == PRESETS["live"].size_multiple == 8
 
 
 def test_live_takes_no_johnson_knobs():
-    with pytest.raises(ValueError, match="no width, blocks"):
+    with pytest.raises(ValueError, match="no knob width"):
         build_transform_net("live", width=0.5)
 
 

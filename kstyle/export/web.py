@@ -15,16 +15,12 @@ import re
 import shutil
 import tempfile
 
-from kstyle.constants import (
-    DEFAULT_VERIFY_SIZE,
-    LIVE_ARCH,
-    WEB_MAX_SIDE,
-    WEB_RUNTIME_FILES,
-)
+from kstyle.constants import DEFAULT_VERIFY_SIZE, WEB_MAX_SIDE, WEB_RUNTIME_FILES
 from kstyle.errors import KstyleError
 from kstyle.export.serving import OUTPUT_NAME
 from kstyle.export.writer import describe_model, export
 from kstyle.files import atomic_directory, file_sha256, write_json_atomically
+from kstyle.presets import LIVE_ARCH
 from kstyle.web_runtime import (  # RUNTIME_DIR and runtime_record: also imported from here
     PACKAGE_DIR,
     RUNTIME_DIR,  # noqa: F401
