@@ -10,7 +10,7 @@ Imports go down these layers (``tests/test_package.py`` checks it):
   download), ``internals`` (the private TF/LiteRT calls left), ``checks``
   (what a command checks before it imports TensorFlow), ``lock`` (one process per run
   directory or output), ``smoke`` (smoke-test marks of model files), ``schedule`` (steps
-  and epochs);
+  and epochs), ``presets`` (the transform-net presets, as data);
 - training: ``data`` -> ``transform_net``, ``loss_net`` -> ``losses`` -> ``trainer`` ->
   ``callbacks``, ``stopping`` -> ``run_dir`` -> ``run`` (and ``distill``), with ``distribute`` and
   ``config`` (the options) below them;

@@ -3,7 +3,7 @@
 
 A preset names a layout (which builder of :mod:`kstyle.transform_net` makes it), that
 builder's knobs, and the image-side multiple its nets map to themselves. Adding a preset is
-one :func:`register_preset` line below plus its tests (``tests/test_presets.py`` builds every
+one :func:`register_preset` call below plus its tests (``tests/test_presets.py`` builds every
 registered preset and checks its multiple against the graph).
 """
 
@@ -15,7 +15,14 @@ from kstyle.constants import SIZE_MULTIPLE
 # The layouts, each one builder of kstyle.transform_net.
 JOHNSON_LAYOUT = "johnson"  # Johnson et al.'s: conv-IN-ReLU down, residual blocks, up (any width)
 LIVE_LAYOUT = "live"  # laid out for a frame budget: almost nothing at full resolution
-LAYOUTS = (JOHNSON_LAYOUT, LIVE_LAYOUT)
+# Each layout's knobs (every preset gives all of them; tests/test_presets.py checks them
+# against the builder's parameters) and the image-side multiple its strides set.
+LAYOUT_KNOBS = {
+    JOHNSON_LAYOUT: ("width", "num_residual_blocks", "separable", "edge_kernel"),
+    LIVE_LAYOUT: ("quarter", "eighth", "blocks", "out_kernel", "block_norms"),
+}
+LAYOUT_MULTIPLES = {JOHNSON_LAYOUT: SIZE_MULTIPLE, LIVE_LAYOUT: 8}  # two stride 2; stride 4, 2
+LAYOUTS = tuple(LAYOUT_KNOBS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,19 +45,33 @@ class Preset:
 PRESETS: dict[str, Preset] = {}
 
 
-def register_preset(name: str, layout: str, size_multiple: int, **knobs) -> Preset:
+def register_preset(name: str, layout: str, size_multiple: int | None = None, **knobs) -> Preset:
     """Adds a preset to :data:`PRESETS` and returns it.
 
+    Args:
+        name: the preset's name.
+        layout: one of :data:`LAYOUTS`.
+        size_multiple: image sides (pixels) its nets map to themselves: a multiple of the
+            layout's own (:data:`LAYOUT_MULTIPLES`; None: that one).
+        knobs: every knob of the layout (:data:`LAYOUT_KNOBS`), and no other.
+
     Raises:
-        ValueError: the name is taken, the layout unknown or the multiple not positive.
+        ValueError: the name is taken, the layout unknown, a knob missing or unknown, or a
+            multiple that the layout's strides do not divide.
     """
     if name in PRESETS:
         raise ValueError(f"a preset named {name!r} exists")
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
-    if int(size_multiple) < 1:
-        raise ValueError(f"size_multiple must be positive, got {size_multiple}")
-    preset = Preset(name, layout, types.MappingProxyType(dict(knobs)), int(size_multiple))
+    expected = set(LAYOUT_KNOBS[layout])
+    if set(knobs) != expected:
+        missing, unknown = sorted(expected - set(knobs)), sorted(set(knobs) - expected)
+        raise ValueError(f"the {layout} layout's knobs: missing {missing}, unknown {unknown}")
+    least = LAYOUT_MULTIPLES[layout]
+    size_multiple = least if size_multiple is None else size_multiple
+    if not isinstance(size_multiple, int) or size_multiple < least or size_multiple % least:
+        raise ValueError(f"size_multiple must be a multiple of {least}, got {size_multiple!r}")
+    preset = Preset(name, layout, types.MappingProxyType(dict(knobs)), size_multiple)
     PRESETS[name] = preset
     return preset
 
@@ -62,14 +83,14 @@ def register_preset(name: str, layout: str, size_multiple: int, **knobs) -> Pres
 # and 1/8 of the input's resolution, residual blocks at 1/8, output kernel (at 1/4, before the
 # pixel shuffle) and whether the blocks have instance norms.
 _JOHNSON = dict(width=1.0, num_residual_blocks=5, separable=False, edge_kernel=9)
-register_preset("johnson", JOHNSON_LAYOUT, SIZE_MULTIPLE, **_JOHNSON)
-register_preset("slim", JOHNSON_LAYOUT, SIZE_MULTIPLE, **{**_JOHNSON, "width": 0.5})
+register_preset("johnson", JOHNSON_LAYOUT, **_JOHNSON)
+register_preset("slim", JOHNSON_LAYOUT, **{**_JOHNSON, "width": 0.5})
 register_preset(
-    "tiny", JOHNSON_LAYOUT, SIZE_MULTIPLE,
+    "tiny", JOHNSON_LAYOUT,
     **{**_JOHNSON, "width": 0.5, "num_residual_blocks": 3, "separable": True, "edge_kernel": 7},
 )  # fmt: skip
 register_preset(
-    "live", LIVE_LAYOUT, 8, quarter=16, eighth=64, blocks=4, out_kernel=3, block_norms=True
+    "live", LIVE_LAYOUT, quarter=16, eighth=64, blocks=4, out_kernel=3, block_norms=True
 )
 
 DEFAULT_ARCH = "johnson"  # the reference's network

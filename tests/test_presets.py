@@ -13,13 +13,16 @@ from kstyle.graph import size_multiple
 from kstyle.presets import (
     DEFAULT_ARCH,
     JOHNSON_LAYOUT,
+    LAYOUT_KNOBS,
+    LAYOUTS,
     LIVE_ARCH,
+    LIVE_LAYOUT,
     PRESETS,
     arch_names,
     register_preset,
     size_multiple_of,
 )
-from kstyle.transform_net import build_transform_net, instance_norm
+from kstyle.transform_net import BUILDERS, build_transform_net, instance_norm
 
 NORMS = {"johnson": 3 + 5 * 2 + 2, "tiny": 3 + 3 * 2 + 2, "live": 3 + 4 * 2}  # counted by hand
 
@@ -33,11 +36,21 @@ def test_the_registry_names_every_preset_the_default_first():
     assert arch_field.default == DEFAULT_ARCH
 
 
-@pytest.mark.parametrize("arch", ["johnson", "slim", "tiny", "live"])
+@pytest.mark.parametrize("arch", arch_names())
 def test_every_preset_maps_its_own_multiple_to_itself(arch):
     """The multiple the checks use before building (``--image-size``) is the graph's."""
-    assert size_multiple(build_transform_net(arch)) == PRESETS[arch].size_multiple
-    assert size_multiple_of(arch) == PRESETS[arch].size_multiple
+    assert size_multiple(build_transform_net(arch)) == size_multiple_of(arch)
+    assert size_multiple_of("no such preset") == 4
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_each_layouts_knobs_are_its_builders_parameters(layout):
+    """What the registry requires of a preset is what the builder takes: every parameter
+    without a default, and no name the builder does not know."""
+    parameters = inspect.signature(BUILDERS[layout]).parameters
+    required = {name for name, p in parameters.items() if p.default is inspect.Parameter.empty}
+    assert required <= set(LAYOUT_KNOBS[layout]) <= set(parameters)
+    assert not {"padding", "name", "normalizer"} & set(LAYOUT_KNOBS[layout])
 
 
 @pytest.fixture
@@ -75,9 +88,16 @@ def test_the_registry_refuses_a_taken_name_an_unknown_layout_and_a_bad_multiple(
         registered("tiny", JOHNSON_LAYOUT, 4)
     with pytest.raises(ValueError, match="layout must be one of"):
         registered("odd", "unet", 4)
-    with pytest.raises(ValueError, match="size_multiple must be positive"):
-        registered("odd", JOHNSON_LAYOUT, 0)
+    knobs = dict(PRESETS["live"].knobs)
+    with pytest.raises(ValueError, match="size_multiple must be a multiple of 8, got 4"):
+        registered("odd", LIVE_LAYOUT, 4, **knobs)  # its strides need 8: sizes would break
+    with pytest.raises(ValueError, match="size_multiple must be a multiple of 8, got 8.5"):
+        registered("odd", LIVE_LAYOUT, 8.5, **knobs)
+    with pytest.raises(ValueError, match=r"missing \['block_norms'\], unknown \['width'\]"):
+        wrong = {name: value for name, value in knobs.items() if name != "block_norms"}
+        registered("odd", LIVE_LAYOUT, **wrong, width=1)
     assert "odd" not in PRESETS
+    assert registered("odd", LIVE_LAYOUT, 16, **knobs).size_multiple == 16
     with pytest.raises(TypeError):
         PRESETS["tiny"].knobs["width"] = 2.0  # read-only: the presets stay as registered
 
