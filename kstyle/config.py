@@ -7,6 +7,7 @@ offers. This module does not import TensorFlow, so ``--help`` stays quick.
 
 import dataclasses
 import os
+import typing
 
 from kstyle.coco import DATA_DIR_HELP
 from kstyle.constants import (
@@ -49,9 +50,16 @@ def flag_of(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+# The kinds of training run (``kstyle.tasks`` builds each one's trainer).
+STYLE_TASK = "style"
+DISTILL_TASK = "distill"
+
+
 @dataclasses.dataclass
 class TrainConfig:
-    """Every option of a training run; the defaults are the reference example's."""
+    """Every option of a style-training run; the defaults are the reference example's."""
+
+    TASK: typing.ClassVar[str] = STYLE_TASK
 
     style: str = option(doc="style image (required unless --demo)", keep=True)
     data: str | None = option(
@@ -216,6 +224,11 @@ class TrainConfig:
         ``--vgg-weights random`` (an untrained loss network); None for a real run."""
         return "--vgg-weights random" if self.vgg_weights == "random" else None
 
+    def options_of_older_runs(self) -> dict:
+        """The options that runs recorded before the option existed had: style runs started
+        before ``--arch`` trained the seed net."""
+        return {"arch": DEFAULT_ARCH}
+
     def resolved_style_size(self) -> int:
         """The style image's side: ``style_size``, or ``image_size``."""
         return self.style_size or self.image_size
@@ -284,6 +297,8 @@ class DistillConfig(TrainConfig):
     ``kstyle.distill``'s.
     """
 
+    TASK: typing.ClassVar[str] = DISTILL_TASK
+
     style: str | None = None  # no style image: the teacher's outputs are the targets
     output: str | None = option(
         None, doc="the student's run directory", default_text="runs/<teacher name>-<arch>"
@@ -330,6 +345,10 @@ class DistillConfig(TrainConfig):
     def uses_loss_net(self) -> bool:
         """Whether the run builds the VGG-16 loss network: only for the perceptual term."""
         return self.perceptual_weight > 0
+
+    def options_of_older_runs(self) -> dict:
+        """Nothing: every distillation run recorded all of its options."""
+        return {}
 
     def smoke_test_cause(self) -> str | None:
         """Why the student is a smoke test: its teacher is one (``kstyle.smoke``), or its

@@ -18,8 +18,6 @@ import dataclasses
 import os
 import shutil
 
-import numpy as np
-
 from kstyle.config import TrainConfig
 from kstyle.errors import KstyleError
 from kstyle.files import remove_leftovers, write_json_atomically
@@ -36,18 +34,7 @@ from kstyle.run_dir import (
 )
 from kstyle.schedule import fit_schedule, steps_line, total_steps_of
 from kstyle.smoke import smoke_line
-
-
-def load_style_image(path: str, size: int) -> np.ndarray:
-    """The style image as (size, size, 3) float32 RGB in [0, 255], resized like the content."""
-    import tensorflow as tf
-
-    from kstyle.data import decode_and_resize
-    from kstyle.images import load_image
-
-    image = load_image(path)
-    encoded = tf.io.encode_png(image)
-    return decode_and_resize(encoded, size).numpy()
+from kstyle.tasks import build_task_trainer
 
 
 def build_training_data(config: TrainConfig, seed: int | None):
@@ -234,7 +221,7 @@ def _build_models(run: Run, printer) -> None:
     if config.seed is not None:
         keras.utils.set_random_seed(config.seed)
     with run.strategy.scope():
-        run.trainer, optimizer = _build_trainer(config)
+        run.trainer, optimizer = build_task_trainer(config)
     run.checkpoint = TrainingCheckpoint(
         os.path.join(run.run_dir, "checkpoints"),
         run.trainer.transform_net,
@@ -251,18 +238,6 @@ def _build_models(run: Run, printer) -> None:
                 f"learning rate changed from {run.previous.get('learning_rate')} to "
                 f"{config.learning_rate} for the rest of the run"
             )
-
-
-def _build_trainer(config: TrainConfig):
-    """The compiled trainer of ``config`` and its optimizer: a distillation's
-    (``kstyle.distill``, for a ``DistillConfig``) or style training's."""
-    if hasattr(config, "teacher"):
-        from kstyle.distill import build_distillation_trainer
-
-        return build_distillation_trainer(config)
-    from kstyle.trainer import build_trainer
-
-    return build_trainer(config, load_style_image(config.style, config.resolved_style_size()))
 
 
 def _build_callbacks(run: Run, printer) -> None:

@@ -19,7 +19,6 @@ from kstyle.constants import DEFAULT_TFDS_NAME, EPOCHS
 from kstyle.errors import KstyleError, cause_of
 from kstyle.files import PREFIX, write_json_atomically
 from kstyle.lock import LOCK_NAME, run_dir_lock
-from kstyle.presets import DEFAULT_ARCH
 from kstyle.smoke import smoke_fields
 
 RUN_FILES = ("model.keras", "config.json", "history.csv", "losses.png", "preview.png")
@@ -111,10 +110,9 @@ def previous_run(run_dir: str, config: TrainConfig) -> dict | None:
         raise KstyleError(f"{config_path} lacks data_seed; pass --restart to start over")
     adopt_old_default(saved, config)
     now = dataclasses.asdict(config)
-    # style runs started before --arch trained the seed net (distill runs always record arch)
-    before_presets = {} if getattr(config, "teacher", None) else {"arch": DEFAULT_ARCH}
+    older = config.options_of_older_runs()
     for key in resume_keys(config):
-        then = saved.get(key, before_presets.get(key, now[key]))  # absent: a newer option
+        then = saved.get(key, older.get(key, now[key]))  # absent: a newer option
         if then != now[key]:
             raise KstyleError(
                 f"{run_dir} holds a run started with {flag_of(key)} {_shown(then)} "

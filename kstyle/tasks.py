@@ -1,0 +1,44 @@
+"""The kinds of training run, each with its own trainer.
+
+A run's options are a config class per kind (:mod:`kstyle.config`): :class:`TrainConfig` for
+style training, :class:`DistillConfig` for distillation. Each class names its kind in
+``TASK``, and the kind's entry in :data:`TRAINER_BUILDERS` builds its trainer, so that
+:mod:`kstyle.run` drives every kind the same way and never asks which one it holds.
+"""
+
+import numpy as np
+
+from kstyle.config import DISTILL_TASK, STYLE_TASK, TrainConfig
+
+
+def load_style_image(path: str, size: int) -> np.ndarray:
+    """The style image as (size, size, 3) float32 RGB in [0, 255], resized like the content."""
+    import tensorflow as tf
+
+    from kstyle.data import decode_and_resize
+    from kstyle.images import load_image
+
+    image = load_image(path)
+    encoded = tf.io.encode_png(image)
+    return decode_and_resize(encoded, size).numpy()
+
+
+def _style_trainer(config: TrainConfig):
+    from kstyle.trainer import build_trainer
+
+    return build_trainer(config, load_style_image(config.style, config.resolved_style_size()))
+
+
+def _distillation_trainer(config):
+    from kstyle.distill import build_distillation_trainer
+
+    return build_distillation_trainer(config)
+
+
+# Each kind's builder: config -> (the compiled trainer, its optimizer).
+TRAINER_BUILDERS = {STYLE_TASK: _style_trainer, DISTILL_TASK: _distillation_trainer}
+
+
+def build_task_trainer(config: TrainConfig):
+    """The compiled trainer of ``config``'s kind of training, and its optimizer."""
+    return TRAINER_BUILDERS[config.TASK](config)
