@@ -347,7 +347,8 @@ class DistillConfig(TrainConfig):
         return self.perceptual_weight > 0
 
     def options_of_older_runs(self) -> dict:
-        """Nothing: every distillation run recorded all of its options."""
+        """Nothing: no option of distillation had another value before it was recorded (an
+        option that an older run lacks takes the value given now, as for every kind)."""
         return {}
 
     def smoke_test_cause(self) -> str | None:

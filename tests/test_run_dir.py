@@ -7,7 +7,7 @@ import types
 
 import pytest
 
-from kstyle.config import TrainConfig
+from kstyle.config import DistillConfig, TrainConfig
 from kstyle.errors import KstyleError
 from kstyle.run_dir import (
     check_loss_net,
@@ -183,6 +183,22 @@ def test_a_run_started_before_the_presets_resumes_only_as_the_seed_net(tmp_path)
     assert str(caught.value).startswith(
         f"{tmp_path} holds a run started with --arch johnson (now tiny); rerun it with its "
     )
+
+
+def test_a_distillation_without_a_recorded_arch_resumes_with_the_one_given(tmp_path):
+    """Distillation had --arch from its start, so none of its runs trained the seed net by
+    default: an absent arch is a newer option's absence, and takes the value given now."""
+    teacher = tmp_path / "teacher.keras"
+    teacher.write_bytes(b"a teacher's bytes")
+    run_dir = tmp_path / "student"
+    run_dir.mkdir()
+    config = DistillConfig(teacher=str(teacher), data="d", output=str(run_dir), arch="live")
+    saved = {**dataclasses.asdict(config), "data_seed": 9}
+    del saved["arch"]
+    (run_dir / "config.json").write_text(json.dumps(saved))
+    write_checkpoint(str(run_dir), 3)
+    for arch in ("live", "tiny"):
+        assert previous_run(str(run_dir), dataclasses.replace(config, arch=arch)) == saved
 
 
 @pytest.mark.parametrize(

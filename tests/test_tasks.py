@@ -15,11 +15,10 @@ def test_each_kind_of_run_has_a_trainer_builder_of_its_own():
     assert "TASK" not in {field.name for field in dataclasses.fields(TrainConfig)}
 
 
-@pytest.mark.parametrize(
-    "config",
-    [TrainConfig(style="s.png"), DistillConfig(teacher="runs/t")],
-    ids=["style", "distill"],
-)
+CONFIGS_BY_KIND = {"style": TrainConfig(style="s.png"), "distill": DistillConfig(teacher="runs/t")}
+
+
+@pytest.mark.parametrize("config", CONFIGS_BY_KIND.values(), ids=CONFIGS_BY_KIND.keys())
 def test_a_config_gets_the_trainer_of_its_kind(monkeypatch, config):
     built = []
     for kind in tasks.TRAINER_BUILDERS:
@@ -28,6 +27,23 @@ def test_a_config_gets_the_trainer_of_its_kind(monkeypatch, config):
         )
     tasks.build_task_trainer(config)
     assert built == [(config.TASK, config)]
+
+
+def test_each_kind_reaches_its_own_trainer(monkeypatch):
+    """The builders themselves, with the trainers' constructors recorded instead of run."""
+    import kstyle.distill
+    import kstyle.trainer
+
+    built = []
+    monkeypatch.setattr(kstyle.trainer, "build_trainer", lambda *a: built.append(("style", a)))
+    monkeypatch.setattr(
+        kstyle.distill, "build_distillation_trainer", lambda *a: built.append(("distill", a))
+    )
+    monkeypatch.setattr(tasks, "load_style_image", lambda path, size: (path, size))
+    style, distill = CONFIGS_BY_KIND["style"], CONFIGS_BY_KIND["distill"]
+    tasks.build_task_trainer(style)
+    tasks.build_task_trainer(distill)
+    assert built == [("style", (style, ("s.png", 256))), ("distill", (distill,))]
 
 
 def test_only_style_runs_predate_an_option():
