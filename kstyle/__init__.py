@@ -13,7 +13,8 @@ Imports go down these layers (``tests/test_package.py`` checks it):
   and epochs), ``presets`` (the transform-net presets, as data);
 - training: ``data`` -> ``transform_net``, ``loss_net`` -> ``losses`` -> ``trainer`` ->
   ``callbacks``, ``distill`` -> ``tasks`` (each kind of run's trainer), ``stopping`` ->
-  ``run_dir`` -> ``run``, with ``distribute`` and ``config`` (the options) below them;
+  ``run_dir`` -> ``run``, with ``distribute``, ``config`` and ``distill_config`` (the options)
+  below them;
 - inference: ``graph`` -> ``forward`` (fused, compiled pass) -> ``staged`` (exact statistics
   in bands) -> ``tiling`` -> ``inference`` (arrays) -> ``video``, ``stylize_files`` and
   ``export`` (``serving``, ``int8``, ``verify``, ``writer``);

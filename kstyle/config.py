@@ -1,10 +1,14 @@
 """The options of a training run, each written once: its default, its help, its choices.
 
-``TrainConfig`` is what ``kstyle.run.train`` takes; ``kstyle-train``'s parser is generated
-from its fields (``kstyle.cli.train``), and ``validate`` checks the same choices the parser
-offers. This module does not import TensorFlow, so ``--help`` stays quick.
+:class:`RunOptions` holds every kind of run's options, a config class per kind adds its
+own: :class:`TrainConfig` (style training, with :class:`StyleOptions`) here,
+``kstyle.distill_config.DistillConfig`` for distillation. ``kstyle.run.train`` takes any of
+them; each command's parser is generated from the fields (``kstyle.cli.train``), and
+``validate`` checks the same choices the parser offers. This module does not import
+TensorFlow, so ``--help`` stays quick.
 """
 
+import abc
 import dataclasses
 import os
 import typing
@@ -25,10 +29,8 @@ from kstyle.constants import (
 from kstyle.distribute import JIT_COMPILE, MIXED_PRECISION, STRATEGIES
 from kstyle.errors import KstyleError
 from kstyle.extras import install_command
-from kstyle.files import file_sha256
 from kstyle.images import DEFAULT_MAX_PIXELS
 from kstyle.presets import DEFAULT_ARCH, PRESETS, size_multiple_of
-from kstyle.smoke import is_smoke_test, model_file_of
 
 
 def option(default=dataclasses.MISSING, *, doc, default_text=None, choices=None, keep=False):
@@ -50,18 +52,33 @@ def flag_of(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-# The kinds of training run (``kstyle.tasks`` builds each one's trainer).
-STYLE_TASK = "style"
-DISTILL_TASK = "distill"
+STYLE_TASK = "style"  # the kind of run TrainConfig describes (kstyle.tasks builds its trainer)
 
 
 @dataclasses.dataclass
-class TrainConfig:
-    """Every option of a style-training run; the defaults are the reference example's."""
-
-    TASK: typing.ClassVar[str] = STYLE_TASK
+class StyleOptions:
+    """The options of the style loss, which only style training has (the defaults are the
+    reference example's)."""
 
     style: str = option(doc="style image (required unless --demo)", keep=True)
+    style_size: int | None = option(
+        None, doc="style image is resized to this square", default_text="--image-size", keep=True
+    )
+    content_weight: float = option(
+        CONTENT_WEIGHT, doc="weight of the relu3_3 content loss", keep=True
+    )
+    style_weight: float = option(STYLE_WEIGHT, doc="weight of the Gram style loss", keep=True)
+    tv_weight: float = option(TV_WEIGHT, doc="weight of the total-variation loss", keep=True)
+
+
+@dataclasses.dataclass
+class RunOptions(abc.ABC):
+    """The options every kind of training run has (the data, steps, optimizer, network,
+    checkpoints, ...), and what a kind must say of its inputs; a config class per kind adds
+    its own options and names its kind in ``TASK``."""
+
+    TASK: typing.ClassVar[str]
+
     data: str | None = option(
         None,
         doc="folder of content images, searched recursively",
@@ -99,18 +116,10 @@ class TrainConfig:
         doc=f"content images are resized to this square, a multiple of {SIZE_MULTIPLE}",
         keep=True,
     )
-    style_size: int | None = option(
-        None, doc="style image is resized to this square", default_text="--image-size", keep=True
-    )
     # --learning-rate may change on resume: a run resumed after a NaN needs a lower one
     learning_rate: float = option(1e-3, doc="Adam learning rate")
     beta1: float = option(0.9, doc="Adam beta_1 (gradient decay)", keep=True)
     beta2: float = option(0.999, doc="Adam beta_2 (squared-gradient decay)", keep=True)
-    content_weight: float = option(
-        CONTENT_WEIGHT, doc="weight of the relu3_3 content loss", keep=True
-    )
-    style_weight: float = option(STYLE_WEIGHT, doc="weight of the Gram style loss", keep=True)
-    tv_weight: float = option(TV_WEIGHT, doc="weight of the total-variation loss", keep=True)
     fraction: float = option(1.0, doc="keep the first floor(N*fraction) content images", keep=True)
     steps: int | None = option(
         None,
@@ -197,41 +206,41 @@ class TrainConfig:
         keep=True,
     )
 
+    @abc.abstractmethod
     def resolved_output(self) -> str:
-        """The run directory: ``output``, or ``runs/<style file name without extension>``."""
-        if self.output:
-            return self.output
-        return os.path.join("runs", os.path.splitext(os.path.basename(self.style))[0])
+        """The run directory: ``output``, or one named after the run's input."""
 
+    @abc.abstractmethod
     def check_inputs(self) -> None:
-        """Raises KstyleError when an input file is missing or unreadable (the style image), so
-        a run fails before it builds anything."""
-        from kstyle.images import load_image
+        """Raises KstyleError when an input file is missing or unreadable, so a run fails
+        before it builds anything."""
 
-        load_image(self.style)
-
+    @abc.abstractmethod
     def uses_loss_net(self) -> bool:
-        """Whether the run builds the VGG-16 loss network (style training always does)."""
-        return True
+        """Whether the run builds the VGG-16 loss network."""
 
     def recorded_inputs(self) -> dict:
         """What ``config.json`` and ``summary.json`` record about the inputs besides the options
-        (a resumed run must find the same): nothing for style training."""
+        (a resumed run must find the same): nothing unless a kind says otherwise."""
+        return {}
+
+    def resolved_options(self) -> dict:
+        """What ``config.json`` records of options whose value the run derives (e.g.
+        ``style_size_used``): nothing unless a kind says otherwise."""
         return {}
 
     def smoke_test_cause(self) -> str | None:
         """Why the run is a smoke test (its model learns no style), in words for its note:
         ``--vgg-weights random`` (an untrained loss network); None for a real run."""
-        return "--vgg-weights random" if self.vgg_weights == "random" else None
+        if self.uses_loss_net() and self.vgg_weights == "random":
+            return "--vgg-weights random"
+        return None
 
     def options_of_older_runs(self) -> dict:
-        """The options that runs recorded before the option existed had: style runs started
-        before ``--arch`` trained the seed net."""
-        return {"arch": DEFAULT_ARCH}
-
-    def resolved_style_size(self) -> int:
-        """The style image's side: ``style_size``, or ``image_size``."""
-        return self.style_size or self.image_size
+        """The values of options that runs recorded before the option existed had: none
+        unless a kind says otherwise (an option an older run lacks then takes the value
+        given now)."""
+        return {}
 
     def validate(self) -> None:
         """Raises KstyleError for option values that cannot work."""
@@ -240,17 +249,14 @@ class TrainConfig:
             "batch_size": self.batch_size,
             "image_size": self.image_size,
             "learning_rate": self.learning_rate,
-            "style_size": self.style_size,
             "steps": self.steps,
             "log_every": self.log_every,
         }
         for name, value in positive.items():
             if value is not None and value <= 0:
                 raise KstyleError(f"{flag_of(name)} must be positive, got {value}")
-        for name in ("content_weight", "style_weight", "tv_weight", "max_pixels"):
-            value = getattr(self, name)
-            if value < 0:
-                raise KstyleError(f"{flag_of(name)} must not be negative, got {value}")
+        if self.max_pixels < 0:
+            raise KstyleError(f"--max-pixels must not be negative, got {self.max_pixels}")
         if not 0.0 < self.fraction <= 1.0:
             raise KstyleError(f"--fraction must be in (0, 1], got {self.fraction}")
         if not (0.0 <= self.beta1 < 1.0 and 0.0 <= self.beta2 < 1.0):
@@ -272,129 +278,59 @@ class TrainConfig:
                 )
 
 
+@dataclasses.dataclass
+class TrainConfig(RunOptions, StyleOptions):
+    """Every option of a style-training run: the style loss's (first) and every run's; the
+    defaults are the reference example's."""
+
+    TASK: typing.ClassVar[str] = STYLE_TASK
+
+    def resolved_output(self) -> str:
+        """The run directory: ``output``, or ``runs/<style file name without extension>``."""
+        if self.output:
+            return self.output
+        return os.path.join("runs", os.path.splitext(os.path.basename(self.style))[0])
+
+    def check_inputs(self) -> None:
+        """Raises KstyleError when an input file is missing or unreadable (the style image), so
+        a run fails before it builds anything."""
+        from kstyle.images import load_image
+
+        load_image(self.style)
+
+    def uses_loss_net(self) -> bool:
+        """Whether the run builds the VGG-16 loss network (style training always does)."""
+        return True
+
+    def resolved_options(self) -> dict:
+        """``style_size_used``: the style image's side (:meth:`resolved_style_size`)."""
+        return {"style_size_used": self.resolved_style_size()}
+
+    def options_of_older_runs(self) -> dict:
+        """The options that runs recorded before the option existed had: style runs started
+        before ``--arch`` trained the seed net."""
+        return {"arch": DEFAULT_ARCH}
+
+    def resolved_style_size(self) -> int:
+        """The style image's side: ``style_size``, or ``image_size``."""
+        return self.style_size or self.image_size
+
+    def validate(self) -> None:
+        """Raises KstyleError for option values that cannot work."""
+        super().validate()
+        if self.style_size is not None and self.style_size <= 0:
+            raise KstyleError(f"--style-size must be positive, got {self.style_size}")
+        for name in ("content_weight", "style_weight", "tv_weight"):
+            value = getattr(self, name)
+            if value < 0:
+                raise KstyleError(f"{flag_of(name)} must not be negative, got {value}")
+
+
 def resume_keys(config) -> tuple:
-    """The options of ``config`` (a ``TrainConfig`` or a subclass's) that define what a run
-    computes: a resumed run must have the same ones."""
+    """The options of ``config`` (a config class or instance of any kind) that define what a
+    run computes: a resumed run must have the same ones."""
     return tuple(field.name for field in dataclasses.fields(config) if field.metadata.get("keep"))
 
 
 # The options that define what a style-training run computes.
 RESUME_KEYS = resume_keys(TrainConfig)
-
-
-# TrainConfig's options that only style training uses: ``kstyle distill`` does not offer them.
-STYLE_ONLY = ("style", "style_size", "content_weight", "style_weight", "tv_weight")
-
-
-@dataclasses.dataclass
-class DistillConfig(TrainConfig):
-    """A distillation run's options: :class:`TrainConfig`'s (the data, steps, optimizer,
-    checkpoints, ...) without a style image, plus the teacher and the perceptual weight.
-
-    ``kstyle distill`` generates its options from these fields, like ``kstyle train``; the
-    style-loss options (``style``, ``style_size``, the content, style and TV weights:
-    :data:`STYLE_ONLY`) are not offered, as distillation does not use them. The trainer is
-    ``kstyle.distill``'s.
-    """
-
-    TASK: typing.ClassVar[str] = DISTILL_TASK
-
-    style: str | None = None  # no style image: the teacher's outputs are the targets
-    output: str | None = option(
-        None, doc="the student's run directory", default_text="runs/<teacher name>-<arch>"
-    )
-    teacher: str | None = option(
-        None,
-        doc="the trained transform net to reproduce: a run directory or a .keras file "
-        "(required; read only)",
-        keep=True,
-    )
-    perceptual_weight: float = option(
-        0.0,
-        doc="weight of a relu3_3 feature loss between student and teacher outputs, added to "
-        "the pixel loss (needs the VGG-16 weights of --vgg-weights; 0: off, no VGG built)",
-        keep=True,
-    )
-    arch: str = option(  # the student: a slim preset by default, unlike style training
-        "tiny",
-        doc="the student's transform net preset (docs/presets.md)",
-        choices=PRESETS.keys(),  # a live view: a preset registered later is a choice too
-        keep=True,
-    )
-
-    def validate(self) -> None:
-        """Raises KstyleError for option values that cannot work, and for an ``--output`` that
-        holds the teacher (it would be written)."""
-        super().validate()
-        if not self.teacher:
-            raise KstyleError("--teacher is required: the run directory or .keras file to distill")
-        if self.perceptual_weight < 0:
-            raise KstyleError(f"--perceptual-weight must not be negative: {self.perceptual_weight}")
-        path = teacher_model_file(self.teacher)
-        if os.path.realpath(os.path.dirname(path)) == os.path.realpath(self.resolved_output()):
-            raise KstyleError(
-                f"--output {self.resolved_output()} holds the teacher {path}; the student "
-                "needs a run directory of its own"
-            )
-
-    def check_inputs(self) -> None:
-        """Raises KstyleError when the teacher is missing or not a transform net (one that
-        ``--output`` would write is :meth:`validate`'s)."""
-        load_teacher(self.teacher)
-
-    def uses_loss_net(self) -> bool:
-        """Whether the run builds the VGG-16 loss network: only for the perceptual term."""
-        return self.perceptual_weight > 0
-
-    def options_of_older_runs(self) -> dict:
-        """Nothing: no option of distillation had another value before it was recorded (an
-        option that an older run lacks takes the value given now, as for every kind)."""
-        return {}
-
-    def smoke_test_cause(self) -> str | None:
-        """Why the student is a smoke test: its teacher is one (``kstyle.smoke``), or its
-        perceptual term uses an untrained loss network; None for a real run."""
-        if is_smoke_test(self.teacher):
-            return f"its teacher {teacher_model_file(self.teacher)} is a smoke test's model"
-        if self.uses_loss_net() and self.vgg_weights == "random":
-            return "--vgg-weights random"
-        return None
-
-    def recorded_inputs(self) -> dict:
-        """The teacher's model file and its SHA-256 (hex), for ``config.json`` and
-        ``summary.json``; a resumed run must find the same file."""
-        path = teacher_model_file(self.teacher)
-        return {"teacher_model": os.path.abspath(path), "teacher_sha256": file_sha256(path)}
-
-    def resolved_output(self) -> str:
-        """The run directory: ``output``, or ``runs/<teacher name>-<arch>``."""
-        if self.output:
-            return self.output
-        path = os.path.normpath(self.teacher)
-        name = os.path.splitext(os.path.basename(path))[0]
-        if name == "model":  # runs/NAME/model.keras
-            name = os.path.basename(os.path.dirname(path)) or name
-        return os.path.join("runs", f"{name}-{self.arch}")
-
-
-def teacher_model_file(teacher: str) -> str:
-    """The model file of ``teacher``: ``teacher/model.keras`` for a run directory, else
-    ``teacher`` itself."""
-    return model_file_of(teacher)
-
-
-def load_teacher(teacher: str):
-    """The teacher's transform net, frozen (``trainable`` False).
-
-    Raises:
-        KstyleError: nothing there, or not a loadable transform net (one line, naming
-            ``--teacher``).
-    """
-    from kstyle.transform_net import load_transform_net
-
-    try:
-        model = load_transform_net(teacher)
-    except KstyleError as error:
-        raise KstyleError(f"--teacher: {error}") from error
-    model.trainable = False
-    return model

@@ -1,6 +1,6 @@
 """Distillation: train a small student transform net to reproduce a trained teacher's outputs.
 
-``kstyle.run.train(kstyle.config.DistillConfig(teacher=..., data=..., output=...))`` runs it
+``kstyle.run.train(kstyle.distill_config.DistillConfig(teacher=..., data=..., output=...))`` runs it
 like style training (the same data pipeline, checkpoints, resume, NaN guard, curves and run
 directory; ``kstyle distill`` on the command line). The teacher (a run directory or a
 ``.keras`` file) is loaded with :func:`kstyle.transform_net.load_transform_net`, frozen and
@@ -24,8 +24,8 @@ wherever its teacher runs.
 
 from keras import ops
 
-from kstyle.config import DistillConfig, load_teacher
 from kstyle.constants import IMAGE_SIZE
+from kstyle.distill_config import DistillConfig, load_teacher
 from kstyle.loss_net import CONTENT_LAYER
 from kstyle.losses import content_loss
 from kstyle.trainer import TransformNetTrainer, _replica_copy, compile_trainer

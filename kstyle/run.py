@@ -18,7 +18,7 @@ import dataclasses
 import os
 import shutil
 
-from kstyle.config import TrainConfig
+from kstyle.config import RunOptions, TrainConfig  # noqa: F401 (README: from kstyle.run import)
 from kstyle.errors import KstyleError
 from kstyle.files import remove_leftovers, write_json_atomically
 from kstyle.run_dir import (
@@ -37,7 +37,7 @@ from kstyle.smoke import smoke_line
 from kstyle.tasks import build_task_trainer
 
 
-def build_training_data(config: TrainConfig, seed: int | None):
+def build_training_data(config: RunOptions, seed: int | None):
     """The content pipeline of ``config``: its folder, its tfds dataset, or else the COCO 2014
     train images (fetched once into ``config.data_dir``, see ``kstyle.coco``)."""
     from kstyle.coco import coco_train_folder
@@ -55,7 +55,7 @@ class Run:
     """One run as its phases hand it on: :func:`open_run` fills the first group of
     attributes, :func:`build_run` the second."""
 
-    config: TrainConfig
+    config: RunOptions
     strategy: object  # the tf.distribute strategy
     run_dir: str  # this worker's run directory
     finished: dict | None = None  # summary.json of a run that finished before
@@ -83,7 +83,7 @@ class Run:
         return os.path.join(self.run_dir, "summary.json")
 
 
-def train(config: TrainConfig, printer=print, hard_stop: bool = False) -> dict:
+def train(config: RunOptions, printer=print, hard_stop: bool = False) -> dict:
     """Runs training as ``config`` says and returns a summary dict.
 
     The summary has ``run_dir``, ``model_path``, ``steps``, ``resumed_from`` and the last
@@ -125,7 +125,7 @@ def train(config: TrainConfig, printer=print, hard_stop: bool = False) -> dict:
         return finish_run(run)
 
 
-def open_run(config: TrainConfig) -> Run:
+def open_run(config: RunOptions) -> Run:
     """Phase 1: checks ``config``, makes the strategy and finds what the run directory holds.
 
     The returned run has ``finished`` (the summary of a run that finished before: nothing

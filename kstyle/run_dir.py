@@ -14,7 +14,7 @@ import re
 import shutil
 import sys
 
-from kstyle.config import TrainConfig, flag_of, resume_keys
+from kstyle.config import RunOptions, flag_of, resume_keys
 from kstyle.constants import DEFAULT_TFDS_NAME, EPOCHS
 from kstyle.errors import KstyleError, cause_of
 from kstyle.files import PREFIX, write_json_atomically
@@ -93,7 +93,7 @@ def worker_dir(run_dir: str) -> str:
     return os.path.join(run_dir, f"{task_type}-{index}")
 
 
-def previous_run(run_dir: str, config: TrainConfig) -> dict | None:
+def previous_run(run_dir: str, config: RunOptions) -> dict | None:
     """The saved config of a resumable run in ``run_dir`` (None: start a new run).
 
     Raises:
@@ -129,7 +129,7 @@ def previous_run(run_dir: str, config: TrainConfig) -> dict | None:
     return saved
 
 
-def adopt_old_default(saved: dict, config: TrainConfig) -> None:
+def adopt_old_default(saved: dict, config: RunOptions) -> None:
     """Lets a run started before kstyle fetched COCO itself resume as the same command.
 
     Such a run (its ``config.json`` has no ``data_dir``) trained without ``--data`` on the
@@ -144,7 +144,7 @@ def adopt_old_default(saved: dict, config: TrainConfig) -> None:
     adopt_old_epochs(saved, config)
 
 
-def adopt_old_epochs(saved: dict, config: TrainConfig) -> None:
+def adopt_old_epochs(saved: dict, config: RunOptions) -> None:
     """Lets a run started before ``--steps`` could run past ``--epochs`` resume as the same
     command.
 
@@ -168,7 +168,7 @@ def _shown(value) -> str:
     return "not given" if value is None else str(value)
 
 
-def smoke_test_fields(config: TrainConfig) -> dict:
+def smoke_test_fields(config: RunOptions) -> dict:
     """``{"smoke_test": bool}``, and for a smoke test ``"note"`` (``kstyle.smoke``'s note).
     A smoke test is a run with an untrained loss network (``--vgg-weights random``: its losses
     measure nothing, its model learns no style) or a student of a smoke test's teacher (see
@@ -178,7 +178,7 @@ def smoke_test_fields(config: TrainConfig) -> dict:
     return smoke_fields(config.smoke_test_cause() is not None)
 
 
-def check_loss_net(run_dir: str, config: TrainConfig) -> None:
+def check_loss_net(run_dir: str, config: RunOptions) -> None:
     """Refuses a run whose loss network is trained (ImageNet or a weights file) in a folder
     that holds a smoke test's run (``--vgg-weights random``), and the other way round: neither
     may resume the other or count as done. Other option changes are :func:`previous_run`'s.
@@ -229,7 +229,7 @@ def clear_run(run_dir: str) -> None:
             os.remove(path)
 
 
-def write_run_config(run_dir: str, config: TrainConfig, data, total_steps: int, strategy: str):
+def write_run_config(run_dir: str, config: RunOptions, data, total_steps: int, strategy: str):
     """Writes ``config.json`` into ``run_dir``: the options as given (a resumed run must
     match them) and what the run made of them (``data`` is its ``TrainingData``, ``strategy``
     the strategy's name; ``epochs_used`` counts a last partial epoch as one)."""
@@ -237,7 +237,7 @@ def write_run_config(run_dir: str, config: TrainConfig, data, total_steps: int, 
         {
             **dataclasses.asdict(config),
             "run_dir": config.resolved_output(),
-            "style_size_used": config.resolved_style_size(),
+            **config.resolved_options(),
             "data_description": data.description,
             "data_seed": data.seed,
             "steps_per_epoch": data.steps_per_epoch,

@@ -1,14 +1,15 @@
 """The kinds of training run, each with its own trainer.
 
-A run's options are a config class per kind (:mod:`kstyle.config`): :class:`TrainConfig` for
-style training, :class:`DistillConfig` for distillation. Each class names its kind in
-``TASK``, and the kind's entry in :data:`TRAINER_BUILDERS` builds its trainer, so that
-:mod:`kstyle.run` drives every kind the same way and never asks which one it holds.
+A run's options are a config class per kind: :class:`kstyle.config.TrainConfig` for style
+training, :class:`kstyle.distill_config.DistillConfig` for distillation. Each class names its
+kind in ``TASK``, and the kind's entry in :data:`TRAINER_BUILDERS` builds its trainer, so
+that :mod:`kstyle.run` drives every kind the same way and never asks which one it holds.
 """
 
 import numpy as np
 
-from kstyle.config import DISTILL_TASK, STYLE_TASK, TrainConfig
+from kstyle.config import STYLE_TASK, RunOptions, TrainConfig
+from kstyle.distill_config import DISTILL_TASK
 
 
 def load_style_image(path: str, size: int) -> np.ndarray:
@@ -39,6 +40,6 @@ def _distillation_trainer(config):
 TRAINER_BUILDERS = {STYLE_TASK: _style_trainer, DISTILL_TASK: _distillation_trainer}
 
 
-def build_task_trainer(config: TrainConfig):
+def build_task_trainer(config: RunOptions):
     """The compiled trainer of ``config``'s kind of training, and its optimizer."""
     return TRAINER_BUILDERS[config.TASK](config)

@@ -76,10 +76,10 @@ def test_validate_accepts_the_edges():
 
 def test_a_resumed_run_must_keep_the_options_that_define_what_it_computes():
     assert RESUME_KEYS == (
-        "style", "data", "tfds_name", "tfds_split", "epochs", "batch_size", "image_size",
-        "style_size", "beta1", "beta2", "content_weight", "style_weight", "tv_weight",
-        "fraction", "steps", "vgg_weights", "arch", "padding", "seed", "mixed_precision", "cache",
-        "max_pixels",
+        "style", "style_size", "content_weight", "style_weight", "tv_weight",  # the style loss's
+        "data", "tfds_name", "tfds_split", "epochs", "batch_size", "image_size", "beta1",
+        "beta2", "fraction", "steps", "vgg_weights", "arch", "padding", "seed",
+        "mixed_precision", "cache", "max_pixels",
     )  # fmt: skip
     assert "learning_rate" not in RESUME_KEYS  # a run resumed after a NaN needs a lower one
 

@@ -22,7 +22,8 @@ from conftest import (
 )
 from PIL import Image
 
-from kstyle.config import STYLE_ONLY, DistillConfig
+from kstyle.config import StyleOptions
+from kstyle.distill_config import DistillConfig
 from kstyle.errors import KstyleError
 from kstyle.run_dir import smoke_test_fields
 from kstyle.transform_net import build_transform_net
@@ -262,7 +263,9 @@ def test_options_and_their_checks():
     options = vars(build_parser().parse_args(["--teacher", "t"]))
     assert options.pop("quiet") is False and options.pop("verbose") is False
     assert DistillConfig(**options) == DistillConfig(teacher="t")  # every default, the same
-    assert not set(STYLE_ONLY) & set(options)  # style training's options are not offered
+    style_only = {"style", "style_size", "content_weight", "style_weight", "tv_weight"}
+    assert {field.name for field in dataclasses.fields(StyleOptions)} == style_only
+    assert not style_only & set(options)  # style training's options are not offered
     with pytest.raises(KstyleError, match="--teacher is required"):
         DistillConfig().validate()
     with pytest.raises(KstyleError, match="--perceptual-weight must not be negative"):

@@ -15,7 +15,7 @@ BASE |= {"web_site"}
 BASE |= {"schedule", "presets"}
 BASE |= {"pipeline", "video_io"}
 TRAINING = {"data", "transform_net", "loss_net", "losses", "trainer", "callbacks", "distribute"}
-TRAINING |= {"config", "stopping", "run_dir", "run", "distill", "tasks"}
+TRAINING |= {"config", "distill_config", "stopping", "run_dir", "run", "distill", "tasks"}
 INFERENCE = {"graph", "forward", "flops", "staged", "tiling", "inference", "video", "stylize_files"}
 INFERENCE |= {"export"}
 

@@ -7,7 +7,8 @@ import types
 
 import pytest
 
-from kstyle.config import DistillConfig, TrainConfig
+from kstyle.config import TrainConfig
+from kstyle.distill_config import DistillConfig
 from kstyle.errors import KstyleError
 from kstyle.run_dir import (
     check_loss_net,

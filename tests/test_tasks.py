@@ -6,7 +6,8 @@ import dataclasses
 import pytest
 
 from kstyle import tasks
-from kstyle.config import DistillConfig, TrainConfig
+from kstyle.config import RunOptions, StyleOptions, TrainConfig
+from kstyle.distill_config import DistillConfig
 
 
 def test_each_kind_of_run_has_a_trainer_builder_of_its_own():
@@ -50,3 +51,13 @@ def test_only_style_runs_predate_an_option():
     """Style runs recorded before --arch trained the seed net; distillation always recorded it."""
     assert TrainConfig(style="s.png").options_of_older_runs() == {"arch": "johnson"}
     assert DistillConfig(teacher="runs/t").options_of_older_runs() == {}
+
+
+def test_each_kind_declares_its_own_options_over_the_shared_ones():
+    names = lambda config_class: [field.name for field in dataclasses.fields(config_class)]  # noqa: E731
+    shared, style = names(RunOptions), names(StyleOptions)
+    assert names(TrainConfig) == style + shared  # the style loss's options first in --help
+    assert names(DistillConfig) == shared + ["teacher", "perceptual_weight"]
+    assert "style" in style and "style" not in names(DistillConfig)
+    with pytest.raises(TypeError):
+        RunOptions()  # abstract: every kind says where its output goes and what it reads

@@ -7,22 +7,22 @@ from kstyle.checks import model_file
 from kstyle.cli.common import OneLineErrorParser, run_command, start_command
 from kstyle.cli.console import add_verbosity, program_name
 from kstyle.cli.train import add_config_options
-from kstyle.config import STYLE_ONLY, DistillConfig
+from kstyle.distill_config import DistillConfig
 from kstyle.errors import KstyleError
 from kstyle.files import check_writable, list_image_files
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
-    """The parser of ``kstyle distill``: one option per :class:`DistillConfig` field but the
-    style-only ones (its default, help and choices), ``-q`` and ``-v``; ``prog`` names the
-    command in its usage (default: as typed)."""
+    """The parser of ``kstyle distill``: one option per :class:`DistillConfig` field (its
+    default, help and choices), ``-q`` and ``-v``; ``prog`` names the command in its usage
+    (default: as typed)."""
     parser = OneLineErrorParser(
         prog=prog or program_name("kstyle distill"),
         description="Distill a trained transform net (--teacher) into a smaller student "
         "(--arch) on a folder of images (or COCO): the student learns to reproduce the "
         "teacher's pictures. Needs no VGG unless --perceptual-weight is set.",
     )
-    add_config_options(parser, DistillConfig, skip=STYLE_ONLY)
+    add_config_options(parser, DistillConfig)
     add_verbosity(parser)
     return parser
 

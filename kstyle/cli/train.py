@@ -36,11 +36,11 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def add_config_options(parser, config_class, skip=()) -> None:
-    """One option per field of ``config_class`` (``TrainConfig`` or a subclass) that has
-    ``option()`` metadata, except those named in ``skip``: its default, help and choices."""
+def add_config_options(parser, config_class) -> None:
+    """One option per field of ``config_class`` (a config class of any kind) that has
+    ``option()`` metadata: its default, help and choices."""
     for field in dataclasses.fields(config_class):
-        if "doc" not in field.metadata or field.name in skip:  # not a command-line option
+        if "doc" not in field.metadata:  # not a command-line option
             continue
         kind = _value_type(field.type)
         options = {"action": "store_true"} if kind is bool else {"type": kind}
