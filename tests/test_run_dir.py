@@ -202,6 +202,22 @@ def test_a_distillation_without_a_recorded_arch_resumes_with_the_one_given(tmp_p
         assert previous_run(str(run_dir), dataclasses.replace(config, arch=arch)) == saved
 
 
+def test_a_distillation_recorded_with_the_style_options_resumes(tmp_path):
+    """Distillation runs once recorded style training's options too (and a style size);
+    they are not its options, so they neither block nor change a resume."""
+    teacher = tmp_path / "teacher.keras"
+    teacher.write_bytes(b"a teacher's bytes")
+    config = DistillConfig(teacher=str(teacher), data="d", output=str(tmp_path / "student"))
+    older = {"style": None, "style_size": None, "content_weight": 1e-4, "style_weight": 3e-8}
+    saved = {**dataclasses.asdict(config), **older, "tv_weight": 0.0, "style_size_used": 256}
+    os.makedirs(config.output)
+    (tmp_path / "student" / "config.json").write_text(json.dumps({**saved, "data_seed": 9}))
+    write_checkpoint(config.output, 3)
+    assert previous_run(config.output, config)["style_size_used"] == 256
+    with pytest.raises(KstyleError, match="--image-size 256 \\(now 128\\)"):
+        previous_run(config.output, dataclasses.replace(config, image_size=128))
+
+
 @pytest.mark.parametrize(
     "cluster, task, folder",
     [
@@ -241,6 +257,19 @@ def test_config_json_holds_the_options_and_what_the_run_made_of_them(tmp_path):
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["smoke_test"] is True
     assert saved["note"] == "untrained loss network: smoke test only"
+
+
+def test_a_distillations_config_json_holds_its_own_options_only(tmp_path):
+    teacher = tmp_path / "teacher.keras"
+    teacher.write_bytes(b"a teacher's bytes")
+    config = DistillConfig(teacher=str(teacher), data="d", output=str(tmp_path / "s"))
+    data = types.SimpleNamespace(description="8 images from d", seed=3, steps_per_epoch=2)
+    write_run_config(str(tmp_path), config, data, 4, "default strategy (1 replica(s))")
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert {k: saved[k] for k in dataclasses.asdict(config)} == dataclasses.asdict(config)
+    assert saved["teacher_model"] == str(teacher) and saved["arch"] == "tiny"
+    style_only = {"style", "style_size", "content_weight", "style_weight", "tv_weight"}
+    assert not (style_only | {"style_size_used"}) & set(saved)
 
 
 @pytest.mark.parametrize("state", ["resumable", "finished", "config only"])

@@ -59,5 +59,5 @@ def test_each_kind_declares_its_own_options_over_the_shared_ones():
     assert names(TrainConfig) == style + shared  # the style loss's options first in --help
     assert names(DistillConfig) == shared + ["teacher", "perceptual_weight"]
     assert "style" in style and "style" not in names(DistillConfig)
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="abstract"):
         RunOptions()  # abstract: every kind says where its output goes and what it reads
