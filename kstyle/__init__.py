@@ -11,13 +11,15 @@ Imports go down these layers (``tests/test_package.py`` checks it):
   (what a command checks before it imports TensorFlow), ``lock`` (one process per run
   directory or output), ``smoke`` (smoke-test marks of model files), ``schedule`` (steps
   and epochs), ``presets`` (the transform-net presets, as data);
-- training: ``data`` -> ``transform_net``, ``loss_net`` -> ``losses`` -> ``trainer`` ->
-  ``callbacks``, ``distill`` -> ``tasks`` (each kind of run's trainer), ``stopping`` ->
-  ``run_dir`` -> ``run``, with ``distribute``, ``config`` and ``distill_config`` (the options)
-  below them;
-- inference: ``graph`` -> ``forward`` (fused, compiled pass) -> ``staged`` (exact statistics
-  in bands) -> ``tiling`` -> ``inference`` (arrays) -> ``video``, ``stylize_files`` and
-  ``export`` (``serving``, ``int8``, ``verify``, ``writer``);
+- training: ``data`` -> ``norms`` -> ``transform_net`` -> ``graph`` (a model's structure) ->
+  ``style_tables`` (the per-style norm tables), ``loss_net`` -> ``losses`` -> ``trainer`` ->
+  ``multi_style`` (N styles in one net, adding styles) and ``callbacks``, ``distill`` ->
+  ``tasks`` (each kind of run's trainer), ``stopping`` -> ``run_dir`` -> ``run``, with
+  ``distribute``, ``config``, ``add_style_config`` and ``distill_config`` (the options) below;
+- inference: ``styles`` (style vectors, a style as a one-style net) -> ``forward`` (fused,
+  compiled pass) -> ``staged`` (exact statistics in bands) -> ``tiling`` -> ``inference``
+  (arrays) -> ``video``, ``stylize_files``, ``sheet`` and ``export`` (``serving``, ``int8``,
+  ``verify``, ``writer``);
 - ``cli`` on top.
 
 The names below are loaded on first use, so ``import kstyle`` is quick and a command's

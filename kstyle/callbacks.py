@@ -12,11 +12,13 @@ import shutil
 import time
 
 import keras
+import numpy as np
 
 from kstyle.constants import LOG_INTERVAL_SECONDS
 from kstyle.errors import KstyleError, cause_of
 from kstyle.files import atomic_output, flush_folder, flush_to_disk
-from kstyle.images import save_image, side_by_side, to_uint8
+from kstyle.history import plot_losses, read_history, write_history_atomically  # noqa: F401
+from kstyle.images import picture_grid, save_image, to_uint8
 from kstyle.smoke import mark_model_file
 
 
@@ -29,62 +31,12 @@ def save_model_atomically(model, path: str, marks: dict | None = None) -> None:
             mark_model_file(temporary, marks)
 
 
-def plot_losses(rows, path: str, title: str = "", names=("content", "style", "loss")) -> None:
-    """Losses ``names`` (``loss``: the total) against iteration, as a PNG (atomically). Drawn
-    on a figure of its own (no pyplot), so the caller's matplotlib backend (a notebook's inline
-    figures) is left as it is."""
-    from matplotlib.figure import Figure
-
-    steps = [row["step"] for row in rows]
-    figure = Figure(figsize=(7, 4), dpi=100)
-    axis = figure.subplots()
-    for name in names:
-        label = "total" if name == "loss" else name
-        axis.plot(steps, [row[name] for row in rows], label=label, linewidth=1)
-    axis.set_xlabel("iteration")
-    axis.set_ylabel("loss")
-    if rows and min(row["loss"] for row in rows) > 0:
-        axis.set_yscale("log")
-    axis.grid(True, alpha=0.3)
-    axis.legend()
-    axis.set_title(title, fontsize=9)
-    figure.tight_layout()
-    with atomic_output(path) as temporary:
-        figure.savefig(temporary, format="png")
-
-
-def read_history(path: str, last_step: int) -> list[dict]:
-    """The rows of ``history.csv`` (columns: its header's) up to step ``last_step``, parsed."""
-    rows = []
-    with open(path, newline="") as file:
-        for row in (reader := csv.DictReader(file)):
-            try:
-                parsed = {field: float(row[field]) for field in reader.fieldnames}
-            except (KeyError, TypeError, ValueError):  # a line cut short by a kill
-                continue
-            parsed["step"], parsed["epoch"] = int(parsed["step"]), int(parsed["epoch"])
-            if parsed["step"] <= last_step:
-                rows.append(parsed)
-    return rows
-
-
-def write_history_atomically(rows, path: str, fields) -> None:
-    """Writes ``history.csv``: ``rows``' ``fields``, through a temporary file and a rename."""
-    with atomic_output(path) as temporary, open(temporary, "w", newline="") as file:
-        writer = csv.writer(file)
-        writer.writerow(fields)
-        for row in rows:
-            writer.writerow([row[field] for field in fields])
-
-
 def preview_picture(trainer):
-    """The trainer's last preview (``preview_panels``: first content image | its stylization,
-    or input | teacher | student) side by side, as one (H, kW + 8(k - 1), 3) uint8 picture:
-    what ``preview.png`` and TensorBoard's ``preview`` image show."""
-    picture, *rest = (to_uint8(panel.numpy()) for panel in trainer.preview_panels())
-    for panel in rest:
-        picture = side_by_side(picture, panel)
-    return picture
+    """The trainer's last preview (``preview_rows``: input | output, or input | teacher |
+    student; a row per style of a net of several) as one uint8 :func:`picture_grid`: what
+    ``preview.png`` and TensorBoard's ``preview`` image show."""
+    rows = trainer.preview_rows()
+    return picture_grid([[to_uint8(np.asarray(panel)) for panel in row] for row in rows])
 
 
 def _format_seconds(seconds: float) -> str:
@@ -118,7 +70,7 @@ class TrainingMonitor(keras.callbacks.Callback):
         if self.start_time is not None:  # a later ``fit`` of the same run
             return
         self.start_time = time.monotonic()
-        self.fields = ("step", "epoch", *self.model.loss_names, "seconds")
+        self.fields = ("step", "epoch", *self.model.history_columns, "seconds")
         if self.step == 0 or not os.path.exists(self.history_path):  # a new run: new history
             with open(self.history_path, "w", newline="") as file:
                 csv.writer(file).writerow(self.fields)
@@ -133,8 +85,7 @@ class TrainingMonitor(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         self.step += 1
-        values = {name: float(v.numpy()) for name, v in self.model.last_losses.items()}
-        row = {"step": self.step, "epoch": self.epoch, **values}
+        row = {"step": self.step, "epoch": self.epoch, **self.model.history_values()}
         row["seconds"] = round(time.monotonic() - self.start_time, 3)
         self.rows.append(row)
         with open(self.history_path, "a", newline="") as file:
@@ -335,7 +286,9 @@ class LossTensorBoard(keras.callbacks.Callback):
 
     Steps count on from ``initial_step`` (the checkpoint's step when resuming), so a resumed
     run, and a run made of several ``fit`` calls, continues the curves instead of writing over
-    them. Each write is flushed at once: a run that is killed keeps its curves.
+    them. Each write is flushed at once: a run that is killed keeps its curves. The
+    trainer's ``extra_scalars`` (a net of several styles: the style loss under the style each
+    step drew) are averaged over the steps since the last write that had them.
 
     Args:
         log_dir: the event files' folder (``<run>/logs/train``).
@@ -351,6 +304,7 @@ class LossTensorBoard(keras.callbacks.Callback):
         self.update_freq = max(1, int(update_freq))
         self.preview_every = int(preview_every)
         self.writer = None
+        self.pending = {}  # extra scalar -> [sum, count] since the last write
 
     def on_train_begin(self, logs=None):
         import tensorflow as tf
@@ -364,11 +318,17 @@ class LossTensorBoard(keras.callbacks.Callback):
         self.step += 1
         if self.preview_every > 0 and self.step % self.preview_every == 0:
             self._write_preview()
+        for name, value in self.model.extra_scalars().items():
+            total = self.pending.setdefault(name, [0.0, 0])
+            total[0], total[1] = total[0] + value, total[1] + 1
         if self.step % self.update_freq:
             return
         with self.writer.as_default():
             for name, variable in self.model.last_losses.items():
                 tf.summary.scalar(name, float(variable.numpy()), step=self.step)
+            for name, (total, count) in self.pending.items():
+                tf.summary.scalar(name, total / count, step=self.step)
+        self.pending = {}
         self.writer.flush()
 
     def _write_preview(self):

@@ -23,17 +23,21 @@ from kstyle.constants import (
     LOG_INTERVAL_SECONDS,
     PADDINGS,
     SIZE_MULTIPLE,
+    STYLE_SCHEDULE_RULE,
     STYLE_WEIGHT,
     TV_WEIGHT,
 )
 from kstyle.distribute import JIT_COMPILE, MIXED_PRECISION, STRATEGIES
 from kstyle.errors import KstyleError
 from kstyle.extras import install_command
+from kstyle.files import file_stem, image_files_of, unique_names
 from kstyle.images import DEFAULT_MAX_PIXELS
 from kstyle.presets import DEFAULT_ARCH, PRESETS, size_multiple_of
 
 
-def option(default=dataclasses.MISSING, *, doc, default_text=None, choices=None, keep=False):
+def option(
+    default=dataclasses.MISSING, *, doc, default_text=None, choices=None, keep=False, many=False
+):
     """A ``TrainConfig`` field that is also a command-line option.
 
     Args:
@@ -42,25 +46,30 @@ def option(default=dataclasses.MISSING, *, doc, default_text=None, choices=None,
         default_text: the default in words, for a default that is not a value (None, off).
         choices: the values the option takes (None: any value of the field's type).
         keep: a resumed run must have the same value (it defines what the run computes).
+        many: the option may be given several times; the field is the list of its values.
     """
     metadata = {"doc": doc, "default_text": default_text, "choices": choices, "keep": keep}
+    metadata["many"] = many
     return dataclasses.field(default=default, metadata=metadata)
+
+
+# Fields whose flag is not their name's: ``from`` is a keyword in Python.
+_FLAGS = {"from_run": "--from"}
 
 
 def flag_of(name: str) -> str:
     """The command-line flag of the field ``name``, e.g. ``--batch-size``."""
-    return "--" + name.replace("_", "-")
+    return _FLAGS.get(name) or "--" + name.replace("_", "-")
 
 
 STYLE_TASK = "style"  # the kind of run TrainConfig describes (kstyle.tasks builds its trainer)
 
 
 @dataclasses.dataclass
-class StyleOptions:
-    """The options of the style loss, which only style training has (the defaults are the
-    reference example's)."""
+class StyleLossOptions:
+    """The options of the style loss, which the style-training kinds have (the defaults are
+    the reference example's)."""
 
-    style: str = option(doc="style image (required unless --demo)", keep=True)
     style_size: int | None = option(
         None, doc="style image is resized to this square", default_text="--image-size", keep=True
     )
@@ -69,6 +78,37 @@ class StyleOptions:
     )
     style_weight: float = option(STYLE_WEIGHT, doc="weight of the Gram style loss", keep=True)
     tv_weight: float = option(TV_WEIGHT, doc="weight of the total-variation loss", keep=True)
+
+    def resolved_style_size(self) -> int:
+        """The style images' side: ``style_size``, or ``image_size``."""
+        return self.style_size or self.image_size
+
+    def check_style_loss(self) -> None:
+        """Raises KstyleError for style-loss option values that cannot work."""
+        if self.style_size is not None and self.style_size <= 0:
+            raise KstyleError(f"--style-size must be positive, got {self.style_size}")
+        for name in ("content_weight", "style_weight", "tv_weight"):
+            value = getattr(self, name)
+            if value < 0:
+                raise KstyleError(f"{flag_of(name)} must not be negative, got {value}")
+
+
+@dataclasses.dataclass
+class StyleImages:
+    """The style images of a style-training run."""
+
+    style: list[str] | None = option(
+        None,
+        doc="style image, or a folder of style images; give it several times to train one "
+        "network for all of them (required unless --demo)",
+        keep=True,
+        many=True,
+    )
+
+
+@dataclasses.dataclass
+class StyleOptions(StyleLossOptions, StyleImages):
+    """Style training's own options: the style images (first), then the style loss's."""
 
 
 @dataclasses.dataclass
@@ -224,6 +264,16 @@ class RunOptions(abc.ABC):
         (a resumed run must find the same): nothing unless a kind says otherwise."""
         return {}
 
+    def adopt_older_record(self, saved: dict) -> None:
+        """Brings ``saved`` (an older run's ``config.json``) to today's form of its options,
+        in place: nothing unless a kind says otherwise."""
+        return None
+
+    def model_marks(self) -> dict:
+        """What the model file records about itself beside the smoke-test mark (see
+        :func:`kstyle.smoke.mark_model_file`): nothing unless a kind says otherwise."""
+        return {}
+
     def resolved_options(self) -> dict:
         """What ``config.json`` records of options whose value the run derives (e.g.
         ``style_size_used``): nothing unless a kind says otherwise."""
@@ -285,45 +335,74 @@ class TrainConfig(RunOptions, StyleOptions):
 
     TASK: typing.ClassVar[str] = STYLE_TASK
 
+    def __post_init__(self):
+        if isinstance(self.style, str):  # one style image, as the library's callers give it
+            self.style = [self.style]
+
     def resolved_output(self) -> str:
-        """The run directory: ``output``, or ``runs/<style file name without extension>``."""
+        """The run directory: ``output``, or ``runs/<name>``: the style's file name without
+        extension (a folder's name for one folder; ``<first>-and-<N-1>-more`` for N)."""
         if self.output:
             return self.output
-        return os.path.join("runs", os.path.splitext(os.path.basename(self.style))[0])
+        names = [file_stem(path) for path in self.style or ()]
+        if len(names) > 1:
+            return os.path.join("runs", f"{names[0]}-and-{len(names) - 1}-more")
+        return os.path.join("runs", names[0] if names else "style")
+
+    def style_files(self) -> list[str]:
+        """The style images, in order (:func:`kstyle.files.image_files_of` of ``--style``)."""
+        return image_files_of(self.style)
+
+    def style_names(self) -> list[str]:
+        """A name per style image (:func:`kstyle.files.unique_names`)."""
+        return unique_names(self.style_files())
 
     def check_inputs(self) -> None:
-        """Raises KstyleError when an input file is missing or unreadable (the style image), so
-        a run fails before it builds anything."""
+        """Raises KstyleError when there is no style image, or one is missing or unreadable,
+        so a run fails before it builds anything."""
         from kstyle.images import load_image
 
-        load_image(self.style)
+        if not self.style_files():
+            raise KstyleError("--style is required: a style image, or a folder of them")
+        for path in self.style_files():
+            load_image(path)
+
+    def recorded_inputs(self) -> dict:
+        """The style images (``style_files``) and their names (``style_names``); a resumed
+        run must find the same files."""
+        return {"style_files": self.style_files(), "style_names": self.style_names()}
+
+    def model_marks(self) -> dict:
+        """``style_names`` for a net of several styles, so that its file names them."""
+        names = self.style_names()
+        return {"style_names": names} if len(names) > 1 else {}
+
+    def adopt_older_record(self, saved: dict) -> None:
+        """A run recorded before several styles has one ``style`` path, not a list."""
+        if isinstance(saved.get("style"), str):
+            saved["style"] = [saved["style"]]
 
     def uses_loss_net(self) -> bool:
         """Whether the run builds the VGG-16 loss network (style training always does)."""
         return True
 
     def resolved_options(self) -> dict:
-        """``style_size_used``: the style image's side (:meth:`resolved_style_size`)."""
-        return {"style_size_used": self.resolved_style_size()}
+        """``style_size_used``: the style images' side (:meth:`resolved_style_size`); with
+        several styles, ``style_schedule``: which style each step draws."""
+        resolved = {"style_size_used": self.resolved_style_size()}
+        if len(self.style_files()) > 1:
+            resolved["style_schedule"] = STYLE_SCHEDULE_RULE
+        return resolved
 
     def options_of_older_runs(self) -> dict:
         """The options that runs recorded before the option existed had: style runs started
         before ``--arch`` trained the seed net."""
         return {"arch": DEFAULT_ARCH}
 
-    def resolved_style_size(self) -> int:
-        """The style image's side: ``style_size``, or ``image_size``."""
-        return self.style_size or self.image_size
-
     def validate(self) -> None:
         """Raises KstyleError for option values that cannot work."""
         super().validate()
-        if self.style_size is not None and self.style_size <= 0:
-            raise KstyleError(f"--style-size must be positive, got {self.style_size}")
-        for name in ("content_weight", "style_weight", "tv_weight"):
-            value = getattr(self, name)
-            if value < 0:
-                raise KstyleError(f"{flag_of(name)} must not be negative, got {value}")
+        self.check_style_loss()
 
 
 def resume_keys(config) -> tuple:

@@ -50,3 +50,9 @@ DEFAULT_SERVE_PORT = 8000
 # The web page's "native" processing resolution: the longer side is scaled down to at most
 # this many pixels (a 12 MP photo on the seed net would exhaust the wasm heap).
 WEB_MAX_SIDE = 2048
+
+# Which style each step of a run of several styles draws (kstyle.multi_style, config.json).
+STYLE_SCHEDULE_RULE = (
+    "rounds of one step per drawn style; round r's order is "
+    "argsort(stateless_uniform([number of styles drawn], seed=(data_seed, r)))"
+)

@@ -80,7 +80,7 @@ class DistillationTrainer(TransformNetTrainer):
         """The teacher's outputs for ``content_batch``, float32, outside the gradient."""
         return ops.stop_gradient(ops.cast(self.teacher(content_batch, training=False), "float32"))
 
-    def compute_losses(self, content_batch, outputs):
+    def compute_losses(self, content_batch, outputs, styles=None):
         """``(total, {"pixel": ..., "perceptual": ...})`` for a content batch and the
         student's outputs (the module docstring's losses)."""
         target = self.teach(content_batch)

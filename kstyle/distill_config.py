@@ -105,14 +105,20 @@ def load_teacher(teacher: str):
     """The teacher's transform net, frozen (``trainable`` False).
 
     Raises:
-        KstyleError: nothing there, or not a loadable transform net (one line, naming
-            ``--teacher``).
+        KstyleError: nothing there, not a loadable transform net, or a net of several
+            styles (one line, naming ``--teacher``).
     """
+    from kstyle.style_tables import style_count
     from kstyle.transform_net import load_transform_net
 
     try:
         model = load_transform_net(teacher)
     except KstyleError as error:
         raise KstyleError(f"--teacher: {error}") from error
+    if style_count(model) > 1:
+        raise KstyleError(
+            f"--teacher: {teacher} holds {style_count(model)} styles; distillation takes a "
+            "net of one style (a student of several styles is not built yet)"
+        )
     model.trainable = False
     return model

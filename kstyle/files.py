@@ -291,3 +291,35 @@ def file_sha256(path: str) -> str:
         for block in iter(lambda: file.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def file_stem(path: str) -> str:
+    """A file's or folder's name without extension."""
+    return os.path.splitext(os.path.basename(os.path.normpath(path)))[0]
+
+
+def image_files_of(paths) -> list[str]:
+    """The images of ``paths``, in order: each folder's images (recursive, sorted,
+    :func:`list_image_files`) and every other path as it is (reading it says whether it is
+    an image); a file given twice counts once.
+
+    Raises:
+        KstyleError: a folder without images.
+    """
+    files = []
+    for path in paths or ():
+        files += list_image_files(path) if os.path.isdir(path) else [path]
+    return list(dict.fromkeys(files))
+
+
+def unique_names(files, taken=()) -> list[str]:
+    """A name per file: its name without extension (``-2``, ``-3``, ... after a
+    name already taken, here or in ``taken``)."""
+    names = list(taken)
+    for path in files:
+        name, count = file_stem(path), 1
+        while name in names:
+            count += 1
+            name = f"{file_stem(path)}-{count}"
+        names.append(name)
+    return names[len(taken) :]

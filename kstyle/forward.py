@@ -176,6 +176,7 @@ def _entry(model):
 
     entry = _FORWARDS.get(id(model))
     if entry is None or entry[0]() is not model:
+        quiet_retracing_warning()  # one graph per model: a style's baked net is a model too
         reference = weakref.ref(model)
         fused = inference_net(model)  # shares model's layers, but is not model (or a cycle)
         net = (lambda: fused) if fused is not model else reference

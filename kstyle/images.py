@@ -103,6 +103,31 @@ def side_by_side(left: np.ndarray, right: np.ndarray, gap: int = 8) -> np.ndarra
     return canvas
 
 
+def picture_grid(rows, gap: int = 8) -> np.ndarray:
+    """Rows of (H, W, 3) uint8 pictures as one picture on white: each row's pictures side by
+    side, the rows one under another, ``gap`` px apart, left-aligned."""
+    lines = []
+    for pictures in rows:
+        line = pictures[0]
+        for picture in pictures[1:]:
+            line = side_by_side(line, picture, gap)
+        lines.append(line)
+    canvas = np.full(
+        (
+            sum(line.shape[0] for line in lines) + gap * (len(lines) - 1),
+            max(line.shape[1] for line in lines),
+            3,
+        ),
+        255,
+        np.uint8,
+    )
+    top = 0
+    for line in lines:
+        canvas[top : top + line.shape[0], : line.shape[1]] = line
+        top += line.shape[0] + gap
+    return canvas
+
+
 def check_output_image(path: str) -> str:
     """Returns the Pillow format that ``path``'s extension picks (:data:`OUTPUT_EXTENSIONS`).
 

@@ -12,6 +12,7 @@ from kstyle.errors import KstyleError
 from kstyle.forward import model_size_multiple, model_smallest_side, run_model
 from kstyle.images import to_uint8
 from kstyle.memory import AUTO, needs_tiling, pixels_within, resolve_max_memory
+from kstyle.styles import styled_net
 
 _RGB_TO_YCBCR = np.array(
     [[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]]
@@ -135,6 +136,7 @@ def stylize_array(
     max_memory=AUTO,
     tiler=None,
     progress=None,
+    style=None,
 ) -> np.ndarray:
     """Stylizes one (H, W, 3) uint8 or [0, 255] float image; returns (H, W, 3) uint8.
 
@@ -155,7 +157,11 @@ def stylize_array(
             means :data:`kstyle.memory.DEFAULT_MAX_MEMORY`, None means no limit.
         tiler: a prebuilt :class:`kstyle.tiling.TiledStylizer` to reuse (its tile size wins).
         progress: optional callable, called with no arguments after each tile.
+        style: for a net of N styles, a style index, ``"0:0.5,3:0.5"`` or N weights
+            (:func:`kstyle.styles.style_vector`; None: style 0). A prebuilt ``tiler`` must be
+            of the net for this style (:func:`kstyle.styles.styled_net`).
     """
+    model = styled_net(model, style)
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[-1] != 3:
         raise KstyleError(f"expected an (H, W, 3) image, got shape {image.shape}")
@@ -173,11 +179,12 @@ def stylize_array(
     return _finish(image, output, preserve_colors, strength)
 
 
-def stylize_batch(model, frames: np.ndarray, *, preserve_colors=False, strength=1.0):
+def stylize_batch(model, frames: np.ndarray, *, preserve_colors=False, strength=1.0, style=None):
     """Stylizes a (B, H, W, 3) batch of same-size frames in one pass; returns uint8 (B, H, W, 3).
 
     Same options as :func:`stylize_array` (no tiling: the batch must fit in memory).
     """
+    model = styled_net(model, style)
     frames = np.asarray(frames)
     strength = check_strength(strength)
     if strength == 0.0:

@@ -25,6 +25,7 @@ from kstyle.run_dir import (
     check_loss_net,
     check_ownership,
     clear_run,
+    model_marks,
     own_run_dir,
     previous_run,
     read_json,
@@ -275,7 +276,7 @@ def _build_callbacks(run: Run, printer) -> None:
         )
     run.callbacks += [
         run.checkpoint,
-        SaveTransformNet(run.model_path, float32_copy, marks=smoke_test_fields(config)),
+        SaveTransformNet(run.model_path, float32_copy, marks=model_marks(config)),
         SkippedFilesReport(run.data, printer),
     ]
     lines = progress_lines_wanted(config.verbose, config.log_every)
@@ -309,7 +310,7 @@ def fit_run(run: Run) -> None:
         run.stop.check()  # a stop asked for while the run was being built
         for call in fit_schedule(run.start_step, run.total_steps, run.data.steps_per_epoch):
             run.trainer.fit(
-                _distributed_stream(run.strategy, run.data, call.start_step),
+                _distributed_stream(run, call.start_step),
                 initial_epoch=call.initial_epoch,
                 epochs=call.epochs,
                 steps_per_epoch=call.steps_per_epoch,
@@ -383,14 +384,22 @@ def _save_model(run: Run) -> None:
     from kstyle.callbacks import save_model_atomically
     from kstyle.distribute import float32_copy
 
-    marks = smoke_test_fields(run.config)
+    marks = model_marks(run.config)
     save_model_atomically(float32_copy(run.trainer.transform_net), run.model_path, marks=marks)
 
 
-def _distributed_stream(strategy, data, start_step):
-    """``data.stream(start_step)``; with several replicas, one input pipeline per worker."""
-    if strategy.num_replicas_in_sync == 1:
-        return data.stream(start_step)
-    return strategy.distribute_datasets_from_function(
-        lambda context: data.stream(start_step, context)
-    )
+def _distributed_stream(run: Run, start_step: int):
+    """The run's stream from ``start_step`` as its trainer takes it; with several replicas,
+    one input pipeline per worker."""
+
+    def stream(context=None):
+        content = run.data.stream(start_step, context)
+        # a pipeline feeds its replicas one (per-replica) batch each, in turn
+        per_step = (
+            1 if context is None else (context.num_replicas_in_sync // context.num_input_pipelines)
+        )
+        return run.trainer.label_stream(content, start_step, run.data.seed, per_step)
+
+    if run.strategy.num_replicas_in_sync == 1:
+        return stream()
+    return run.strategy.distribute_datasets_from_function(stream)

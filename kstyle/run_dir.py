@@ -109,6 +109,7 @@ def previous_run(run_dir: str, config: RunOptions) -> dict | None:
     if "data_seed" not in saved:
         raise KstyleError(f"{config_path} lacks data_seed; pass --restart to start over")
     adopt_old_default(saved, config)
+    config.adopt_older_record(saved)
     now = dataclasses.asdict(config)
     older = config.options_of_older_runs()
     for key in resume_keys(config):
@@ -166,6 +167,12 @@ def adopt_old_epochs(saved: dict, config: RunOptions) -> None:
 def _shown(value) -> str:
     """An option's value in a message (None: "not given")."""
     return "not given" if value is None else str(value)
+
+
+def model_marks(config: RunOptions) -> dict:
+    """What the run's model file records about itself: :func:`smoke_test_fields` and the
+    config's own marks (a net of several styles' names)."""
+    return {**smoke_test_fields(config), **config.model_marks()}
 
 
 def smoke_test_fields(config: RunOptions) -> dict:

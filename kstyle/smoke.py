@@ -80,6 +80,18 @@ def _run_config_marks(model_file: str) -> dict | None:
     return saved
 
 
+def recorded_style_names(model: str) -> list[str] | None:
+    """The names of the styles of ``model`` (a ``.keras`` file or a run directory) as its
+    file's marks or its run's ``config.json`` record them; None where neither does (a net of
+    one style, or a file saved elsewhere)."""
+    path = model_file_of(model)
+    names = (model_file_marks(path) or {}).get("style_names")
+    if names is None:
+        names = (_run_config_marks(path) or {}).get("style_names")
+    ok = isinstance(names, list) and all(isinstance(name, str) for name in names)
+    return names if ok else None
+
+
 def is_smoke_test(model: str) -> bool:
     """Whether ``model`` (a ``.keras`` file or a run directory) is a smoke test's: its file's
     mark says so, or (for an unmarked file) its run's ``config.json`` does."""

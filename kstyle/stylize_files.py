@@ -20,6 +20,7 @@ from kstyle.images import DEFAULT_MAX_PIXELS, load_image, save_image, side_by_si
 from kstyle.inference import Tilers, stylize_array
 from kstyle.memory import AUTO
 from kstyle.progress import ProgressBar
+from kstyle.styles import styled_net
 from kstyle.transform_net import load_transform_net
 from kstyle.video import stylize_video
 
@@ -50,6 +51,7 @@ def stylize(
     max_pixels=DEFAULT_MAX_PIXELS,
     progress: bool = False,
     work_dir=None,
+    style=None,
 ):
     """Stylizes an image file, a video, or every image under a folder, and writes the results.
 
@@ -68,6 +70,7 @@ def stylize(
         max_pixels: decompression-bomb guard (see :func:`load_image`).
         progress: show a progress bar on stderr (videos: frames/s; large images: tiles).
         work_dir: folder for the temporary files of tiled images (None: the system's).
+        style: for a net of N styles, the style or blend (see :func:`stylize_array`).
 
     Returns:
         ``(written, failed)``: output paths written, and ``(input path, reason)`` pairs for
@@ -80,6 +83,7 @@ def stylize(
     video, jobs = stylize_jobs(input_path, output_path)  # before the model: fail fast
     if isinstance(model, str):
         model = load_transform_net(model)
+    model = styled_net(model, style)
     tilers = Tilers(model, tile, max_memory, work_dir)
     if video:
         stylize_video(

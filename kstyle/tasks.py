@@ -1,13 +1,16 @@
 """The kinds of training run, each with its own trainer.
 
 A run's options are a config class per kind: :class:`kstyle.config.TrainConfig` for style
-training, :class:`kstyle.distill_config.DistillConfig` for distillation. Each class names its
-kind in ``TASK``, and the kind's entry in :data:`TRAINER_BUILDERS` builds its trainer, so
-that :mod:`kstyle.run` drives every kind the same way and never asks which one it holds.
+training (one style or N), :class:`kstyle.add_style_config.AddStyleConfig` for adding styles
+to a trained net, :class:`kstyle.distill_config.DistillConfig` for distillation. Each class
+names its kind in ``TASK``, and the kind's entry in :data:`TRAINER_BUILDERS` builds its
+trainer, so that :mod:`kstyle.run` drives every kind the same way and never asks which one it
+holds.
 """
 
 import numpy as np
 
+from kstyle.add_style_config import ADD_STYLE_TASK, AddStyleConfig
 from kstyle.config import STYLE_TASK, RunOptions, TrainConfig
 from kstyle.distill_config import DISTILL_TASK
 
@@ -25,9 +28,25 @@ def load_style_image(path: str, size: int) -> np.ndarray:
 
 
 def _style_trainer(config: TrainConfig):
-    from kstyle.trainer import build_trainer
+    """One style: the seed's trainer, unchanged; N styles: one net of N styles."""
+    size = config.resolved_style_size()
+    images = [load_style_image(path, size) for path in config.style_files()]
+    if len(images) == 1:
+        from kstyle.trainer import build_trainer
 
-    return build_trainer(config, load_style_image(config.style, config.resolved_style_size()))
+        return build_trainer(config, images[0])
+    from kstyle.multi_style import build_multi_style_trainer
+
+    return build_multi_style_trainer(config, np.stack(images), config.style_names())
+
+
+def _add_style_trainer(config: AddStyleConfig):
+    """The base run's net with the new styles' rows, only those learning."""
+    from kstyle.multi_style import build_add_style_trainer
+
+    size = config.resolved_style_size()
+    images = [load_style_image(path, size) for path in config.style_files()]
+    return build_add_style_trainer(config, np.stack(images))
 
 
 def _distillation_trainer(config):
@@ -37,7 +56,11 @@ def _distillation_trainer(config):
 
 
 # Each kind's builder: config -> (the compiled trainer, its optimizer).
-TRAINER_BUILDERS = {STYLE_TASK: _style_trainer, DISTILL_TASK: _distillation_trainer}
+TRAINER_BUILDERS = {
+    STYLE_TASK: _style_trainer,
+    ADD_STYLE_TASK: _add_style_trainer,
+    DISTILL_TASK: _distillation_trainer,
+}
 
 
 def build_task_trainer(config: RunOptions):

@@ -58,14 +58,46 @@ class TransformNetTrainer(keras.Model):
         self.preview_input = _replica_copy(shape, "preview_input")
         self.preview_output = _replica_copy(shape, "preview_output")
 
-    def compute_losses(self, content_batch, outputs):
+    def compute_losses(self, content_batch, outputs, styles=None):
         """``(total, {name: part})`` for a content batch and the transform net's outputs, with a
-        part for each of ``loss_names[1:]``."""
+        part for each of ``loss_names[1:]``; ``styles`` as :meth:`split_batch` gives them."""
         raise NotImplementedError
+
+    def split_batch(self, data):
+        """A dataset element as ``(content batch, styles)``: the styles are None here (a net
+        of one style); a trainer of several styles reads each image's style index."""
+        return (data[0] if isinstance(data, tuple) else data), None
+
+    def stylize(self, content_batch, styles, training=False):
+        """The transform net's outputs for a content batch (and its styles)."""
+        return self.transform_net(content_batch, training=training)
+
+    def label_stream(self, dataset, start_step: int, seed: int, per_step: int = 1):
+        """The training stream as ``fit`` gets it from the content stream that starts at step
+        ``start_step`` (the same here; a trainer of several styles adds each step's style,
+        drawn by the run's data ``seed``; ``per_step`` batches of the stream make a step)."""
+        return dataset
 
     def preview_panels(self):
         """The preview's pictures, left to right: (H, W, 3) float32 variables in [0, 255]."""
         return (self.preview_input, self.preview_output)
+
+    def preview_rows(self):
+        """The preview as rows of pictures (each as :meth:`preview_panels`): one row here."""
+        return [self.preview_panels()]
+
+    def history_values(self) -> dict:
+        """The last step's values for ``history.csv`` (the columns ``history_columns``)."""
+        return {name: float(variable.numpy()) for name, variable in self.last_losses.items()}
+
+    @property
+    def history_columns(self) -> tuple:
+        """The columns of ``history.csv`` after step and epoch: the losses."""
+        return self.loss_names
+
+    def extra_scalars(self) -> dict:
+        """TensorBoard scalars of the last step beside the losses (none here)."""
+        return {}
 
     def record_preview(self, content, outputs):
         """Keeps (1, H, W, 3) ``content`` and the transform net's ``outputs`` for the preview."""
@@ -80,11 +112,11 @@ class TransformNetTrainer(keras.Model):
         return self.transform_net(inputs, training=training)
 
     def train_step(self, data):
-        content_batch = data[0] if isinstance(data, tuple) else data
+        content_batch, styles = self.split_batch(data)
         replicas = tf.distribute.get_replica_context().num_replicas_in_sync
         with tf.GradientTape() as tape:
-            stylized = self.transform_net(content_batch, training=True)
-            total, parts = self.compute_losses(content_batch, stylized)
+            stylized = self.stylize(content_batch, styles, training=True)
+            total, parts = self.compute_losses(content_batch, stylized, styles)
             # gradients are summed over replicas: each contributes its share of the mean
             scaled = self.optimizer.scale_loss(total / replicas)
         variables = self.transform_net.trainable_variables
@@ -100,7 +132,7 @@ class TransformNetTrainer(keras.Model):
             finite = _finite_everywhere(tf.math.is_finite(total) & tf.math.is_finite(norm))
             self._apply_if(finite, gradients, variables)
             self.last_gradient_norm.assign(norm)
-        return self._record(total, parts, content_batch, stylized)
+        return self._record(total, parts, content_batch, stylized, styles)
 
     def _apply(self, gradients, variables):
         self.optimizer.apply_gradients(zip(gradients, variables, strict=True))
@@ -126,12 +158,16 @@ class TransformNetTrainer(keras.Model):
         context.merge_call(across_replicas, args=(finite, gradients, variables))
 
     def test_step(self, data):
-        content_batch = data[0] if isinstance(data, tuple) else data
-        stylized = self.transform_net(content_batch, training=False)
-        total, parts = self.compute_losses(content_batch, stylized)
-        return self._record(total, parts, content_batch, stylized)
+        content_batch, styles = self.split_batch(data)
+        stylized = self.stylize(content_batch, styles, training=False)
+        total, parts = self.compute_losses(content_batch, stylized, styles)
+        return self._record(total, parts, content_batch, stylized, styles)
 
-    def _record(self, total, parts, content_batch, stylized):
+    def record_styles(self, styles):
+        """Keeps what a step's ``styles`` say for the callbacks (nothing here)."""
+
+    def _record(self, total, parts, content_batch, stylized, styles):
+        self.record_styles(styles)
         values = {"loss": total, **{name: parts[name] for name in self.loss_names[1:]}}
         context = tf.distribute.get_replica_context()
         for name, value in values.items():
@@ -189,8 +225,13 @@ class StyleTransferTrainer(TransformNetTrainer):
         self.style_layers = tuple(style_layers)
         self.style_grams = self.compute_style_grams(style_image)
 
+    def style_targets(self, styles):
+        """The Gram targets of a batch, ``{layer: (1, C, C)}``: the one style's."""
+        return self.style_grams
+
     def compute_style_grams(self, style_image):
-        """Gram matrices of the style image at each style layer, ``{layer: (1, C, C)}``."""
+        """Gram matrices of the style image at each style layer, ``{layer: (1, C, C)}`` (for N
+        style images (N, H, W, 3): ``(N, C, C)``)."""
         style = ops.convert_to_tensor(style_image, dtype="float32")
         if len(style.shape) == 3:
             style = style[None]
@@ -199,7 +240,7 @@ class StyleTransferTrainer(TransformNetTrainer):
             layer: ops.stop_gradient(gram_matrix(features[layer])) for layer in self.style_layers
         }
 
-    def compute_losses(self, content_batch, stylized):
+    def compute_losses(self, content_batch, stylized, styles=None):
         """``(total, parts)`` of ``perceptual_loss`` for a content batch and its stylization."""
         features_y = self.loss_net(stylized, training=False)
         features_x = self.loss_net(content_batch, training=False)
@@ -207,7 +248,7 @@ class StyleTransferTrainer(TransformNetTrainer):
         return perceptual_loss(
             features_y,
             features_x,
-            self.style_grams,
+            self.style_targets(styles),
             stylized,
             content_weight=self.content_weight,
             style_weight=self.style_weight,
@@ -263,12 +304,16 @@ def build_trainer(config, style_image):
             build_transform_net(config.arch, padding=config.padding),
             build_loss_net(config.vgg_weights),
             style_image,
-            content_weight=config.content_weight,
-            style_weight=config.style_weight,
-            tv_weight=config.tv_weight,
-            image_size=config.image_size,
+            **style_loss_options(config),
         )
         return trainer, compile_trainer(trainer, config)
+
+
+def style_loss_options(config) -> dict:
+    """The style trainers' keyword arguments that ``config`` (a config of a style-training
+    kind) sets: the loss weights and the training image size."""
+    names = ("content_weight", "style_weight", "tv_weight", "image_size")
+    return {name: getattr(config, name) for name in names}
 
 
 def compile_trainer(trainer, config):

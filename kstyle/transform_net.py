@@ -7,8 +7,9 @@ conv9x9/32 -> conv3x3/64 s2 -> conv3x3/128 s2 (each conv + instance norm + ReLU)
 and the output scaling 255 * (tanh(y) + 1) / 2. With the defaults: 1,679,235 parameters.
 
 Each builder takes its normalization as a parameter (``normalizer``, as magenta's
-image_stylization nets take ``normalizer_fn``): a function ``(x, name) -> tensor`` applied
-after every normalized convolution, :func:`instance_norm` by default.
+image_stylization nets take ``normalizer_fn``): called as ``(x, name) -> tensor`` after every
+normalized convolution, the reference instance norm by default; a conditional instance norm
+(:mod:`kstyle.norms`) makes a net of N styles with a second input, the style vector (B, N).
 
 The default net (zero padding) is built from built-in Keras layers only, so its ``.keras`` file
 opens with ``keras.saving.load_model`` on any backend without ``import kstyle``
@@ -22,9 +23,8 @@ from keras import layers, ops
 from kstyle.checks import model_file
 from kstyle.constants import PADDINGS
 from kstyle.errors import KstyleError, cause_of
+from kstyle.norms import instance_norm, normalizer_for
 from kstyle.presets import DEFAULT_ARCH, JOHNSON_LAYOUT, LIVE_LAYOUT, PRESETS
-
-INSTANCE_NORM_EPSILON = 1e-5  # the reference (MATLAB) default; Keras's own default is 1e-3
 
 
 @keras.saving.register_keras_serializable(package="kstyle")
@@ -119,13 +119,6 @@ def _conv(x, filters, kernel_size, strides, padding, name, separable=False):
     return layers.Conv2D(filters, 1, name=name)(x)
 
 
-def instance_norm(x, name):
-    """Instance normalization, as the reference: a built-in ``GroupNormalization`` with one
-    group per channel and epsilon 1e-5, a learned scale and offset per channel. (B, H, W, C)
-    -> same shape. The default ``normalizer`` of every builder here."""
-    return layers.GroupNormalization(groups=-1, epsilon=INSTANCE_NORM_EPSILON, name=name)(x)
-
-
 def _conv_norm_relu(x, filters, kernel_size, strides, padding, name, separable, normalizer):
     x = _conv(x, filters, kernel_size, strides, padding, f"{name}_conv", separable)
     x = normalizer(x, f"{name}_norm")
@@ -214,7 +207,7 @@ def build_live_net(
     x = _conv(x, 3 * block * block, out_kernel, 1, padding, "out_conv")
     # the pixel mapping works on each value alone: before the shuffle, it runs at 1/4
     outputs = DepthToSpace(block, name="out_shuffle")(pixels_output(x))
-    model = keras.Model(inputs, outputs, name=name)
+    model = keras.Model(_model_inputs(inputs, normalizer), outputs, name=name)
     if out_kernel == 3:
         _bilinear_start(model.get_layer("out_conv"), block=block)
     if half:
@@ -281,7 +274,14 @@ def build_johnson_net(
     x = layers.UpSampling2D(2, interpolation="nearest", name="up2_upsample")(x)
     x = _conv_norm_relu(x, c1, 3, 1, padding, "up2", separable, normalizer)
     x = _conv(x, 3, edge_kernel, 1, padding, "out_conv")
-    return keras.Model(inputs, pixels_output(x), name=name)
+    return keras.Model(_model_inputs(inputs, normalizer), pixels_output(x), name=name)
+
+
+def _model_inputs(content, normalizer):
+    """The content input alone, or with the inputs the normalizer adds (its ``inputs``, such
+    as a conditional norm's style vector; a plain function ``(x, name)`` adds none)."""
+    extra = tuple(getattr(normalizer, "inputs", ()))
+    return [content, *extra] if extra else content
 
 
 # The builder of each layout of kstyle.presets.
@@ -296,7 +296,8 @@ def build_transform_net(
     separable: bool | None = None,
     edge_kernel: int | None = None,
     name="transform_net",
-    normalizer=instance_norm,
+    num_styles: int = 1,
+    normalizer=None,
 ):
     """Builds a transform network as a Keras functional model.
 
@@ -313,8 +314,11 @@ def build_transform_net(
             ``Conv2D``, so the layer before every instance norm is still a plain ``Conv2D``
             (the int8 export's equalization and the staged statistics need nothing new).
         edge_kernel: the first and last convolutions' kernel size (odd; 9 in the reference).
-        normalizer: ``(x, name) -> tensor``, applied after every normalized convolution
-            (:func:`instance_norm` by default).
+        num_styles: 1 (the reference's instance norms; one input) or N > 1: conditional
+            instance norms (:class:`kstyle.norms.ConditionalInstanceNorm`) and a second
+            input ``style`` (B, N), the style vector.
+        normalizer: ``(x, name) -> tensor``, applied after every normalized convolution,
+            in place of ``num_styles``' choice (:func:`kstyle.norms.normalizer_for`).
 
     Returns:
         A ``keras.Model`` from RGB floats in [0, 255] of shape (B, H, W, 3) to RGB floats in
@@ -341,6 +345,7 @@ def build_transform_net(
     if unknown:
         raise ValueError(f"the {arch!r} preset has no knob {', '.join(unknown)}")
     builder = BUILDERS[preset.layout]
+    normalizer = normalizer or normalizer_for(num_styles)
     return builder(**{**preset.knobs, **given}, padding=padding, name=name, normalizer=normalizer)
 
 
@@ -363,12 +368,15 @@ def load_transform_net(path: str):
 
 def check_transform_net(model, source: str) -> None:
     """Raises KstyleError unless ``model`` maps (B, H, W, 3) images to (B, H, W, 3) images,
-    as every transform net does (``source`` names it in the message)."""
-    inputs = getattr(model, "inputs", None) or []
+    as every transform net does, with a style vector (B, N) as its second input where it has
+    one (a net of N styles; ``source`` names it in the message)."""
+    inputs = list(getattr(model, "inputs", None) or [])
     outputs = getattr(model, "outputs", None) or []
-    shapes = [tuple(tensor.shape) for tensor in (*inputs, *outputs)]
+    style = [tensor for tensor in inputs[1:2] if _is_style_input(tensor)]
+    images = [tensor for tensor in inputs if tensor not in style]
+    shapes = [tuple(tensor.shape) for tensor in (*images, *outputs)]
     if (
-        len(inputs) != 1
+        len(images) != 1
         or len(outputs) != 1
         or any(len(shape) != 4 or shape[-1] != 3 for shape in shapes)
     ):
@@ -376,3 +384,9 @@ def check_transform_net(model, source: str) -> None:
             f"{source} is not a style transform network: it maps {shapes[:1] or '?'} to "
             f"{shapes[1:] or '?'}, not RGB images (batch, height, width, 3) to the same"
         )
+
+
+def _is_style_input(tensor) -> bool:
+    """Whether a model input is a style vector: (B, N) with N known."""
+    shape = tuple(tensor.shape)
+    return len(shape) == 2 and shape[1] is not None

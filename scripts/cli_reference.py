@@ -20,6 +20,7 @@ COMMANDS = (  # (subcommand of ``kstyle``, script in the repository root or None
     ("train", "train.py"),
     ("distill", None),
     ("stylize", "stylize.py"),
+    ("sheet", None),
     ("export", "export.py"),
     ("serve", None),
     ("info", None),

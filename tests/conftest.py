@@ -38,6 +38,7 @@ CLI_MODULES = {
     "train.py": "kstyle.cli.train",
     "stylize.py": "kstyle.cli.stylize",
     "export.py": "kstyle.cli.export",
+    "kstyle sheet": "kstyle.cli.sheet",
 }
 
 

@@ -134,7 +134,7 @@ def test_writes_are_atomic(tmp_path):
 class Diverging(StyleTransferTrainer):
     """A trainer whose total loss is NaN from its third step on."""
 
-    def compute_losses(self, content_batch, stylized):
+    def compute_losses(self, content_batch, stylized, styles=None):
         total, parts = super().compute_losses(content_batch, stylized)
         blown = ops.cast(self.optimizer.iterations, "float32") >= 2.0
         return ops.where(blown, float("nan"), total), parts

@@ -209,10 +209,10 @@ def help_entries(script):
 # Options whose help states no default: required ones, positional arguments, plain flags.
 VERBOSITY = {"-q", "-v"}  # flags: off unless given
 NO_DEFAULT = {
-    "train.py": {"-h", "--style", "--restart", "--demo", *VERBOSITY},
+    "train.py": {"-h", "--style", "--add-style", "--from", "--restart", "--demo", *VERBOSITY},
     "stylize.py": {"-h", "input", "--model", "--output", "--side-by-side", "--preserve-color",
                    "--no-progress", *VERBOSITY},
-    "export.py": {"-h", "model", "--calibration-data", *VERBOSITY},
+    "export.py": {"-h", "model", "--calibration-data", "--style", *VERBOSITY},
 }  # fmt: skip
 
 
@@ -285,6 +285,7 @@ def test_the_train_parser_and_train_config_agree():
         options = vars(parser.parse_args(["--style", "s.png", *argv]))
         assert options.pop("demo") is False
         assert options.pop("quiet") is False and options.pop("verbose") is False
+        assert options.pop("add_style") is None and options.pop("from_run") is None
         return TrainConfig(**options)
 
     assert config_of() == TrainConfig(style="s.png")  # every default, the same

@@ -13,10 +13,12 @@ BASE = {"errors", "constants", "files", "images", "image_headers", "memory", "pr
 BASE |= {"internals", "extras", "quiet", "coco", "checks", "web_runtime", "lock", "smoke"}
 BASE |= {"web_site"}
 BASE |= {"schedule", "presets"}
-BASE |= {"pipeline", "video_io"}
+BASE |= {"pipeline", "video_io", "history"}
 TRAINING = {"data", "transform_net", "loss_net", "losses", "trainer", "callbacks", "distribute"}
 TRAINING |= {"config", "distill_config", "stopping", "run_dir", "run", "distill", "tasks"}
-INFERENCE = {"graph", "forward", "flops", "staged", "tiling", "inference", "video", "stylize_files"}
+TRAINING |= {"norms", "graph", "style_tables", "multi_style", "add_style_config"}
+INFERENCE = {"styles", "forward", "flops", "staged", "tiling", "inference", "video"}
+INFERENCE |= {"stylize_files", "sheet"}
 INFERENCE |= {"export"}
 
 

@@ -166,8 +166,8 @@ def test_a_non_finite_loss_stops_with_the_step_and_keeps_the_checkpoint(inputs, 
 
     compute_losses = StyleTransferTrainer.compute_losses
 
-    def diverging(self, content_batch, stylized):  # a loss that blows up at the 6th step
-        total, parts = compute_losses(self, content_batch, stylized)
+    def diverging(self, content_batch, stylized, styles=None):  # blows up at the 6th step
+        total, parts = compute_losses(self, content_batch, stylized, styles)
         blown = tf.cast(self.optimizer.iterations, tf.float32) >= 5.0
         total = tf.where(blown, tf.constant(float("nan")), total)
         return total, parts
@@ -230,8 +230,8 @@ def test_an_infinite_gradient_with_a_finite_loss_stops_with_finite_weights(input
     def bomb(x):  # the identity, with an infinite gradient
         return tf.identity(x), lambda upstream: upstream + float("inf")
 
-    def exploding(self, content_batch, stylized):  # a finite loss with infinite gradients
-        total, parts = compute_losses(self, content_batch, stylized)
+    def exploding(self, content_batch, stylized, styles=None):  # finite loss, infinite gradient
+        total, parts = compute_losses(self, content_batch, stylized, styles)
         blown = self.optimizer.iterations >= 1  # from the second step on
         # adds 0 to the loss and inf to the gradient; a cond, so that only the taken branch
         # (not a tf.where's other one) reaches the gradient

@@ -3,20 +3,26 @@ builds its own trainer."""
 
 import dataclasses
 
+import numpy as np
 import pytest
 
 from kstyle import tasks
+from kstyle.add_style_config import AddStyleConfig
 from kstyle.config import RunOptions, StyleOptions, TrainConfig
 from kstyle.distill_config import DistillConfig
 
 
 def test_each_kind_of_run_has_a_trainer_builder_of_its_own():
-    kinds = [TrainConfig.TASK, DistillConfig.TASK]
+    kinds = [TrainConfig.TASK, AddStyleConfig.TASK, DistillConfig.TASK]
     assert len(set(kinds)) == len(kinds) and set(kinds) == set(tasks.TRAINER_BUILDERS)
     assert "TASK" not in {field.name for field in dataclasses.fields(TrainConfig)}
 
 
-CONFIGS_BY_KIND = {"style": TrainConfig(style="s.png"), "distill": DistillConfig(teacher="runs/t")}
+CONFIGS_BY_KIND = {
+    "style": TrainConfig(style="s.png"),
+    "add-style": AddStyleConfig(add_style="c.png", from_run="runs/base"),
+    "distill": DistillConfig(teacher="runs/t"),
+}
 
 
 @pytest.mark.parametrize("config", CONFIGS_BY_KIND.values(), ids=CONFIGS_BY_KIND.keys())
@@ -30,21 +36,33 @@ def test_a_config_gets_the_trainer_of_its_kind(monkeypatch, config):
     assert built == [(config.TASK, config)]
 
 
-def test_each_kind_reaches_its_own_trainer(monkeypatch):
-    """The builders themselves, with the trainers' constructors recorded instead of run."""
+def test_each_kind_reaches_its_own_trainer(monkeypatch, tmp_path):
+    """The builders themselves, with the trainers' constructors recorded instead of run: one
+    style builds the seed's trainer, several the multi-style one, --add-style its own."""
     import kstyle.distill
+    import kstyle.multi_style
     import kstyle.trainer
 
     built = []
-    monkeypatch.setattr(kstyle.trainer, "build_trainer", lambda *a: built.append(("style", a)))
-    monkeypatch.setattr(
-        kstyle.distill, "build_distillation_trainer", lambda *a: built.append(("distill", a))
-    )
-    monkeypatch.setattr(tasks, "load_style_image", lambda path, size: (path, size))
-    style, distill = CONFIGS_BY_KIND["style"], CONFIGS_BY_KIND["distill"]
-    tasks.build_task_trainer(style)
-    tasks.build_task_trainer(distill)
-    assert built == [("style", (style, ("s.png", 256))), ("distill", (distill,))]
+    record = lambda kind: lambda *a: built.append((kind, a))  # noqa: E731
+    monkeypatch.setattr(kstyle.trainer, "build_trainer", record("style"))
+    monkeypatch.setattr(kstyle.multi_style, "build_multi_style_trainer", record("styles"))
+    monkeypatch.setattr(kstyle.multi_style, "build_add_style_trainer", record("add"))
+    monkeypatch.setattr(kstyle.distill, "build_distillation_trainer", record("distill"))
+    monkeypatch.setattr(tasks, "load_style_image", lambda path, size: np.full((1,), size))
+    folder = tmp_path / "styles"
+    folder.mkdir()
+    for name in ("b.png", "a.png"):
+        (folder / name).write_bytes(b"")
+    one, several = TrainConfig(style="s.png"), TrainConfig(style=[str(folder), "s.png"])
+    adding, distill = CONFIGS_BY_KIND["add-style"], CONFIGS_BY_KIND["distill"]
+    for config in (one, several, adding, distill):
+        tasks.build_task_trainer(config)
+    assert [kind for kind, _ in built] == ["style", "styles", "add", "distill"]
+    assert built[0][1][0] is one and built[0][1][1].tolist() == [256]
+    _, (config, images, names) = built[1]
+    assert config is several and images.shape == (3, 1) and names == ["a", "b", "s"]
+    assert built[2][1][0] is adding and built[3][1] == (distill,)
 
 
 def test_only_style_runs_predate_an_option():

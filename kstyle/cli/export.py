@@ -38,6 +38,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         doc="a model.keras file or a training run directory (--format web: several, or a "
         "folder of runs, for one page with a style picker)",
     )
+    style = "a network of several styles: its style (index) or blend (e.g. 0:0.5,3:0.5) to export"
+    add("--style", default=None, doc=f"required for {style}")
     add(
         "--format",
         default=ALL,
@@ -98,6 +100,8 @@ def check_arguments(args) -> None:
                 f"--format {WEB} writes fp32 ONNX for any size; drop --quantize, --input-size "
                 "and --calibration-data"
             )
+        if args.style is not None:
+            raise KstyleError(f"--format {WEB} takes nets of one style for now; drop --style")
         check_export_options((), (), None, None, args.calibration_count, args.verify_size)
         check_writable(args.output)  # the site is written beside it, then renamed
         return
@@ -156,6 +160,7 @@ def _export(args, from_shell) -> int:
         calibration_data=args.calibration_data,
         calibration_count=args.calibration_count,
         verify_size=args.verify_size,
+        style=args.style,
     )
     failed = [result for result in results if not result.passed]
     for result in failed:

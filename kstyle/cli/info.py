@@ -34,7 +34,14 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser = OneLineErrorParser(
         prog=prog or program_name("kstyle info"),
         description="Print kstyle's version and what it runs on: Python, TensorFlow, Keras, "
-        "the installed extras, CPU features, oneDNN, GPUs, and the VGG-16 weights cache.",
+        "the installed extras, CPU features, oneDNN, GPUs, and the VGG-16 weights cache; "
+        "or, given a model, its styles.",
+    )
+    parser.add_argument(
+        "model",
+        nargs="?",
+        help="a model.keras file or a run directory: print its styles (index and name) and "
+        "size instead",
     )
     add_verbosity(parser)
     return parser
@@ -113,8 +120,28 @@ def main_with_args(argv=None, prog=None, from_shell=None) -> int:
     from_shell = argv is None if from_shell is None else from_shell
     args = build_parser(prog).parse_args(argv)
     start_command(args, None, from_shell)
-    print("\n".join(info_lines()))
+    print("\n".join(model_lines(args.model) if args.model else info_lines()))
     return 0
+
+
+def model_lines(model: str) -> list[str]:
+    """The lines ``kstyle info MODEL`` prints: the model's file, parameters and styles."""
+    from kstyle.checks import model_file
+    from kstyle.smoke import is_smoke_test, recorded_style_names
+
+    path = model_file(model)
+    from kstyle.style_tables import style_count
+    from kstyle.transform_net import load_transform_net
+
+    net = load_transform_net(path)
+    count = style_count(net)
+    names = recorded_style_names(model)
+    if names is None or len(names) != count:
+        names = [None] * count
+    note = " (smoke test: its loss network was untrained)" if is_smoke_test(model) else ""
+    lines = [f"{path}: {count} style(s), {net.count_params():,} parameters{note}"]
+    lines += [f"style {index}: {name or '(no name recorded)'}" for index, name in enumerate(names)]
+    return lines
 
 
 def main(argv=None, prog=None, from_shell=None) -> int:

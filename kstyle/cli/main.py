@@ -1,6 +1,6 @@
 """``kstyle`` (and ``python -m kstyle``): one command, with ``train``, ``distill``, ``stylize``,
-``export`` and ``info`` under it. Each subcommand is also its own script (``train.py``,
-``kstyle-train``, ...)."""
+``sheet``, ``export``, ``serve`` and ``info`` under it. Each subcommand is also its own script
+(``train.py``, ``kstyle-train``, ...)."""
 
 import argparse
 import importlib
@@ -14,6 +14,7 @@ COMMANDS = {
     "train": ("kstyle.cli.train", "train a transform network for one style image"),
     "distill": ("kstyle.cli.distill", "train a small student net to reproduce a trained one"),
     "stylize": ("kstyle.cli.stylize", "stylize images, folders and videos with a trained net"),
+    "sheet": ("kstyle.cli.sheet", "a photo in every style of a network, and blends, on one page"),
     "export": ("kstyle.cli.export", "write verified SavedModel, TFLite and ONNX files"),
     "serve": ("kstyle.cli.serve", "serve a web page that stylizes photos and the webcam"),
     "info": ("kstyle.cli.info", "versions, CPU features, oneDNN, GPUs and caches"),

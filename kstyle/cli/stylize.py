@@ -38,6 +38,14 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     add_option(parser, "--model", required=True, doc="a model.keras file or a run directory")
     add_option(
         parser,
+        "--style",
+        doc="for a network of several styles: a style index (e.g. 2) or a blend of "
+        "index:weight pairs (e.g. 0:0.5,3:0.5); kstyle info MODEL lists the styles",
+        default=None,
+        default_text="style 0",
+    )
+    add_option(
+        parser,
         "--output",
         required=True,
         doc="output image file (PNG, JPEG, ...) for an image, video file for a video, "
@@ -154,6 +162,7 @@ def main_with_args(argv=None, prog=None, from_shell=None) -> int:
             max_pixels=args.max_pixels,
             progress=not (args.no_progress or args.quiet),
             work_dir=args.work_dir,
+            style=args.style,
         )
     for source, reason in failed:
         logger.warning(f"skipped {source}: {reason}")

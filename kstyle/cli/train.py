@@ -6,6 +6,7 @@ import os
 import sys
 import typing
 
+from kstyle.add_style_config import AddedStyles, AddStyleConfig
 from kstyle.cli.common import OneLineErrorParser, add_option, run_command, start_command
 from kstyle.cli.console import add_verbosity, program_name
 from kstyle.config import TrainConfig, flag_of
@@ -26,6 +27,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         "folder of images. Defaults are the reference example's.",
     )
     add_config_options(parser, TrainConfig)
+    add_config_options(parser, AddedStyles)
     parser.add_argument(
         "--demo",
         action="store_true",
@@ -44,11 +46,14 @@ def add_config_options(parser, config_class) -> None:
             continue
         kind = _value_type(field.type)
         options = {"action": "store_true"} if kind is bool else {"type": kind}
+        if field.metadata.get("many"):
+            options["action"] = "append"
         if field.metadata["choices"] is not None:
             options["choices"] = field.metadata["choices"]
         add_option(
             parser,
             flag_of(field.name),
+            dest=field.name,
             doc=field.metadata["doc"],
             default=None if field.default is dataclasses.MISSING else field.default,
             default_text=field.metadata["default_text"],
@@ -57,10 +62,12 @@ def add_config_options(parser, config_class) -> None:
 
 
 def _value_type(annotation) -> type:
-    """The type of a field's values: ``int`` for ``int | None``, ``str`` for ``str``."""
-    return next(
+    """The type of a field's values: ``int`` for ``int | None``, ``str`` for ``str`` and for
+    ``list[str] | None``."""
+    kind = next(
         kind for kind in typing.get_args(annotation) or (annotation,) if kind is not type(None)
     )
+    return typing.get_args(kind)[0] if typing.get_origin(kind) is list else kind
 
 
 def _explicit(argv, name) -> bool:
@@ -69,7 +76,24 @@ def _explicit(argv, name) -> bool:
     return any(arg == flag or arg.startswith(flag + "=") for arg in argv)
 
 
-def check_config(config: TrainConfig, demo: bool = False) -> None:
+def config_of(options: dict, demo: bool = False):
+    """The config of the parsed ``options``: an :class:`AddStyleConfig` with ``--add-style``
+    or ``--from``, else a :class:`TrainConfig`; each refuses the other's options.
+
+    Raises:
+        KstyleError: options of both kinds, or ``--demo`` with ``--add-style``.
+    """
+    adding = options["add_style"] is not None or options["from_run"] is not None
+    kind = AddStyleConfig if adding else TrainConfig
+    names = {field.name for field in dataclasses.fields(kind)}
+    foreign = [name for name, value in options.items() if name not in names and value]
+    if adding and (demo or foreign):
+        clash = "--demo" if demo else flag_of(foreign[0])
+        raise KstyleError(f"{clash} does not go with --add-style / --from")
+    return kind(**{name: value for name, value in options.items() if name in names})
+
+
+def check_config(config, demo: bool = False) -> None:
     """Checks what can be checked before TensorFlow is imported: the option values
     (:meth:`TrainConfig.validate`), the style image (unless ``demo`` makes one), the
     ``--data`` folder and, by a real write, the run directory's folder.
@@ -77,11 +101,11 @@ def check_config(config: TrainConfig, demo: bool = False) -> None:
     Raises:
         KstyleError, OSError: one line each.
     """
-    if not demo and not config.style:
-        raise KstyleError("--style is required (or use --demo)")
     config.validate()
-    if config.style:
-        config.check_inputs()  # reads the style image (also one given with --demo)
+    if not demo and not config.style_files():
+        raise KstyleError("--style is required (or use --demo)")
+    if config.style_files() or not demo:  # --demo makes its style image later
+        config.check_inputs()  # reads the style images (also one given with --demo)
     if config.data:
         list_image_files(config.data, config.fraction)  # it exists and holds images
     check_writable(config.resolved_output(), folder=True)
@@ -101,7 +125,7 @@ def main_with_args(argv=None, prog=None, from_shell=None) -> int:
     options = {k: v for k, v in vars(args).items() if k not in ("demo", "quiet", "verbose")}
     if args.quiet:
         options["verbose"] = 0  # no Keras progress bar either
-    config = TrainConfig(**options)
+    config = config_of(options, demo=args.demo)
     check_config(config, demo=args.demo)
     with own_run_dir(config.resolved_output()):  # before the demo set is written into it
         return _train(args, arguments, options, from_shell)
@@ -117,13 +141,13 @@ def _train(args, arguments, options, from_shell) -> int:
         from kstyle.demo import prepare_demo
 
         demo = prepare_demo(os.path.join(args.output, "demo_data"))
-        options["style"] = args.style or demo["style"]
+        options["style"] = args.style or [demo["style"]]
         options["data"] = args.data or demo["data"]
         for name, value in DEMO_OPTIONS.items():
             if not _explicit(arguments, name):
                 options[name] = value
     # progress lines and messages go to stderr through logging; results to stdout
-    summary = train(TrainConfig(**options), printer=logger.info, hard_stop=True)
+    summary = train(config_of(options, args.demo), printer=logger.info, hard_stop=True)
     if summary.get("finished_before"):  # the message said why; the result line says where
         print(f"done before: {summary.get('steps')} steps; model: {summary.get('model_path')}")
         return 0

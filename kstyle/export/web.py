@@ -100,6 +100,8 @@ def style_image_path(model_path: str) -> str | None:
     relative to (training ran there), or as written. None when neither is a file."""
     config = _run_config(model_path)
     style, run_dir = config.get("style"), config.get("run_dir")
+    if isinstance(style, list) and len(style) == 1:  # runs since several styles: a list
+        style = style[0]
     if not isinstance(style, str):
         return None
     candidates = []  # the run's own folder first: the current one may hold another file

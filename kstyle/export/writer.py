@@ -32,6 +32,8 @@ from kstyle.files import (
 from kstyle.graph import size_multiple, smallest_side
 from kstyle.images import load_image
 from kstyle.smoke import is_smoke_test, smoke_fields
+from kstyle.style_tables import style_count
+from kstyle.styles import style_vector, styled_net
 from kstyle.transform_net import load_transform_net
 
 
@@ -92,8 +94,13 @@ def describe_model(model_path: str) -> dict:
     if os.path.isfile(config_path):
         try:
             with open(config_path) as file:
-                style = os.path.basename(json.load(file).get("style") or "") or None
-        except (OSError, ValueError):
+                styles = json.load(file).get("style") or []
+            styles = [styles] if isinstance(styles, str) else styles  # runs before N styles
+            if len(styles) == 1:
+                style = os.path.basename(styles[0]) or None
+            elif len(styles) > 1:
+                style = ", ".join(os.path.basename(path) for path in styles)
+        except (OSError, ValueError, TypeError):
             style = None
     return {"name": name, "style": style, **smoke_fields(is_smoke_test(model_path))}
 
@@ -223,6 +230,28 @@ def _verification_image(input_size, verify_size):
     return held_out_image(verify_size, verify_size + verify_size // 4 + 1)
 
 
+def _exported_net(model_path: str, style):
+    """The net that ``model_path`` holds, for ``style`` (:func:`kstyle.styles.styled_net`),
+    and its description for the sidecars (with ``style_vector`` for a chosen style).
+
+    Raises:
+        KstyleError: a net of several styles without ``style``: the exports do not carry
+            the style input yet.
+    """
+    net = load_transform_net(model_path)
+    description = {**describe_model(model_path), "source": os.path.abspath(model_path)}
+    count = style_count(net)
+    if style is not None:  # one style or blend of a net of several: which, as weights
+        description["style_vector"] = style_vector(style, count).tolist()
+    if count > 1 and style is None:
+        raise KstyleError(
+            f"{model_path} holds {count} styles: kstyle export takes one style or blend of "
+            "it, pass --style (an index, or index:weight pairs); the web page takes nets of "
+            "one style for now"
+        )
+    return styled_net(net, style), description
+
+
 def export(
     model_path,
     output_dir,
@@ -233,8 +262,13 @@ def export(
     calibration_count=DEFAULT_CALIBRATION_COUNT,
     verify_size=DEFAULT_VERIFY_SIZE,
     printer=print,
+    style=None,
 ):
     """Writes and verifies the requested artifacts; returns their ``Verification`` records.
+
+    A net of N styles is exported for one style or blend, ``style`` (as
+    :func:`kstyle.inference.stylize_array` takes it; required for such a net), as the one-style
+    net :func:`kstyle.styles.styled_net` makes of it.
 
     Files in ``output_dir``: ``saved_model/``, ``model.tflite`` (fp32) or
     ``model_<quantization>.tflite``, ``model.onnx``, each with a JSON sidecar. Each artifact
@@ -258,10 +292,9 @@ def export(
         calibration = load_calibration_images(
             calibration_data, calibration_count, input_size or verify_size
         )
-    transform_net = load_transform_net(model_path)
+    transform_net, description = _exported_net(model_path, style)
     sizes = size_multiple(transform_net), smallest_side(transform_net)
     check_sizes_for(input_size, verify_size, sizes[1])
-    description = {**describe_model(model_path), "source": os.path.abspath(model_path)}
     os.makedirs(output_dir, exist_ok=True)
     remove_leftovers(output_dir)  # temporary files of an export that a kill cut short
     image = _verification_image(input_size, verify_size)
