@@ -344,7 +344,7 @@ class TrainConfig(RunOptions, StyleOptions):
         extension (a folder's name for one folder; ``<first>-and-<N-1>-more`` for N)."""
         if self.output:
             return self.output
-        names = [file_stem(path) for path in self.style or ()]
+        names = [file_stem(path) for path in dict.fromkeys(self.style or ())]
         if len(names) > 1:
             return os.path.join("runs", f"{names[0]}-and-{len(names) - 1}-more")
         return os.path.join("runs", names[0] if names else "style")

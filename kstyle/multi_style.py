@@ -71,6 +71,15 @@ class MultiStyleTransferTrainer(StyleTransferTrainer):
 
         return dataset.enumerate().map(label)
 
+    def compute_style_grams(self, style_images):
+        """``{layer: (N, C, C)}``, one style image at a time through the loss net (all N at
+        once would hold N images' activations)."""
+        grams = [
+            super(MultiStyleTransferTrainer, self).compute_style_grams(image)
+            for image in style_images
+        ]
+        return {layer: ops.concatenate([g[layer] for g in grams], axis=0) for layer in grams[0]}
+
     def split_batch(self, data):
         """``(images, styles (B,))`` from a labelled batch."""
         return data[0], data[1]

@@ -29,8 +29,9 @@ def labelled(picture: np.ndarray, label: str) -> np.ndarray:
     canvas = Image.new("RGB", (width, height + LABEL_HEIGHT), "white")
     canvas.paste(Image.fromarray(picture), (0, 0))
     draw = ImageDraw.Draw(canvas)
+    label = label.encode("latin-1", "replace").decode("latin-1")  # any font PIL may default to
     while label and draw.textlength(label) > width - 4:
-        label = label[:-2] + "…" if len(label) > 2 else ""
+        label = label[:-3] + ".." if len(label) > 3 else ""
     draw.text((2, height + 1), label, fill="black")
     return np.asarray(canvas)
 

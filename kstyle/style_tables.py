@@ -83,9 +83,10 @@ def extend_styles(net, base) -> None:
     Raises:
         KstyleError: ``base`` does not fit ``net`` (another preset, or as many styles).
     """
-    old, tables = style_count(base), style_tables(net)
+    old = style_count(base)
     if old >= style_count(net):
         raise KstyleError(f"the base net has {old} styles; the new one must have more")
+    tables = style_tables(net)
     learning = [table for pair in tables.values() for table in pair]
     table_rows = _copy_base(net, base, tables)
     for table in learning:

@@ -41,7 +41,7 @@ def _weights_of_text(spec: str, count: int) -> np.ndarray:
                 )
             pairs.append(match.groups())
     for index_text, weight_text in pairs:
-        index = int(index_text)
+        index = int(index_text) if len(index_text) < 10 else count  # a huge one: not there
         if index >= count:
             raise KstyleError(
                 f"style {index} does not exist: this network has {count} style(s), 0 to {count - 1}"
@@ -70,9 +70,11 @@ def style_vector(style, count: int) -> np.ndarray:
     if isinstance(style, str):
         weights = _weights_of_text(style, count)
     elif np.ndim(style) == 0:
-        weights = _weights_of_text(str(int(style)), count) if int(style) >= 0 else None
-        if weights is None:
+        if isinstance(style, bool) or not isinstance(style, int | np.integer):
+            raise KstyleError(f"a style index is a whole number, got {style!r}")
+        if style < 0:
             raise KstyleError(f"style index must not be negative, got {style}")
+        weights = _weights_of_text(str(int(style)), count)
     else:
         weights = np.asarray(style, np.float64).reshape(-1)
         if weights.size != count:
@@ -100,7 +102,15 @@ def bake_style(model, style) -> keras.Model:
         (``GroupNormalization(groups=-1)``, same name and epsilon) holding γ = wᵀΓ, β = wᵀB
         as the tables are now.
     """
-    return _bake(model, style_vector(style, style_count(model)))[0]
+    count = style_count(model)
+    if count == 1:
+        raise KstyleError(f"{model.name!r} is a net of one style: there is nothing to bake")
+    return _bake(model, style_vector(style, count))[0]
+
+
+def _pass(position: int):
+    """A layer call that returns its ``position``-th input."""
+    return lambda tensors: tensors[position]
 
 
 def _bake(model, vector):
@@ -117,7 +127,9 @@ def _bake(model, vector):
         )
         plain.build(graph.shapes[node.inputs[0]])
         replace[node.name] = plain
-        replace[multiply.name] = replace[add.name] = lambda pair: pair[0]
+        # the norm's own path through the Multiply and the Add, whichever side it is on
+        replace[multiply.name] = _pass(multiply.inputs.index(node.output))
+        replace[add.name] = _pass(add.inputs.index(multiply.output))
         tables = [table_of(graph, tensor, node.name) for tensor in (scale, offset)]
         pairs.append((plain, *tables))
 
@@ -156,6 +168,7 @@ def styled_net(model, style=None):
     baked = _BAKED.setdefault(model, {})
     key = vector.tobytes()
     if key in baked:
+        baked[key] = baked.pop(key)  # the most recently used last: the oldest goes first
         baked[key][1]()
     else:
         if len(baked) >= _BAKED_PER_NET:

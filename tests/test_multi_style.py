@@ -169,6 +169,12 @@ def test_style_vectors(style, expected):
         ("wave", "give a style index"),
         ("0:x", "is not a number"),
         ("²", "give a style index"),
+        (2.5, "a style index is a whole number"),
+        (True, "a style index is a whole number"),
+        ("9" * 5000, "does not exist"),
+        (2.5, "a style index is a whole number"),
+        (True, "a style index is a whole number"),
+        ("9" * 5000, "does not exist"),
     ],
 )
 def test_bad_style_vectors_are_one_line_errors(style, message):
@@ -355,6 +361,12 @@ def test_a_multi_style_net_exports_one_style_or_blend(base, three_styles, tmp_pa
                             "--format", "onnx", "--style", "0:0.5,2:0.5")  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     assert (tmp_path / "one" / "model.onnx").is_file()
+    sidecar = json.loads((tmp_path / "one" / "model.onnx.json").read_text())
+    assert sidecar["style"] == "candy 0.5 + wave 0.5"
+    assert sidecar["style_vector"] == [0.5, 0.0, 0.5]
+    sidecar = json.loads((tmp_path / "one" / "model.onnx.json").read_text())
+    assert sidecar["style"] == "candy 0.5 + wave 0.5"
+    assert sidecar["style_vector"] == [0.5, 0.0, 0.5]
 
 
 @pytest.fixture(scope="module")
@@ -573,3 +585,16 @@ def test_several_styles_train_under_mixed_precision(precision, loss_net):
     assert all(np.isfinite(float(value)) for value in losses.values())
     picture = bake_style(net, "0:0.5,1:0.5").predict(batch(1, 32), verbose=0)
     assert picture.dtype == np.float32 and np.isfinite(picture).all()
+
+
+def test_a_net_of_one_style_has_nothing_to_bake_or_extend():
+    from kstyle.style_tables import extend_styles
+    from kstyle.styles import bake_style, styled_net
+    from kstyle.transform_net import build_transform_net
+
+    plain = build_transform_net("tiny")
+    assert styled_net(plain) is plain and styled_net(plain, 0) is plain
+    with pytest.raises(KstyleError, match="a net of one style: there is nothing to bake"):
+        bake_style(plain, 0)
+    with pytest.raises(KstyleError, match="must have more"):
+        extend_styles(build_transform_net("tiny"), plain)

@@ -11,7 +11,7 @@ from kstyle.cli.console import program_name
 
 # subcommand -> (its module, what it does)
 COMMANDS = {
-    "train": ("kstyle.cli.train", "train a transform network for one style image"),
+    "train": ("kstyle.cli.train", "train a transform network for one style image or several"),
     "distill": ("kstyle.cli.distill", "train a small student net to reproduce a trained one"),
     "stylize": ("kstyle.cli.stylize", "stylize images, folders and videos with a trained net"),
     "sheet": ("kstyle.cli.sheet", "a photo in every style of a network, and blends, on one page"),

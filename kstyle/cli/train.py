@@ -1,4 +1,5 @@
-"""``kstyle-train`` / ``python train.py``: train a transform network for one style image."""
+"""``kstyle-train`` / ``python train.py``: train a transform network for one style image or
+several, or add styles to a trained one."""
 
 import argparse
 import dataclasses

@@ -31,7 +31,7 @@ from kstyle.files import (
 )
 from kstyle.graph import size_multiple, smallest_side
 from kstyle.images import load_image
-from kstyle.smoke import is_smoke_test, smoke_fields
+from kstyle.smoke import is_smoke_test, recorded_style_names, smoke_fields
 from kstyle.style_tables import style_count
 from kstyle.styles import style_vector, styled_net
 from kstyle.transform_net import load_transform_net
@@ -230,6 +230,17 @@ def _verification_image(input_size, verify_size):
     return held_out_image(verify_size, verify_size + verify_size // 4 + 1)
 
 
+def _chosen_style(vector, names) -> str:
+    """The style a vector picks, by name (``style k`` where none are recorded): one name, or
+    ``name weight + name weight`` for a blend."""
+    names = names if names and len(names) == len(vector) else None
+    names = names or [f"style {k}" for k in range(len(vector))]
+    chosen = [(names[k], weight) for k, weight in enumerate(vector) if weight > 0]
+    if len(chosen) == 1:
+        return chosen[0][0]
+    return " + ".join(f"{name} {weight:.3g}" for name, weight in chosen)
+
+
 def _exported_net(model_path: str, style):
     """The net that ``model_path`` holds, for ``style`` (:func:`kstyle.styles.styled_net`),
     and its description for the sidecars (with ``style_vector`` for a chosen style).
@@ -242,7 +253,9 @@ def _exported_net(model_path: str, style):
     description = {**describe_model(model_path), "source": os.path.abspath(model_path)}
     count = style_count(net)
     if style is not None:  # one style or blend of a net of several: which, as weights
-        description["style_vector"] = style_vector(style, count).tolist()
+        vector = style_vector(style, count)
+        description["style"] = _chosen_style(vector, recorded_style_names(model_path))
+        description["style_vector"] = vector.tolist()
     if count > 1 and style is None:
         raise KstyleError(
             f"{model_path} holds {count} styles: kstyle export takes one style or blend of "
