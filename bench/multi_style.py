@@ -22,6 +22,14 @@
   scenes; the styles are sample textures and photos that packages ship (``STYLES``). Without
   the VGG-16 ImageNet weights (``--vgg-weights``, default ``random``) the loss network is
   untrained: its Gram matrices are random-feature texture statistics, say so with the numbers.
+- ``export``: a run of several styles (``--run``; default: ``add``'s base in ``--work``,
+  trained first if missing) exported with its style input as fp32 and int8 TFLite (calibrated
+  on ``--calibration`` crops of bench/distill_content.py's training photos; the base is
+  trained on the training photos' crops and scenes only), and per style
+  and for the even blend of styles 0 and 1: the int8 PSNR against Keras on its held-out
+  photos (each at ``--size``²), next to the int8 file of that style baked alone (``kstyle
+  export --style``); then the median LiteRT latency (2 threads, fixed ``--size``²) of the
+  style-input file with a style and with a blend, and of the baked one-style file.
 
 Prints Markdown with the machine's CPU flags and the load average.
 """
@@ -203,13 +211,14 @@ def _history(run):
     return [float(r["style"]) for r in rows], [float(r["seconds"]) for r in rows]
 
 
-def add_bench(args) -> list[str]:
+def _train_base(args) -> list:
+    """Trains ``add``'s base (``--work``/base: the first four :data:`STYLES`, ``--base-steps``
+    steps) on bench/distill_content.py's training content; returns the style files."""
     import distill_content as content  # bench/
     from PIL import Image
-    from realtime import machine_line  # bench/
 
     if "," in args.arch:
-        raise SystemExit("error: add takes one preset: --arch tiny, for example")
+        raise SystemExit("error: add and export take one preset: --arch tiny, for example")
     os.makedirs(args.work, exist_ok=True)
     args.data = os.path.join(args.work, "train")
     content.write_training_content(args.data, 32, 96, args.size, 0)
@@ -219,10 +228,17 @@ def add_bench(args) -> list[str]:
         if not os.path.exists(path):
             Image.fromarray(content.square_photo(content.load_photo(package, name), 256)).save(path)
         styles.append(path)
+    _train(args, "--output", os.path.join(args.work, "base"), "--steps", str(args.base_steps),
+           "--arch", args.arch, *[a for s in styles[:-1] for a in ("--style", s)])  # fmt: skip
+    return styles
+
+
+def add_bench(args) -> list[str]:
+    from realtime import machine_line  # bench/
+
+    styles = _train_base(args)
     base, added, whole = (os.path.join(args.work, name) for name in ("base", "added", "whole"))
     arch = ["--arch", args.arch]
-    _train(args, "--output", base, "--steps", str(args.base_steps), *arch,
-           *[a for s in styles[:-1] for a in ("--style", s)])  # fmt: skip
     _train(args, "--output", added, "--steps", str(args.steps), "--add-style", styles[-1],
            "--from", base)  # fmt: skip
     _train(args, "--output", whole, "--steps", str(args.steps), *arch, "--style", styles[-1])
@@ -246,9 +262,87 @@ def add_bench(args) -> list[str]:
     return lines
 
 
+def _litert(flatbuffer, image, vector=None):
+    """A call of the LiteRT file ``flatbuffer`` (2 threads) on ``image`` (H, W, 3) uint8, with
+    the style ``vector`` when the file takes one."""
+    import tempfile
+
+    from kstyle.export.verify import Runner
+
+    with tempfile.NamedTemporaryFile(suffix=".tflite", delete=False) as file:
+        file.write(flatbuffer)
+    runner = Runner("tflite", file.name, num_threads=2)
+    os.unlink(file.name)
+    return lambda: runner(image, vector)
+
+
+def _export_rows(net, calibration, photos, size):
+    """The int8 PSNR rows of :func:`export_bench` and the files for its timings."""
+    from kstyle.export.verify import checked_styles
+    from kstyle.export.writer import tflite_bytes
+    from kstyle.images import psnr
+    from kstyle.inference import stylize_array
+    from kstyle.style_tables import style_count
+    from kstyle.styles import bake_style
+
+    shared = tflite_bytes(net, "int8", size, calibration)
+    rows = []
+    for vector in checked_styles(style_count(net)):
+        alone = tflite_bytes(bake_style(net, vector), "int8", size, calibration)
+        mine, baked = [], []
+        for photo in photos:
+            reference = stylize_array(net, photo, style=vector)
+            mine.append(psnr(_litert(shared, photo, vector)(), reference))
+            baked.append(psnr(_litert(alone, photo)(), reference))
+        name = " + ".join(f"{w:g}·style {k}" for k, w in enumerate(vector) if w)
+        rows.append(f"| {name} | {np.mean(mine):.1f} ({min(mine):.1f}) | "
+                    f"{np.mean(baked):.1f} ({min(baked):.1f}) |")  # fmt: skip
+    return rows
+
+
+def export_bench(args) -> list[str]:
+    import distill_content as content  # bench/
+    from realtime import machine_line  # bench/
+
+    from kstyle.export.writer import tflite_bytes
+    from kstyle.styles import bake_style
+    from kstyle.transform_net import load_transform_net
+
+    run = args.run or os.path.join(args.work, "base")
+    if not os.path.exists(os.path.join(run, "model.keras")):
+        _train_base(args)
+    net = load_transform_net(run)
+    rng = np.random.default_rng(0)
+    calibration = []
+    for package, name in content.TRAIN_PHOTOS:
+        photo = content.load_photo(package, name)
+        calibration += content.photo_crops(photo, args.calibration // 8 + 1, args.size, rng)
+    calibration = calibration[: args.calibration]
+    photos = [content.square_photo(content.load_photo(*held), args.size)
+              for held in content.HELD_OUT_PHOTOS]  # fmt: skip
+    lines = [machine_line([_versions()]), load_line(), ""]
+    lines += [f"run {run}; int8 PSNR against Keras, mean (worst) over "
+              f"{len(photos)} held-out photos at {args.size}²", "",
+              "| style | one file with the style input | that style baked alone |",
+              "|---|---|---|"]  # fmt: skip
+    lines += _export_rows(net, calibration, photos, args.size)
+    count = net.inputs[1].shape[-1]
+    one, blend = np.eye(count, dtype=np.float32)[1], np.eye(count, dtype=np.float32)[:2].mean(0)
+    shared = tflite_bytes(net, "none", args.size)
+    alone = tflite_bytes(bake_style(net, one), "none", args.size)
+    image = photos[0]
+    seconds = _timed([_litert(shared, image, one), _litert(shared, image, blend),
+                      _litert(alone, image)], args.repeats)  # fmt: skip
+    lines += ["", "| fp32 TFLite, 2 threads | style input, style 1 | style input, blend 0+1 | "
+              "style 1 baked alone |", "|---|---|---|---|",
+              "| ms | " + " | ".join(f"{1000 * s:.2f}" for s in seconds) + " |"]  # fmt: skip
+    lines.append(load_line())
+    return lines
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=("step", "infer", "add", "one"))
+    parser.add_argument("mode", choices=("step", "infer", "add", "export", "one"))
     parser.add_argument("--arch", default="johnson,slim,tiny,live")
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--batch", type=int, default=4)
@@ -258,10 +352,13 @@ def main():
     parser.add_argument("--base-steps", type=int, default=600)
     parser.add_argument("--window", type=int, default=50)
     parser.add_argument("--vgg-weights", default="random")
+    parser.add_argument("--run", default=None)
+    parser.add_argument("--calibration", type=int, default=64)
     parser.add_argument("--work", default=os.path.join("runs", "bench_multi_style"))
     args = parser.parse_args()
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    modes = {"step": step_bench, "infer": infer_bench, "add": add_bench, "one": one_config}
+    modes = {"step": step_bench, "infer": infer_bench, "add": add_bench, "one": one_config,
+             "export": export_bench}  # fmt: skip
     lines = modes[args.mode](args)
     print("\n".join(lines))
 

@@ -51,6 +51,14 @@ DEFAULT_SERVE_PORT = 8000
 # this many pixels (a 12 MP photo on the seed net would exhaust the wasm heap).
 WEB_MAX_SIDE = 2048
 
+# The style vector of each training image when a net of several styles is distilled
+# (kstyle.distill, config.json): one style alone half the time, else a blend of two.
+DISTILL_STYLE_RULE = (
+    "per image, from u = stateless_uniform([4], seed=(data_seed, n)), n the image's place in "
+    "the stream: styles i = floor(u0 N), j = floor(u1 N), a = 0 if u2 < 0.5 else u3; the "
+    "vector (1 - a) e_i + a e_j"
+)
+
 # Which style each step of a run of several styles draws (kstyle.multi_style, config.json).
 STYLE_SCHEDULE_RULE = (
     "rounds of one step per drawn style; round r's order is "

@@ -20,8 +20,14 @@ all (B, H, W, 3) RGB in [0, 255]:
 
 With ``--perceptual-weight 0`` (the default) no VGG is built: a student can be distilled
 wherever its teacher runs.
+
+A teacher of N styles (:mod:`kstyle.norms`) gives a student of N styles
+(:class:`MultiStyleDistillationTrainer`): each training image gets a style vector w, one
+style alone half the time and a blend of two otherwise (:func:`drawn_style_vectors`), and
+the loss compares S(X, w) with T(X, w).
 """
 
+import tensorflow as tf
 from keras import ops
 
 from kstyle.constants import IMAGE_SIZE
@@ -76,14 +82,15 @@ class DistillationTrainer(TransformNetTrainer):
         self.plotted = ("pixel", "perceptual", "loss") if loss_net is not None else ("loss",)
         self.preview_teacher = _replica_copy((image_size, image_size, 3), "preview_teacher")
 
-    def teach(self, content_batch):
-        """The teacher's outputs for ``content_batch``, float32, outside the gradient."""
+    def teach(self, content_batch, styles=None):
+        """The teacher's outputs for ``content_batch``, float32, outside the gradient (a net of
+        one style has no ``styles``)."""
         return ops.stop_gradient(ops.cast(self.teacher(content_batch, training=False), "float32"))
 
     def compute_losses(self, content_batch, outputs, styles=None):
         """``(total, {"pixel": ..., "perceptual": ...})`` for a content batch and the
         student's outputs (the module docstring's losses)."""
-        target = self.teach(content_batch)
+        target = self.teach(content_batch, styles)
         pixel = pixel_loss(outputs, target)
         perceptual = ops.zeros((), "float32")
         if self.loss_net is not None:
@@ -102,11 +109,83 @@ class DistillationTrainer(TransformNetTrainer):
         return (self.preview_input, self.preview_teacher, self.preview_output)
 
 
-def build_student(config: DistillConfig):
-    """The untrained student transform net of ``config`` (its architecture and padding)."""
+def drawn_style_vectors(positions, num_styles: int, seed: int):
+    """The style vectors (B, N) float32 of the training images at ``positions`` (B,) int64
+    of the stream, as :data:`kstyle.constants.DISTILL_STYLE_RULE` says: from four uniform
+    numbers u per image (stateless, seeded by the data ``seed`` and the position), styles
+    i = floor(u0 N) and j = floor(u1 N), a = 0 when u2 < 0.5 (style i alone) else u3, and
+    w = (1 − a) e_i + a e_j."""
+
+    def one(position):
+        seeds = tf.stack([tf.constant(seed, tf.int64), tf.cast(position, tf.int64)])
+        return tf.random.stateless_uniform([4], seed=seeds)
+
+    draws = tf.map_fn(one, positions, fn_output_signature=tf.float32)
+    count = tf.cast(num_styles, tf.float32)
+    first = tf.minimum(tf.cast(tf.floor(draws[:, 0] * count), tf.int32), num_styles - 1)
+    second = tf.minimum(tf.cast(tf.floor(draws[:, 1] * count), tf.int32), num_styles - 1)
+    amount = tf.where(draws[:, 2] < 0.5, 0.0, draws[:, 3])[:, None]
+    return (1.0 - amount) * tf.one_hot(first, num_styles) + amount * tf.one_hot(second, num_styles)
+
+
+class MultiStyleDistillationTrainer(DistillationTrainer):
+    """:class:`DistillationTrainer` for a teacher and a student of N styles: each image of
+    the stream carries its style vector (:meth:`label_stream`), and both nets stylize it with
+    that vector. The preview is a row per style: input | teacher | student."""
+
+    def __init__(self, transform_net, teacher, num_styles: int, **kwargs):
+        super().__init__(transform_net, teacher, **kwargs)
+        self.num_styles = int(num_styles)
+        self.preview_vector = tf.Variable(
+            tf.one_hot(0, self.num_styles), trainable=False, name="preview_vector"
+        )
+
+    def label_stream(self, dataset, start_step: int, seed: int, per_step: int = 1):
+        """Pairs each batch of the stream that starts at ``start_step`` with its images' style
+        vectors ``(images, vectors (B, N))``, drawn by their places in the whole stream
+        (:func:`drawn_style_vectors`), so a resumed run draws what it would have."""
+
+        def label(index, images):
+            size = tf.shape(images, out_type=tf.int64)[0]
+            first = (tf.cast(start_step * per_step, tf.int64) + index) * size
+            positions = first + tf.range(size, dtype=tf.int64)
+            return images, drawn_style_vectors(positions, self.num_styles, seed)
+
+        return dataset.enumerate().map(label)
+
+    def split_batch(self, data):
+        """``(images, style vectors (B, N))`` from a labelled batch."""
+        return data[0], data[1]
+
+    def stylize(self, content_batch, styles, training=False):
+        """The student's outputs with each image's style vector."""
+        return self.transform_net([content_batch, styles], training=training)
+
+    def teach(self, content_batch, styles=None):
+        """The teacher's outputs with ``styles`` (the preview's vector when None)."""
+        if styles is None:
+            styles = ops.tile(self.preview_vector[None], (ops.shape(content_batch)[0], 1))
+        outputs = self.teacher([content_batch, styles], training=False)
+        return ops.stop_gradient(ops.cast(outputs, "float32"))
+
+    def record_styles(self, styles):
+        self.preview_vector.assign(ops.cast(styles[0], "float32"))
+
+    def preview_rows(self):
+        """A row per style: the last batch's first content image | teacher | student."""
+        content = ops.tile(self.preview_input[None], (self.num_styles, 1, 1, 1))
+        vectors = ops.eye(self.num_styles, dtype="float32")
+        teacher = ops.convert_to_numpy(self.teach(content, vectors))
+        student = ops.convert_to_numpy(self.transform_net([content, vectors], training=False))
+        return [(self.preview_input, *pair) for pair in zip(teacher, student, strict=True)]
+
+
+def build_student(config: DistillConfig, num_styles: int = 1):
+    """The untrained student transform net of ``config`` (its architecture and padding), of
+    ``num_styles`` styles (its teacher's)."""
     from kstyle.transform_net import build_transform_net
 
-    return build_transform_net(config.arch, padding=config.padding)
+    return build_transform_net(config.arch, padding=config.padding, num_styles=num_styles)
 
 
 def build_distillation_trainer(config: DistillConfig):
@@ -115,14 +194,19 @@ def build_distillation_trainer(config: DistillConfig):
     built with ``config.mixed_precision``'s dtype policy; the teacher keeps its own."""
     from kstyle.distribute import dtype_policy
     from kstyle.loss_net import build_loss_net
+    from kstyle.style_tables import style_count
 
     teacher = load_teacher(config.teacher)
+    count = style_count(teacher)
     with dtype_policy(config.mixed_precision):
-        trainer = DistillationTrainer(
-            build_student(config),
-            teacher,
-            build_loss_net(config.vgg_weights) if config.uses_loss_net() else None,
-            perceptual_weight=config.perceptual_weight,
-            image_size=config.image_size,
-        )
+        options = {
+            "loss_net": build_loss_net(config.vgg_weights) if config.uses_loss_net() else None,
+            "perceptual_weight": config.perceptual_weight,
+            "image_size": config.image_size,
+        }
+        student = build_student(config, count)
+        if count == 1:
+            trainer = DistillationTrainer(student, teacher, **options)
+        else:
+            trainer = MultiStyleDistillationTrainer(student, teacher, count, **options)
         return trainer, compile_trainer(trainer, config)

@@ -11,7 +11,7 @@ from kstyle.config import RunOptions, option
 from kstyle.errors import KstyleError
 from kstyle.files import file_sha256
 from kstyle.presets import PRESETS
-from kstyle.smoke import is_smoke_test, model_file_of
+from kstyle.smoke import is_smoke_test, model_file_of, recorded_style_names
 
 DISTILL_TASK = "distill"  # the kind of run DistillConfig describes
 
@@ -80,9 +80,24 @@ class DistillConfig(RunOptions):
 
     def recorded_inputs(self) -> dict:
         """The teacher's model file and its SHA-256 (hex), for ``config.json`` and
-        ``summary.json``; a resumed run must find the same file."""
+        ``summary.json``; a resumed run must find the same file. A teacher of several styles
+        adds their names (``style_names``), which the student keeps."""
         path = teacher_model_file(self.teacher)
-        return {"teacher_model": os.path.abspath(path), "teacher_sha256": file_sha256(path)}
+        recorded = {"teacher_model": os.path.abspath(path), "teacher_sha256": file_sha256(path)}
+        return {**recorded, **self.model_marks()}
+
+    def model_marks(self) -> dict:
+        """``style_names`` of a teacher of several styles, so that the student's file names
+        them as the teacher's does."""
+        names = recorded_style_names(self.teacher)
+        return {"style_names": names} if names and len(names) > 1 else {}
+
+    def resolved_options(self) -> dict:
+        """``style_vectors`` for a teacher of several styles: how each image's style vector
+        is drawn (:data:`kstyle.constants.DISTILL_STYLE_RULE`)."""
+        from kstyle.constants import DISTILL_STYLE_RULE
+
+        return {"style_vectors": DISTILL_STYLE_RULE} if self.model_marks() else {}
 
     def resolved_output(self) -> str:
         """The run directory: ``output``, or ``runs/<teacher name>-<arch>``."""
@@ -105,20 +120,14 @@ def load_teacher(teacher: str):
     """The teacher's transform net, frozen (``trainable`` False).
 
     Raises:
-        KstyleError: nothing there, not a loadable transform net, or a net of several
-            styles (one line, naming ``--teacher``).
+        KstyleError: nothing there, or not a loadable transform net (one line, naming
+            ``--teacher``).
     """
-    from kstyle.style_tables import style_count
     from kstyle.transform_net import load_transform_net
 
     try:
         model = load_transform_net(teacher)
     except KstyleError as error:
         raise KstyleError(f"--teacher: {error}") from error
-    if style_count(model) > 1:
-        raise KstyleError(
-            f"--teacher: {teacher} holds {style_count(model)} styles; distillation takes a "
-            "net of one style (a student of several styles is not built yet)"
-        )
     model.trainable = False
     return model

@@ -279,20 +279,23 @@ def spatial_change(layer) -> tuple[fractions.Fraction, bool]:
 
 
 def tensor_scales(graph: Graph) -> dict:
-    """``{tensor: size relative to the model's input}`` (a Fraction), for every call's output.
+    """``{tensor: size relative to the model's first input}`` (a Fraction), for every call's
+    output; None for the tensors that do not depend on the first input (a style vector and
+    what is computed from it alone, which broadcast over height and width).
 
     Raises:
         KstyleError: inputs of one layer at different scales.
     """
-    scales = {tensor: fractions.Fraction(1) for tensor in graph.inputs}
+    scales = {tensor: None for tensor in graph.inputs}
+    scales[graph.inputs[0]] = fractions.Fraction(1)
     for node in graph.nodes:
         if isinstance(node.layer, layers.InputLayer):
             continue
-        inputs = {scales[tensor] for tensor in node.inputs}
+        inputs = {scales[tensor] for tensor in node.inputs} - {None}
         if len(inputs) > 1:
             raise KstyleError(f"layer {node.name!r} reads tensors of different sizes")
         factor, _ = spatial_change(node.layer)
-        scales[node.output] = (inputs.pop() if inputs else fractions.Fraction(1)) * factor
+        scales[node.output] = inputs.pop() * factor if inputs else None
     return scales
 
 
@@ -312,7 +315,8 @@ def smallest_side(model) -> int:
 
 def graph_size_multiple(graph: Graph) -> int:
     """:func:`size_multiple` of the model that ``graph`` reads."""
-    return math.lcm(*(scale.denominator for scale in tensor_scales(graph).values()))
+    scales = tensor_scales(graph).values()
+    return math.lcm(*(scale.denominator for scale in scales if scale is not None))
 
 
 def output_tanh(graph: Graph):

@@ -13,7 +13,7 @@ from PIL import Image
 from kstyle import internals
 from kstyle.errors import KstyleError
 from kstyle.export import Runner, export_model, tflite_bytes, verify
-from kstyle.export.calibration import depthwise_pointwise, output_ranges
+from kstyle.export.calibration import calibration_samples, depthwise_pointwise, output_ranges
 from kstyle.export.int8 import (
     TANH_CLIP,
     ClippedTanh,
@@ -215,7 +215,7 @@ def _depthwise_extents(graph, images):
     """Each balanceable depthwise convolution's per-channel extent (largest magnitude) over
     ``images``, in graph order."""
     outputs = [node.output for node, _ in depthwise_pointwise(graph)]
-    lows, highs, *_ = output_ranges(graph, outputs, images)
+    lows, highs, *_ = output_ranges(graph, outputs, calibration_samples(images))
     return [np.maximum(np.abs(low), np.abs(high)) for low, high in zip(lows, highs, strict=True)]
 
 

@@ -761,3 +761,69 @@ def test_the_live_net_matches_stylize_array_at_any_size(browser, tmp_path):
         page.close()
         server.close()
     assert not problems, problems
+
+
+def test_a_net_of_three_styles_picks_each_and_blends_two(browser, tmp_path):
+    """A net of 3 styles (untrained ``tiny``, random style tables; its run recorded three style
+    images, the third gone): one option per style with its picture, a "Mix with" list and
+    slider, and the page's blend against stylize_array's."""
+    from test_multi_style import multi_net
+
+    from kstyle import stylize_array
+    from kstyle.export.web import build_site
+
+    require_browser()
+    net = multi_net("tiny", styles=3, seed=4)
+    run_dir = tmp_path / "trio"
+    run_dir.mkdir()
+    net.save(run_dir / "model.keras")
+    files = [tmp_path / "candy.png", tmp_path / "scream.png", tmp_path / "gone" / "wave.png"]
+    for index, path in enumerate(files[:2]):
+        Image.fromarray(random_image(60, 80, seed=30 + index)).save(path)
+    config = {"style_files": [str(path) for path in files], "arch": "tiny",
+              "style_names": ["candy", "scream", "wave"],
+              "versions": {"kstyle": "0.1.0"}}  # a run's record: it names the styles  # fmt: skip
+    (run_dir / "config.json").write_text(json.dumps(config))
+    site = tmp_path / "site"
+    manifest = build_site([run_dir], str(site), verify_size=32, printer=lambda line: None)
+    styles = manifest["models"][0]["style_input"]["styles"]
+    assert [style["name"] for style in styles] == ["candy", "scream", "wave"]
+    assert [style["thumbnail"] for style in styles] == [
+        "styles/trio-0.jpg", "styles/trio-1.jpg", None
+    ]  # fmt: skip
+    server = Served(site)
+    problems = []
+    page = guarded_page(browser, problems)
+    try:
+        assert wait_ready(page, server.url) == "ready", page.inner_text("#error")
+        options = page.eval_on_selector_all("#style option", "all => all.map(o => o.text)")
+        assert options == ["trio: candy", "trio: scream", "trio: wave"]
+        assert page.get_attribute("#style-thumb", "src") == "styles/trio-0.jpg"
+        choose(page, "#resolution", "native")
+        image = random_image(48, 60, seed=21)
+        upload(page, tmp_path, image)
+        first = canvas_pixels(page)
+        assert psnr(first, stylize_array(net, image, style=0)) >= 35.0
+        choose(page, "#style", "trio#2")
+        assert page.is_hidden("#style-thumb")  # its picture is gone
+        third = canvas_pixels(page)
+        assert psnr(third, stylize_array(net, image, style=2)) >= 35.0
+        assert psnr(first, third) < 30.0  # really another style
+        mixes = page.eval_on_selector_all("#mix option", "all => all.map(o => o.text)")
+        assert mixes == ["none", "candy", "scream"] and page.is_disabled("#mix-amount")
+        choose(page, "#mix", "0")
+        before = frames(page)
+        page.eval_on_selector(
+            "#mix-amount", "e => { e.value = '0.3'; e.dispatchEvent(new Event('input')); }"
+        )
+        wait_frame(page, before)
+        blend = canvas_pixels(page)
+        expected = stylize_array(net, image, style=[0.3, 0, 0.7])
+        assert psnr(blend, expected) >= 35.0, psnr(blend, expected)
+        assert psnr(blend, third) < psnr(blend, expected)  # the blend, not style 2 alone
+        assert page.inner_text("#output-style").startswith("trio: wave + candy 0.30")
+    finally:
+        page.screenshot(path=str(tmp_path / "page.png"))
+        page.close()
+        server.close()
+    assert not problems, problems

@@ -19,6 +19,10 @@ from kstyle.errors import KstyleError
 from kstyle.files import check_writable
 
 ALL = "all"  # every format, or every quantization
+STYLE_HELP = (
+    "a network of several styles: export one style (an index) or blend (e.g. 0:0.5,3:0.5) of "
+    "it; without it, every export takes a second input, style"
+)
 WEB = "web"  # a static site (kstyle.export.web), not one of the artifacts ``all`` writes
 
 
@@ -38,8 +42,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         doc="a model.keras file or a training run directory (--format web: several, or a "
         "folder of runs, for one page with a style picker)",
     )
-    style = "a network of several styles: its style (index) or blend (e.g. 0:0.5,3:0.5) to export"
-    add("--style", default=None, doc=f"required for {style}")
+    add("--style", default=None, doc=STYLE_HELP)
     add(
         "--format",
         default=ALL,
@@ -101,7 +104,10 @@ def check_arguments(args) -> None:
                 "and --calibration-data"
             )
         if args.style is not None:
-            raise KstyleError(f"--format {WEB} takes nets of one style for now; drop --style")
+            raise KstyleError(
+                f"--format {WEB} gives a net of several styles a style picker and a mix "
+                "slider; drop --style"
+            )
         check_export_options((), (), None, None, args.calibration_count, args.verify_size)
         check_writable(args.output)  # the site is written beside it, then renamed
         return

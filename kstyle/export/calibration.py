@@ -21,22 +21,44 @@ from kstyle.graph import Graph, graph_size_multiple
 BALANCE_EXPONENT = 0.5
 
 
-def output_ranges(graph, tensors, images):
-    """Per-channel statistics of ``tensors`` of ``graph`` over ``images`` (uint8 (H, W, 3)):
-    lists of the min, the max, the RMS per-image standard deviation, and the 10th percentile of
-    the per-image minima and 90th of the per-image maxima."""
-    pad = PadToMultiple(graph_size_multiple(graph))
+def calibration_samples(images, num_styles: int = 1) -> list:
+    """``[(image, style vector (N,) float32 or None)]``: the calibration set of a net of
+    ``num_styles`` styles. One style has no vector. For N, image i takes style i mod N (one-hot)
+    and images are repeated until every style has one, so that the calibrated ranges cover
+    every style's scales at about the cost of one."""
+    if num_styles == 1:
+        return [(image, None) for image in images]
+    eye = np.eye(num_styles, dtype=np.float32)
+    count = max(len(images), num_styles)
+    return [(images[i % len(images)], eye[i % num_styles]) for i in range(count)]
+
+
+def sample_inputs(graph, sample) -> dict:
+    """``graph``'s input values for one calibration ``sample`` (image, style or None): the
+    image reflect-padded to the graph's size multiple, as the serving model does."""
+    image, style = sample
+    values = {graph.inputs[0]: PadToMultiple(graph_size_multiple(graph))(image[None])}
+    if style is not None:
+        values[graph.inputs[1]] = style[None]
+    return values
+
+
+def output_ranges(graph, tensors, samples):
+    """Per-channel statistics of ``tensors`` of ``graph`` over ``samples``
+    (:func:`calibration_samples`): lists of the min, the max, the RMS per-image standard
+    deviation, and the 10th percentile of the per-image minima and 90th of the per-image
+    maxima."""
     lows = [np.inf] * len(tensors)
     highs = [-np.inf] * len(tensors)
     variances = [0.0] * len(tensors)
     extremes = [[] for _ in tensors]
-    for image in images:
-        outputs = graph.evaluate({graph.inputs[0]: pad(image[None])}, tensors)
+    for sample in samples:
+        outputs = graph.evaluate(sample_inputs(graph, sample), tensors)
         for index, output in enumerate(outputs):
             output = np.asarray(output)
             lows[index] = np.minimum(lows[index], output.min(axis=(0, 1, 2)))
             highs[index] = np.maximum(highs[index], output.max(axis=(0, 1, 2)))
-            variances[index] = variances[index] + output.var(axis=(0, 1, 2)) / len(images)
+            variances[index] = variances[index] + output.var(axis=(0, 1, 2)) / len(samples)
             extremes[index].append((output.min(axis=(0, 1, 2)), output.max(axis=(0, 1, 2))))
     typical = []
     for pairs in extremes:

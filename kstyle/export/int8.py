@@ -15,21 +15,26 @@ import tensorflow as tf
 from keras import layers
 
 from kstyle import internals
-from kstyle.checks import fixed_size
 from kstyle.errors import KstyleError
-from kstyle.export import serving
-from kstyle.export.calibration import balance_depthwise, depthwise_pointwise, output_ranges
+from kstyle.export.calibration import (
+    balance_depthwise,
+    calibration_samples,
+    depthwise_pointwise,
+    output_ranges,
+)
 from kstyle.export.serving import (
+    IMAGE_INPUT,
     ChannelEpsilonInstanceNorm,
-    CropToPixels,
-    PadToMultiple,
     export_layer,
     moment_norms,
     serving_archive,
+    serving_model,
 )
 from kstyle.export.stream import residual_stream
 from kstyle.graph import Graph, instance_norms, output_tanh, size_multiple
+from kstyle.norms import STYLE_INPUT
 from kstyle.quiet import filtered_stderr
+from kstyle.style_tables import style_count
 from kstyle.transform_net import ReflectionPadding2D, TanhToPixels
 
 logger = logging.getLogger(__name__)
@@ -75,8 +80,6 @@ def _why_not_equalizable(graph, norm) -> str | None:
     conv = graph.producer(tensor)
     if graph.calls(norm.layer) != 1:
         return "the norm is called more than once"
-    if not (norm.layer.scale and norm.layer.center):
-        return "the norm has no learned scale or offset"
     if type(conv.layer) is not layers.Conv2D:
         return f"its input comes from {conv.name!r} ({type(conv.layer).__name__}), not a Conv2D"
     if not conv.layer.use_bias or conv.layer.activation is not keras.activations.linear:
@@ -145,7 +148,8 @@ def equalized_export_model(
     and shifted here so that every channel spans about the same range, and the norm's epsilon
     is rescaled to match: the float function is unchanged (within float rounding), and every
     channel gets a similar share of the 256 int8 levels. The convolutions are found by
-    :func:`norm_convs` (a norm it cannot handle is logged and left as it is).
+    :func:`norm_convs` (a norm it cannot handle is logged and left as it is). For a net of N
+    styles the calibrated ranges cover every style (:func:`calibration_samples`).
 
     ``by`` is the per-channel extent mapped to 1: ``range`` (half the calibrated min-max
     range), ``std`` (the calibrated standard deviation), ``mixed`` (the larger of the half
@@ -185,8 +189,9 @@ def equalized_export_model(
     depthwise = depthwise_pointwise(graph) if by and not stream else []
     probes = [pairs[name].output for name in names] + (stream.tensors if stream else [])
     probes += [node.output for node, _ in depthwise]
+    samples = calibration_samples(calibration_images, style_count(transform_net))
     lows, highs, spreads, typical = (
-        output_ranges(graph, probes, calibration_images) if probes else ([], [], [], [])
+        output_ranges(graph, probes, samples) if probes else ([], [], [], [])
     )
     weights = {layer.name: layer.get_weights() for layer in clone.layers}
     if depthwise:  # their outputs are the last probes
@@ -228,10 +233,12 @@ def equalized_export_model(
     def substitute(layer):
         if layer.name in epsilons:
             clip = 1.0 if by == "clip" else None
-            return ChannelEpsilonInstanceNorm(epsilons[layer.name], clip=clip, name=layer.name)
+            return ChannelEpsilonInstanceNorm(
+                epsilons[layer.name], clip=clip, affine=layer.scale, name=layer.name
+            )
         if layer.name in plain_norms:
             uniform = [layer.epsilon] * plain_norms[layer.name]
-            return ChannelEpsilonInstanceNorm(uniform, name=layer.name)
+            return ChannelEpsilonInstanceNorm(uniform, affine=layer.scale, name=layer.name)
         if tanh_clip and isinstance(layer, TanhToPixels):
             return ClippedTanhToPixels(tanh_clip, name=layer.name, dtype=layer.dtype_policy)
         if tanh_clip and tanh is not None and layer is tanh.layer:
@@ -241,12 +248,8 @@ def equalized_export_model(
     equalized = keras.models.clone_model(clone, clone_function=substitute)
     for layer in equalized.layers:
         layer.set_weights(weights[layer.name])
-    images = keras.Input(
-        shape=(*fixed_size(input_size), 3), batch_size=batch_size, dtype="uint8", name="image"
-    )
-    padded = PadToMultiple(size_multiple(transform_net), name="pad_to_multiple")(images)
-    outputs = CropToPixels(name=serving.OUTPUT_NAME)(equalized(padded), images)
-    return keras.Model(images, outputs, name=f"{transform_net.name}_uint8_equalized")
+    name = f"{transform_net.name}_uint8_equalized"
+    return serving_model(equalized, size_multiple(transform_net), input_size, batch_size, name)
 
 
 # Ops of the instance norms (mean, variance, rsqrt, scale and shift) and of the residual adds:
@@ -338,9 +341,12 @@ def int8_flatbuffer(
         converter = tf.lite.TFLiteConverter.from_saved_model(directory)
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
 
+        samples = calibration_samples(calibration_images, style_count(transform_net))
+
         def representative():
-            for image in calibration_images:
-                yield [image[None]]
+            for image, style in samples:
+                inputs = {IMAGE_INPUT: image[None]}
+                yield inputs if style is None else {**inputs, STYLE_INPUT: style[None]}
 
         converter.representative_dataset = representative
         if activations == "int16":

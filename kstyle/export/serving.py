@@ -16,10 +16,13 @@ from kstyle.checks import fixed_size
 from kstyle.constants import NO_QUANTIZATION, SIZE_MULTIPLE
 from kstyle.forward import inference_net
 from kstyle.graph import Graph, graph_size_multiple, is_instance_norm
+from kstyle.norms import STYLE_INPUT
 from kstyle.quiet import filtered_stderr
+from kstyle.style_tables import style_count
 from kstyle.transform_net import DepthToSpace
 
 OUTPUT_NAME = "stylized"  # every format's output (the SavedModel signature's key too)
+IMAGE_INPUT = "image"  # every format's image input
 
 
 @keras.saving.register_keras_serializable(package="kstyle")
@@ -119,7 +122,8 @@ def export_layer(layer):
 def moment_norms(graph) -> dict:
     """``{layer name: channels}`` of the instance norms of ``graph`` (a
     :class:`kstyle.graph.Graph`) that export graphs compute as 4-D moments
-    (:class:`ChannelEpsilonInstanceNorm`): one group per channel, a learned scale and offset.
+    (:class:`ChannelEpsilonInstanceNorm`): one group per channel, with a learned scale and
+    offset or (a conditional norm's, whose scale and offset come from the style) neither.
 
     ``GroupNormalization`` reshapes to 5-D through the input's dynamic shape; in TFLite those
     SHAPE/RESHAPE ops and the 5-D MEAN fall outside XNNPACK and split its graph at every norm.
@@ -129,7 +133,8 @@ def moment_norms(graph) -> dict:
     for node in graph.nodes_of(keras.layers.GroupNormalization):
         channels = graph.channels(node.inputs[0])
         layer = node.layer
-        if channels and is_instance_norm(layer, channels) and layer.scale and layer.center:
+        both_or_neither = bool(layer.scale) == bool(layer.center)
+        if channels and is_instance_norm(layer, channels) and both_or_neither:
             norms[node.name] = channels
     return norms
 
@@ -152,35 +157,65 @@ def export_model(transform_net, input_size=None, batch_size=None):
     def substitute(layer):
         if layer.name in norms:
             epsilons = [layer.epsilon] * norms[layer.name]
-            return ChannelEpsilonInstanceNorm(epsilons, name=layer.name)
+            return ChannelEpsilonInstanceNorm(epsilons, affine=layer.scale, name=layer.name)
         return export_layer(layer)
 
     clone = keras.models.clone_model(fused, clone_function=substitute)
     clone.set_weights(fused.get_weights())
+    return serving_model(clone, graph_size_multiple(graph), input_size, batch_size)
+
+
+def serving_inputs(transform_net, input_size=None, batch_size=None) -> list:
+    """The serving model's inputs for ``transform_net``: ``image``, uint8 (B, H, W, 3), and
+    for a net of N styles ``style``, float32 (B, N): each image's style weights."""
     images = keras.Input(
-        shape=(*fixed_size(input_size), 3), batch_size=batch_size, dtype="uint8", name="image"
+        shape=(*fixed_size(input_size), 3), batch_size=batch_size, dtype="uint8", name=IMAGE_INPUT
     )
-    padded = PadToMultiple(graph_size_multiple(graph), name="pad_to_multiple")(images)
-    stylized = clone(padded)
-    outputs = CropToPixels(name=OUTPUT_NAME)(stylized, images)
-    return keras.Model(images, outputs, name=f"{transform_net.name}_uint8")
+    count = style_count(transform_net)
+    if count == 1:
+        return [images]
+    style = keras.Input(shape=(count,), batch_size=batch_size, dtype="float32", name=STYLE_INPUT)
+    return [images, style]
+
+
+def serving_model(net, multiple, input_size=None, batch_size=None, name=None) -> keras.Model:
+    """``net`` (float RGB [0, 255] in and out, its style vector second for N styles) wrapped
+    into the uint8 serving model: reflect-padded to ``multiple``, rounded and cropped back."""
+    inputs = serving_inputs(net, input_size, batch_size)
+    padded = PadToMultiple(multiple, name="pad_to_multiple")(inputs[0])
+    stylized = net([padded, *inputs[1:]]) if len(inputs) > 1 else net(padded)
+    outputs = CropToPixels(name=OUTPUT_NAME)(stylized, inputs[0])
+    model_inputs = inputs if len(inputs) > 1 else inputs[0]
+    return keras.Model(model_inputs, outputs, name=name or f"{net.name}_uint8")
+
+
+def serving_signature(model, input_size=None, batch_size=None) -> list:
+    """The ``tf.TensorSpec`` of each input of ``model`` (a serving model), in order."""
+    specs = [tf.TensorSpec([batch_size, *fixed_size(input_size), 3], tf.uint8, name=IMAGE_INPUT)]
+    if len(model.inputs) > 1:
+        count = model.inputs[1].shape[-1]
+        specs.append(tf.TensorSpec([batch_size, count], tf.float32, name=STYLE_INPUT))
+    return specs
 
 
 def serving_archive(transform_net, directory, input_size=None, batch_size=None, model=None):
     """Writes the uint8 serving model as a SavedModel with a ``serving_default`` signature.
 
-    The signature takes ``image``: uint8 [batch, H, W, 3] and returns ``{"stylized": uint8
-    [batch, H, W, 3]}``. Keras's ExportArchive tracks the weights, so converters freeze them.
-    ``model``, when given, is a prebuilt serving model to write instead of ``export_model``'s.
+    The signature takes ``image``: uint8 [batch, H, W, 3] (and for a net of N styles
+    ``style``: float32 [batch, N]) and returns ``{"stylized": uint8 [batch, H, W, 3]}``.
+    Keras's ExportArchive tracks the weights, so converters freeze them. ``model``, when
+    given, is a prebuilt serving model to write instead of ``export_model``'s.
     """
     if model is None:
         model = export_model(transform_net, input_size=input_size, batch_size=batch_size)
-    spec = tf.TensorSpec([batch_size, *fixed_size(input_size), 3], tf.uint8, name="image")
+    specs = serving_signature(model, input_size, batch_size)
     archive = keras.export.ExportArchive()
     archive.track(model)
-    archive.add_endpoint(
-        "serving_default", lambda image: {OUTPUT_NAME: model(image)}, input_signature=[spec]
-    )
+    if len(specs) == 1:
+        endpoint = lambda image: {OUTPUT_NAME: model(image)}  # noqa: E731
+    else:
+        endpoint = lambda image, style: {OUTPUT_NAME: model([image, style])}  # noqa: E731
+    archive.add_endpoint("serving_default", endpoint, input_signature=specs)
     archive.write_out(directory, verbose=False)
     return directory
 
@@ -192,28 +227,37 @@ class ChannelEpsilonInstanceNorm(keras.layers.Layer):
     ``GroupNormalization(groups=-1)`` of ``x`` equals this layer of ``s * (x - o)`` with
     epsilon ``eps * s**2`` for any per-channel ``s > 0`` and ``o``: that is what lets
     :func:`equalized_export_model` rescale the convolution before each norm exactly.
+
+    ``affine`` False leaves out the learned scale and offset (a conditional norm's: its
+    style's scale and offset are applied after it).
     """
 
-    def __init__(self, epsilons, clip=None, **kwargs):
+    def __init__(self, epsilons, clip=None, affine=True, **kwargs):
         super().__init__(**kwargs)
         self.epsilons = [float(e) for e in epsilons]
         self.clip = clip
+        self.affine = bool(affine)
 
     def build(self, input_shape):
         channels = len(self.epsilons)
-        self.gamma = self.add_weight(shape=(channels,), initializer="ones", name="gamma")
-        self.beta = self.add_weight(shape=(channels,), initializer="zeros", name="beta")
+        if self.affine:
+            self.gamma = self.add_weight(shape=(channels,), initializer="ones", name="gamma")
+            self.beta = self.add_weight(shape=(channels,), initializer="zeros", name="beta")
 
     def call(self, inputs):
         if self.clip:
             inputs = tf.clip_by_value(inputs, -self.clip, self.clip)
         mean, variance = tf.nn.moments(inputs, axes=[1, 2], keepdims=True)
         epsilons = tf.constant(self.epsilons, tf.float32)
-        inv = tf.math.rsqrt(variance + epsilons) * self.gamma
+        inv = tf.math.rsqrt(variance + epsilons)
+        if not self.affine:
+            return (inputs - mean) * inv
+        inv = inv * self.gamma
         return inputs * inv + (self.beta - mean * inv)
 
     def get_config(self):
-        return {**super().get_config(), "epsilons": self.epsilons, "clip": self.clip}
+        config = {**super().get_config(), "epsilons": self.epsilons, "clip": self.clip}
+        return {**config, "affine": self.affine}
 
 
 def plain_tflite_bytes(transform_net, quantize=NO_QUANTIZATION, input_size=None):

@@ -1,6 +1,7 @@
 """Checking an exported artifact against the Keras model: run it (SavedModel, LiteRT, ONNX
 Runtime), compare with ``stylize_array`` on a held-out photo, and time it."""
 
+import contextlib
 import dataclasses
 import os
 import statistics
@@ -10,10 +11,12 @@ import numpy as np
 
 from kstyle.constants import FORMATS
 from kstyle.errors import KstyleError
-from kstyle.export.serving import OUTPUT_NAME
+from kstyle.export.serving import IMAGE_INPUT, OUTPUT_NAME
 from kstyle.extras import require
 from kstyle.images import psnr
+from kstyle.norms import STYLE_INPUT
 from kstyle.quiet import filtered_stderr
+from kstyle.style_tables import style_count
 
 # Minimum PSNR (dB) of each TFLite quantization against the Keras model; fp32 formats instead
 # must stay within 1 uint8 level everywhere.
@@ -33,8 +36,25 @@ def held_out_image(height=256, width=256) -> np.ndarray:
     return np.asarray(resized, dtype=np.uint8)
 
 
+def checked_styles(count: int) -> list:
+    """The style vectors an export of a net of ``count`` styles is verified with: None for
+    one style; else each style alone and the even blend of the first two."""
+    if count == 1:
+        return [None]
+    eye = np.eye(count, dtype=np.float32)
+    return [*eye, (eye[0] + eye[1]) / 2]
+
+
+def _named(details, name):
+    """The entry of LiteRT's tensor ``details`` for the signature input ``name`` (the
+    converter calls it ``serving_default_<name>:0``)."""
+    (found,) = [d for d in details if d["name"].split(":")[0].endswith(f"_{name}")]
+    return found
+
+
 class Runner:
-    """Runs one exported artifact on a (H, W, 3) uint8 image and returns the uint8 result.
+    """Runs one exported artifact on a (H, W, 3) uint8 image (and, for a net of N styles, a
+    style vector (N,)) and returns the uint8 result.
 
     ``num_threads``: LiteRT's CPU threads (None: every core); the other formats ignore it."""
 
@@ -49,34 +69,38 @@ class Runner:
             self.interpreter = interpreter.Interpreter(
                 model_path=path, num_threads=num_threads or os.cpu_count()
             )
-            self.input = self.interpreter.get_input_details()[0]
+            details = self.interpreter.get_input_details()
+            self.input = details[0] if len(details) == 1 else _named(details, IMAGE_INPUT)
+            self.style = None if len(details) == 1 else _named(details, STYLE_INPUT)
             self.output = self.interpreter.get_output_details()[0]
             self.shape = None
         elif fmt == "onnx":
             onnxruntime = require("onnxruntime", "export")
             onnxruntime.set_default_logger_severity(3)
             self.session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
-            self.input_name = self.session.get_inputs()[0].name
         else:
             raise KstyleError(f"unknown format {fmt!r}; use one of {FORMATS}")
 
-    def __call__(self, image: np.ndarray) -> np.ndarray:
-        batch = np.ascontiguousarray(image[None], dtype=np.uint8)
+    def __call__(self, image: np.ndarray, style=None) -> np.ndarray:
+        inputs = {IMAGE_INPUT: np.ascontiguousarray(image[None], dtype=np.uint8)}
+        if style is not None:
+            inputs[STYLE_INPUT] = np.asarray(style, np.float32).reshape(1, -1)
         if self.format == "saved_model":
-            return self.function(image=batch)[OUTPUT_NAME].numpy()[0]
+            return self.function(**inputs)[OUTPUT_NAME].numpy()[0]
         if self.format == "onnx":
-            return self.session.run(None, {self.input_name: batch})[0][0]
-        if self.shape != batch.shape:
-            # LiteRT announces its XNNPACK delegate when it applies it, at the first invoke
-            with filtered_stderr():
-                if -1 in self.input["shape_signature"]:
-                    self.interpreter.resize_tensor_input(self.input["index"], batch.shape)
-                self.interpreter.allocate_tensors()
-                self.interpreter.set_tensor(self.input["index"], batch)
-                self.interpreter.invoke()
+            return self.session.run(None, inputs)[0][0]
+        batch, first = inputs[IMAGE_INPUT], self.shape != inputs[IMAGE_INPUT].shape
+        if first:
+            if -1 in self.input["shape_signature"]:
+                self.interpreter.resize_tensor_input(self.input["index"], batch.shape)
+            self.interpreter.allocate_tensors()
             self.shape = batch.shape
         self.interpreter.set_tensor(self.input["index"], batch)
-        self.interpreter.invoke()
+        if self.style is not None:
+            self.interpreter.set_tensor(self.style["index"], inputs[STYLE_INPUT])
+        # LiteRT announces its XNNPACK delegate when it applies it, at the first invoke
+        with filtered_stderr() if first else contextlib.nullcontext():
+            self.interpreter.invoke()
         return self.interpreter.get_tensor(self.output["index"])[0]
 
 
@@ -120,7 +144,9 @@ def directory_size(path: str) -> int:
 
 
 def verify(fmt, path, transform_net, image, quantize=None, repeats=5) -> Verification:
-    """Runs the artifact on ``image`` and checks it against ``stylize_array`` of the Keras net.
+    """Runs the artifact on ``image`` and checks it against ``stylize_array`` of the Keras net;
+    for a net of N styles, with each style and a blend (:func:`checked_styles`), reporting the
+    worst of them.
 
     Bars: a quantized TFLite file (``quantize`` in :data:`PSNR_BARS`) needs at least that
     PSNR; every other artifact must stay within :data:`MAX_ABS_DIFF_BAR` uint8 levels
@@ -128,18 +154,21 @@ def verify(fmt, path, transform_net, image, quantize=None, repeats=5) -> Verific
     """
     from kstyle.inference import stylize_array
 
-    reference = stylize_array(transform_net, image)
     runner = Runner(fmt, path)
-    output = runner(image)
-    if output.shape != reference.shape:
-        raise KstyleError(f"{path} returned shape {output.shape}, expected {reference.shape}")
+    max_abs, quality = 0, np.inf
+    styles = checked_styles(style_count(transform_net))
+    for style in styles:
+        reference = stylize_array(transform_net, image, style=style)
+        output = runner(image, style)
+        if output.shape != reference.shape:
+            raise KstyleError(f"{path} returned shape {output.shape}, expected {reference.shape}")
+        difference = np.abs(output.astype(np.int16) - reference.astype(np.int16)).max()
+        max_abs, quality = max(max_abs, int(difference)), min(quality, psnr(output, reference))
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        runner(image)
+        runner(image, styles[0])
         times.append(time.perf_counter() - start)
-    max_abs = int(np.abs(output.astype(np.int16) - reference.astype(np.int16)).max())
-    quality = psnr(output, reference)
     if quantize in PSNR_BARS:
         bar = f"PSNR >= {PSNR_BARS[quantize]:g} dB"
         missing = PSNR_BARS[quantize] - quality
@@ -148,14 +177,6 @@ def verify(fmt, path, transform_net, image, quantize=None, repeats=5) -> Verific
         bar = f"max|diff| <= {MAX_ABS_DIFF_BAR}"
         over = max_abs - MAX_ABS_DIFF_BAR
         shortfall = None if over <= 0 else f"max|diff| {max_abs} is {over} level(s) over"
-    return Verification(
-        fmt,
-        quantize,
-        path,
-        directory_size(path),
-        max_abs,
-        quality,
-        1000 * statistics.median(times),
-        bar,
-        shortfall,
-    )
+    size = directory_size(path)
+    median = 1000 * statistics.median(times)
+    return Verification(fmt, quantize, path, size, max_abs, quality, median, bar, shortfall)

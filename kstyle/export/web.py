@@ -94,18 +94,13 @@ def describe_run(model_path: str) -> dict:
     return {**describe_model(model_path), "arch": _run_config(model_path).get("arch")}
 
 
-def style_image_path(model_path: str) -> str | None:
-    """The style image that the run of ``model_path`` trained on, if it is still there: its
-    config.json's ``style`` relative to the folder that the run's recorded ``run_dir`` was
-    relative to (training ran there), or as written. None when neither is a file."""
-    config = _run_config(model_path)
-    style, run_dir = config.get("style"), config.get("run_dir")
-    if isinstance(style, list) and len(style) == 1:  # runs since several styles: a list
-        style = style[0]
+def _found_image(style, run_dir, here) -> str | None:
+    """``style`` (a path from a run's config.json) where it is still a file: relative to the
+    folder that the run's recorded ``run_dir`` was relative to (training ran there), or as
+    written; None when neither is."""
     if not isinstance(style, str):
         return None
     candidates = []  # the run's own folder first: the current one may hold another file
-    here = os.path.dirname(os.path.abspath(model_path))
     if isinstance(run_dir, str) and not os.path.isabs(style):
         parts = os.path.normpath(run_dir).split(os.sep)
         if here.split(os.sep)[-len(parts) :] == parts:  # here ends with run_dir
@@ -113,6 +108,25 @@ def style_image_path(model_path: str) -> str | None:
             candidates.append(os.path.join(base, style))
     candidates.append(style)
     return next((path for path in candidates if os.path.isfile(path)), None)
+
+
+def style_image_paths(model_path: str) -> list:
+    """The style images that the run of ``model_path`` trained on, one per style in index
+    order (its config.json's ``style_files``, or its one ``style``), each None where it is
+    no longer there (see :func:`_found_image`). [] without a config.json."""
+    config = _run_config(model_path)
+    styles = config.get("style_files") or config.get("style")
+    styles = [styles] if isinstance(styles, str) else styles
+    if not isinstance(styles, list):
+        return []
+    here = os.path.dirname(os.path.abspath(model_path))
+    return [_found_image(style, config.get("run_dir"), here) for style in styles]
+
+
+def style_image_path(model_path: str) -> str | None:
+    """The style image of a run of one style (:func:`style_image_paths`), or None."""
+    paths = style_image_paths(model_path)
+    return paths[0] if len(paths) == 1 else None
 
 
 def live_hint(manifest: dict) -> str | None:
@@ -186,7 +200,8 @@ def file_stem(name: str) -> str:
 
 def _model_entry(model_path, site, taken, verify_size, printer) -> dict:
     """Exports ``model_path`` to ONNX (verified), copies it into ``site/models/`` and returns
-    its manifest entry. ``taken``: the names and file stems used so far (updated)."""
+    its manifest entry (for a net of N styles, with its ``style_input``: the page's style
+    picker and blend). ``taken``: the names and file stems used so far (updated)."""
     description = describe_run(model_path)
     name = _unique(description["name"], taken.setdefault("names", set()))
     stem = _unique(file_stem(name), taken.setdefault("files", set()))
@@ -197,30 +212,46 @@ def _model_entry(model_path, site, taken, verify_size, printer) -> dict:
             raise KstyleError(f"the ONNX export of {model_path} missed its bar: {result.shortfall}")
         target = f"models/{stem}.onnx"  # a URL path, relative to the page
         shutil.copyfile(result.path, os.path.join(site, target))
-        with open(f"{result.path}.json") as file:  # the export's sidecar: 4; 8 for live
-            multiple = json.load(file)["input"]["size_multiple"]
-    thumbnail = f"styles/{stem}.jpg"  # the style image, when the run's is still there
-    style_image = style_image_path(model_path)
-    if not (style_image and write_thumbnail(style_image, os.path.join(site, thumbnail))):
-        thumbnail = None
-    return {
-        **description,
-        "name": name,
-        "file": target,
-        "sha256": file_sha256(os.path.join(site, target)),
-        "thumbnail": thumbnail,
-        "input": {
-            "name": "image",
-            "dtype": "uint8",
-            "shape": [1, None, None, 3],
-            "layout": "NHWC",
-            "channels": "RGB",
-            "range": [0, 255],
-            "size_multiple": multiple,
-            "padding": "reflect at the bottom and right (edge where too small), cropped back",
-        },
-        "output": {"name": OUTPUT_NAME, "dtype": "uint8", "shape": "same as input"},
+        with open(f"{result.path}.json") as file:  # the export's sidecar
+            contract = json.load(file)
+    entry = {**description, "name": name, "file": target}
+    entry["sha256"] = file_sha256(os.path.join(site, target))
+    entry["thumbnail"] = _thumbnail(style_image_path(model_path), site, stem)
+    entry["input"] = {
+        "name": "image",
+        "dtype": "uint8",
+        "shape": [1, None, None, 3],
+        "layout": "NHWC",
+        "channels": "RGB",
+        "range": [0, 255],
+        "size_multiple": contract["input"]["size_multiple"],
+        "padding": "reflect at the bottom and right (edge where too small), cropped back",
     }
+    if "style_input" in contract:  # a net of N styles: the page picks and blends them
+        entry["style_input"] = _style_input(contract["style_input"], model_path, site, stem)
+    entry["output"] = {"name": OUTPUT_NAME, "dtype": "uint8", "shape": "same as input"}
+    return entry
+
+
+def _thumbnail(style_image, site, stem) -> str | None:
+    """The URL path of ``style_image``'s thumbnail, written into ``site/styles/`` as
+    ``stem.jpg``; None when the image is missing or unreadable."""
+    thumbnail = f"styles/{stem}.jpg"
+    if style_image and write_thumbnail(style_image, os.path.join(site, thumbnail)):
+        return thumbnail
+    return None
+
+
+def _style_input(contract, model_path, site, stem) -> dict:
+    """The manifest's ``style_input`` of a net of N styles: the export's contract (name,
+    dtype, shape [1, N]) and ``styles``, one ``{"name", "thumbnail"}`` per style."""
+    images = style_image_paths(model_path)
+    images = images if len(images) == len(contract["styles"]) else [None] * len(contract["styles"])
+    styles = [
+        {"name": style, "thumbnail": _thumbnail(image, site, f"{stem}-{index}")}
+        for index, (style, image) in enumerate(zip(contract["styles"], images, strict=True))
+    ]
+    return {**contract, "shape": [1, len(styles)], "styles": styles}
 
 
 def build_site(paths, output: str, verify_size: int = DEFAULT_VERIFY_SIZE, printer=print):

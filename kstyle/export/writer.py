@@ -31,6 +31,7 @@ from kstyle.files import (
 )
 from kstyle.graph import size_multiple, smallest_side
 from kstyle.images import load_image
+from kstyle.norms import STYLE_INPUT
 from kstyle.smoke import is_smoke_test, recorded_style_names, smoke_fields
 from kstyle.style_tables import style_count
 from kstyle.styles import style_vector, styled_net
@@ -105,11 +106,30 @@ def describe_model(model_path: str) -> dict:
     return {"name": name, "style": style, **smoke_fields(is_smoke_test(model_path))}
 
 
+def style_input_contract(names: list, fmt: str) -> dict:
+    """The sidecar's description of the ``style`` input of an export of a net of N styles
+    (``names``: the N styles' names, in index order)."""
+    return {
+        "name": STYLE_INPUT,
+        "dtype": "float32",
+        "shape": [1 if fmt == "tflite" else None, len(names)],
+        "meaning": "each style's weight: non-negative, summing to 1 (one-hot for one style)",
+        "styles": list(names),
+    }
+
+
 def write_metadata(
-    path: str, fmt: str, quantize, input_size, description: dict, sizes=(SIZE_MULTIPLE,) * 2
+    path: str,
+    fmt: str,
+    quantize,
+    input_size,
+    description: dict,
+    sizes=(SIZE_MULTIPLE,) * 2,
+    styles=None,
 ) -> str:
     """Writes the JSON sidecar ``<path>.json`` (inside the directory for a SavedModel);
-    ``sizes``: the net's size multiple (which the graph pads to) and smallest side."""
+    ``sizes``: the net's size multiple (which the graph pads to) and smallest side;
+    ``styles``: the names of an exported net's N styles, when it takes a style input."""
     import kstyle
 
     height, width = fixed_size(input_size)
@@ -136,6 +156,8 @@ def write_metadata(
             "range": [0, 255],
         },
     }
+    if styles:
+        metadata["style_input"] = style_input_contract(styles, fmt)
     target = os.path.join(path, "kstyle.json") if os.path.isdir(path) else f"{path}.json"
     write_json_atomically(metadata, target, sort_keys=False)
     return target
@@ -152,7 +174,8 @@ def artifact_name(fmt: str, quantize=None) -> str:
 
 
 def _write_artifact(fmt, path, transform_net, quantize, input_size, calibration, image):
-    """Writes one artifact of ``transform_net`` to ``path`` (a folder for a SavedModel)."""
+    """Writes one artifact of ``transform_net`` to ``path`` (a folder for a SavedModel); for
+    a net of N styles it takes the style vector too (input ``style``, float32 (B, N))."""
     if fmt == "saved_model":
         serving_archive(transform_net, path, input_size=input_size)
     elif fmt == "tflite":
@@ -161,7 +184,9 @@ def _write_artifact(fmt, path, transform_net, quantize, input_size, calibration,
             file.write(flatbuffer)
     else:
         onnx_model = export_model(transform_net, input_size=input_size)
-        onnx_model(image[None])  # Keras's ONNX export needs a model that has been called
+        count = style_count(transform_net)
+        # Keras's ONNX export needs a model that has been called
+        onnx_model([image[None], np.eye(count, dtype=np.float32)[:1]] if count > 1 else image[None])
         onnx_model.export(path, format="onnx", verbose=False)
         _finish_onnx(path, OUTPUT_NAME)
 
@@ -231,10 +256,8 @@ def _verification_image(input_size, verify_size):
 
 
 def _chosen_style(vector, names) -> str:
-    """The style a vector picks, by name (``style k`` where none are recorded): one name, or
-    ``name weight + name weight`` for a blend."""
-    names = names if names and len(names) == len(vector) else None
-    names = names or [f"style {k}" for k in range(len(vector))]
+    """The style a vector picks, by name (``names``: one per style): one name, or ``name
+    weight + name weight`` for a blend."""
     chosen = [(names[k], weight) for k, weight in enumerate(vector) if weight > 0]
     if len(chosen) == 1:
         return chosen[0][0]
@@ -242,27 +265,24 @@ def _chosen_style(vector, names) -> str:
 
 
 def _exported_net(model_path: str, style):
-    """The net that ``model_path`` holds, for ``style`` (:func:`kstyle.styles.styled_net`),
-    and its description for the sidecars (with ``style_vector`` for a chosen style).
+    """The net that ``model_path`` holds, its description for the sidecars, and the names of
+    its styles when the export takes a style input (None otherwise).
 
-    Raises:
-        KstyleError: a net of several styles without ``style``: the exports do not carry
-            the style input yet.
+    A net of N styles is exported with its style input, or for one ``style`` or blend
+    (:func:`kstyle.styles.styled_net`; the description then holds its ``style_vector``).
     """
     net = load_transform_net(model_path)
     description = {**describe_model(model_path), "source": os.path.abspath(model_path)}
     count = style_count(net)
+    names = recorded_style_names(model_path)
+    names = names if names and len(names) == count else [f"style {k}" for k in range(count)]
+    if style is None and count > 1:
+        return net, description, names
     if style is not None:  # one style or blend of a net of several: which, as weights
         vector = style_vector(style, count)
-        description["style"] = _chosen_style(vector, recorded_style_names(model_path))
+        description["style"] = _chosen_style(vector, names)
         description["style_vector"] = vector.tolist()
-    if count > 1 and style is None:
-        raise KstyleError(
-            f"{model_path} holds {count} styles: kstyle export takes one style or blend of "
-            "it, pass --style (an index, or index:weight pairs); the web page takes nets of "
-            "one style for now"
-        )
-    return styled_net(net, style), description
+    return styled_net(net, style), description, None
 
 
 def export(
@@ -279,9 +299,10 @@ def export(
 ):
     """Writes and verifies the requested artifacts; returns their ``Verification`` records.
 
-    A net of N styles is exported for one style or blend, ``style`` (as
-    :func:`kstyle.inference.stylize_array` takes it; required for such a net), as the one-style
-    net :func:`kstyle.styles.styled_net` makes of it.
+    A net of N styles is exported with a second input, ``style`` (float32 [batch, N]: each
+    style's weight), verified with each style and a blend; or, given ``style`` (as
+    :func:`kstyle.inference.stylize_array` takes it), for that style or blend alone, as the
+    one-style net :func:`kstyle.styles.styled_net` makes of it.
 
     Files in ``output_dir``: ``saved_model/``, ``model.tflite`` (fp32) or
     ``model_<quantization>.tflite``, ``model.onnx``, each with a JSON sidecar. Each artifact
@@ -305,7 +326,7 @@ def export(
         calibration = load_calibration_images(
             calibration_data, calibration_count, input_size or verify_size
         )
-    transform_net, description = _exported_net(model_path, style)
+    transform_net, description, styles = _exported_net(model_path, style)
     sizes = size_multiple(transform_net), smallest_side(transform_net)
     check_sizes_for(input_size, verify_size, sizes[1])
     os.makedirs(output_dir, exist_ok=True)
@@ -315,18 +336,17 @@ def export(
     for fmt in formats:
         for quantize in quantizations if fmt == "tflite" else (None,):
             target = os.path.join(output_dir, artifact_name(fmt, quantize))
+            contract = fmt, quantize, input_size, description, sizes, styles
             with StagedOutput(target, folder=fmt == "saved_model") as staged:
                 _write_artifact(fmt, staged.temporary, transform_net, quantize, input_size,
                                 calibration, image)  # fmt: skip
                 result = verify(fmt, staged.temporary, transform_net, image, quantize=quantize)
                 if result.passed:
                     if fmt == "saved_model":  # the sidecar travels inside the folder
-                        write_metadata(
-                            staged.temporary, fmt, quantize, input_size, description, sizes
-                        )
+                        write_metadata(staged.temporary, *contract)
                     staged.commit()
                     if fmt != "saved_model":
-                        write_metadata(target, fmt, quantize, input_size, description, sizes)
+                        write_metadata(target, *contract)
                     remove_path(f"{target}.failed")  # a failure this export made good
                     result.path = target
                 else:  # the previous file stays; the failing one is kept beside it

@@ -17,6 +17,9 @@ const DEFAULT_MAX_SIDE = 2048;
 // that frames still in flight from an earlier source are dropped, not drawn or counted.
 const state = { manifest: null, source: null, webcam: null, inFlight: 0, pending: false,
   ready: false, id: 0, generation: 0, frames: 0, times: [], samplePending: false };
+// The style picker's options: value -> {model (a manifest entry), index (the style of a net
+// of several styles, or null)}.
+const choices = new Map();
 // The worker starts at once, so that its script loads while manifest.json is fetched.
 const worker = new Worker(new URL("./worker.js", import.meta.url), { type: "module" });
 
@@ -60,6 +63,38 @@ function processingSize() {
     height: Math.max(1, Math.round(size.height * scale)) };
 }
 
+function choice() {
+  return choices.get($("style").value) || null;
+}
+
+// The styles of the chosen net when it holds several (manifest "style_input"), else null.
+function chosenStyles(picked = choice()) {
+  return picked && picked.index !== null ? picked.model.style_input.styles : null;
+}
+
+// The chosen style's weights, as kstyle.stylize_array takes them (null for a net of one
+// style): the picked style alone, or (1 - mix) of it and mix of the "Mix with" style.
+function styleVector() {
+  const picked = choice(), styles = chosenStyles(picked);
+  if (!styles) return null;
+  const vector = new Array(styles.length).fill(0);
+  const other = $("mix").value === "" ? null : Number($("mix").value);
+  const amount = other === null || other === picked.index ? 0 : Number($("mix-amount").value);
+  vector[picked.index] += 1 - amount;
+  if (amount > 0) vector[other] += amount;
+  return vector;
+}
+
+// What the output shows, in words: the model, its style, and the mix.
+function choiceLabel() {
+  const picked = choice(), styles = chosenStyles(picked);
+  if (!picked) return "";
+  if (!styles) return picked.model.name;
+  const label = `${picked.model.name}: ${styles[picked.index].name}`;
+  const other = $("mix").value, amount = Number($("mix-amount").value);
+  return other === "" || amount === 0 ? label : `${label} + ${styles[Number(other)].name} ${amount.toFixed(2)}`;
+}
+
 function send() {
   const size = processingSize();
   if (!size || !state.ready) return;
@@ -76,9 +111,10 @@ function send() {
   $("drop").dataset.empty = "false";
   const pixels = context.getImageData(0, 0, size.width, size.height).data;
   state.inFlight += 1;
-  worker.postMessage({ type: "stylize", id: ++state.id, generation: state.generation, model: $("style").value,
-    width: size.width, height: size.height, rgba: pixels, strength: Number($("strength").value),
-    preserve: $("preserve").checked }, [pixels.buffer]);
+  worker.postMessage({ type: "stylize", id: ++state.id, generation: state.generation,
+    model: choice().model.name, style: styleVector(), width: size.width, height: size.height,
+    rgba: pixels, strength: Number($("strength").value), preserve: $("preserve").checked },
+  [pixels.buffer]);
 }
 
 function schedule() {
@@ -88,8 +124,7 @@ function schedule() {
 
 // fps while the webcam runs (frames drawn over the last 2 s); a photo shows its time instead.
 function showSpeed(ms) {
-  const model = state.manifest.models.find((entry) => entry.name === $("style").value);
-  $("output-style").textContent = `${model ? model.name : ""} · ${ms.toFixed(0)} ms`;
+  $("output-style").textContent = `${choiceLabel()} · ${ms.toFixed(0)} ms`;
   if (!state.webcam) return;
   const now = performance.now();
   state.times.push(now);
@@ -211,20 +246,48 @@ function download() {
   $("output").toBlob((blob) => {
     const link = document.createElement("a");
     link.href = URL.createObjectURL(blob);
-    link.download = `kstyle-${$("style").value}.png`;
+    link.download = `kstyle-${choiceLabel().replace(/[^A-Za-z0-9._-]+/g, "-")}.png`;
     link.click();
     setTimeout(() => URL.revokeObjectURL(link.href), 1000);
   }, "image/png");
 }
 
-function showStyle() {
-  const model = state.manifest.models.find((entry) => entry.name === $("style").value);
-  const thumb = $("style-thumb");
-  thumb.hidden = !(model && model.thumbnail);
-  if (!thumb.hidden) {
-    thumb.src = model.thumbnail;
-    thumb.alt = `style: ${model.style || model.name}`;
+function showThumbnail(thumb, url, name) {
+  thumb.hidden = !url;
+  if (url) {
+    thumb.src = url;
+    thumb.alt = `style: ${name}`;
   }
+}
+
+// The chosen style's picture, and for a net of several styles the "Mix with" list: its other
+// styles (the mix kept where the net is the same and the style is still another one).
+function showStyle() {
+  const picked = choice(), styles = chosenStyles(picked);
+  if (!styles) {
+    const model = picked && picked.model;
+    showThumbnail($("style-thumb"), model && model.thumbnail, model && (model.style || model.name));
+  } else {
+    showThumbnail($("style-thumb"), styles[picked.index].thumbnail, styles[picked.index].name);
+  }
+  $("mix-field").hidden = !styles;
+  if (!styles) return;
+  const mix = $("mix");
+  const kept = mix.dataset.model === picked.model.name ? mix.value : "";
+  mix.dataset.model = picked.model.name;
+  mix.replaceChildren(new Option("none", ""));
+  styles.forEach((style, index) => {
+    if (index !== picked.index) mix.add(new Option(style.name, String(index)));
+  });
+  mix.value = kept !== String(picked.index) ? kept : "";
+  showMix();
+}
+
+function showMix() {
+  const styles = chosenStyles(), other = $("mix").value;
+  $("mix-amount").disabled = other === "";
+  showThumbnail($("mix-thumb"), other === "" ? null : styles[Number(other)].thumbnail,
+    other === "" ? "" : styles[Number(other)].name);
 }
 
 function wire() {
@@ -236,8 +299,20 @@ function wire() {
     $("strength-value").textContent = Number($("strength").value).toFixed(2);
     schedule();
   });
-  for (const id of ["preserve", "resolution", "style"]) $(id).addEventListener("change", schedule);
-  $("style").addEventListener("change", showStyle);
+  for (const id of ["preserve", "resolution"]) $(id).addEventListener("change", schedule);
+  // the style's controls are updated before the frame is sent: it reads them
+  $("style").addEventListener("change", () => {
+    showStyle();
+    schedule();
+  });
+  $("mix").addEventListener("change", () => {
+    showMix();
+    schedule();
+  });
+  $("mix-amount").addEventListener("input", () => {
+    $("mix-value").textContent = Number($("mix-amount").value).toFixed(2);
+    schedule();
+  });
   // a photo dropped anywhere on the page is taken; the drop zone lights up meanwhile
   document.addEventListener("dragover", (event) => {
     event.preventDefault();
@@ -299,8 +374,17 @@ async function main() {
   }
   $("resolution").querySelector("option[value=native]").textContent = `native (up to ${maxSide()} px)`;
   for (const model of manifest.models) {
-    const option = new Option(model.style ? `${model.name} (${model.style})` : model.name, model.name);
-    $("style").add(option);
+    const styles = model.style_input ? model.style_input.styles : null;
+    if (!styles) {
+      choices.set(model.name, { model, index: null });
+      $("style").add(new Option(model.style ? `${model.name} (${model.style})` : model.name, model.name));
+      continue;
+    }
+    styles.forEach((style, index) => { // one option per style of a net of several
+      const value = `${model.name}#${index}`;
+      choices.set(value, { model, index });
+      $("style").add(new Option(`${model.name}: ${style.name}`, value));
+    });
   }
   showStyle();
   $("about").textContent = `${manifest.runtime.name} ${manifest.runtime.version} · kstyle ${manifest.kstyle_version}`;

@@ -1,6 +1,7 @@
 // kstyle page worker: loads the ONNX Runtime Web runtime and the models, stylizes RGBA frames.
-// Messages in:  {type: "load", manifest}, {type: "stylize", id, generation, model, width,
-//               height, rgba, strength, preserve}
+// Messages in:  {type: "load", manifest}, {type: "stylize", id, generation, model, style
+//               (a net of several styles: each style's weight; else null), width, height,
+//               rgba, strength, preserve}
 // Messages out: {type: "ready", threads (what the runtime runs), phases (load times in ms)},
 //               {type: "result", id, generation, width, height, rgba, ms},
 //               {type: "error", id, generation, message}
@@ -80,6 +81,15 @@ async function session(name, bytes = null) {
   return sessions.get(name);
 }
 
+// A net of several styles' second input: the style weights as float32 [1, N].
+function styleTensor(model, style) {
+  const count = model.style_input.styles.length;
+  if (!Array.isArray(style) || style.length !== count) {
+    throw new Error(`model ${model.name} takes ${count} style weights`);
+  }
+  return new ort.Tensor("float32", Float32Array.from(style), [1, count]);
+}
+
 async function stylize(message) {
   const { width, height, strength, preserve } = message;
   const content = rgbaToRgb(message.rgba, width, height);
@@ -91,10 +101,11 @@ async function stylize(message) {
     // The graph reflect-pads to its size multiple itself; an image too small to mirror is
     // edge-padded here first, as kstyle.stylize_array does, and cropped back below.
     const padded = padEdge(content, width, height, model.input.size_multiple);
-    const input = new ort.Tensor("uint8", padded.rgb, [1, padded.height, padded.width, 3]);
+    const feeds = { [model.input.name]: new ort.Tensor("uint8", padded.rgb, [1, padded.height, padded.width, 3]) };
+    if (model.style_input) feeds[model.style_input.name] = styleTensor(model, message.style);
     let outputs;
     try {
-      outputs = await run.run({ [model.input.name]: input });
+      outputs = await run.run(feeds);
     } catch (error) {
       if (/bad_alloc|out of memory|memory/i.test(oneLine(error))) {
         throw new Error(`out of memory at ${width}x${height}: pick a lower resolution`);
