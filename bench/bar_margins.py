@@ -78,9 +78,11 @@ def pytest_configure(config):
 
         calibration.BALANCE_EXPONENT = 0.0
     elif ablation == "no_equalize":  # no equalization before the norms (nor the balance)
+        from int8_variants import variant_flatbuffer  # bench/
+
         from kstyle.export import writer
 
-        writer.int8_flatbuffer = functools.partial(writer.int8_flatbuffer, equalize=False)
+        writer.int8_flatbuffer = functools.partial(variant_flatbuffer, equalize=False)
     elif ablation:
         raise ValueError(f"unknown ablation {ablation!r}; use one of {ABLATIONS}")
 

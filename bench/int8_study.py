@@ -28,8 +28,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 OUT_FLOAT = dict(float_convs=("out_conv",), float_ops="+TANH")
 RES_A = tuple(f"res{index}_a_conv" for index in range(1, 6))
 APPROACHES = {
-    # name: keyword arguments of kstyle.export.int8_flatbuffer (tanh_clip=None: the output
-    # convolution's int8 range is the calibrated one, as before the pre-tanh clip)
+    # name: keyword arguments of bench/int8_variants.py's variant_flatbuffer (tanh_clip=None:
+    # the output convolution's int8 range is the calibrated one, as before the pre-tanh clip)
     "all_int8": dict(equalize=False, float_ops=(), tanh_clip=None),
     "baseline": dict(equalize=False, tanh_clip=None),
     "baseline_relu_float": dict(equalize=False, float_ops="+RELU", tanh_clip=None),
@@ -158,13 +158,15 @@ def train_model(directory, steps, image_size, seed=0):
 
 
 def convert(net, images, float_ops=None, **options):
-    from kstyle.export.int8 import INT8_FLOAT_OPS, int8_flatbuffer
+    from int8_variants import variant_flatbuffer  # bench/
+
+    from kstyle.export.int8 import INT8_FLOAT_OPS
 
     if float_ops is None:
         float_ops = INT8_FLOAT_OPS
     elif isinstance(float_ops, str) and float_ops.startswith("+"):
         float_ops = (*INT8_FLOAT_OPS, float_ops[1:])
-    return int8_flatbuffer(net, images, float_ops=float_ops, **options)
+    return variant_flatbuffer(net, images, float_ops=float_ops, **options)
 
 
 def measure(net, flatbuffer, image, reference):

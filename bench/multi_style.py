@@ -30,6 +30,11 @@
   photos (each at ``--size``²), next to the int8 file of that style baked alone (``kstyle
   export --style``); then the median LiteRT latency (2 threads, fixed ``--size``²) of the
   style-input file with a style and with a blend, and of the baked one-style file.
+- ``distill``: ``add``'s base (or ``--run``) distilled into a ``--student`` net of as many
+  styles (``kstyle distill``, ``--steps`` steps at ``--size``², random style vectors and
+  blends), and, for comparison, style 0 baked alone distilled into a one-style student the
+  same way; each student's PSNR against its teacher per style and for the even blend of
+  styles 0 and 1, on the held-out photos.
 
 Prints Markdown with the machine's CPU flags and the load average.
 """
@@ -305,19 +310,22 @@ def export_bench(args) -> list[str]:
     from realtime import machine_line  # bench/
 
     from kstyle.export.writer import tflite_bytes
+    from kstyle.style_tables import style_count
     from kstyle.styles import bake_style
     from kstyle.transform_net import load_transform_net
 
     run = args.run or os.path.join(args.work, "base")
-    if not os.path.exists(os.path.join(run, "model.keras")):
+    if not args.run and not os.path.exists(os.path.join(run, "model.keras")):
         _train_base(args)
     net = load_transform_net(run)
+    if style_count(net) == 1:
+        raise SystemExit(f"error: {run} holds one style; export compares the styles of a net")
     rng = np.random.default_rng(0)
-    calibration = []
+    calibration, per_photo = [], args.calibration // len(content.TRAIN_PHOTOS) + 1
     for package, name in content.TRAIN_PHOTOS:
         photo = content.load_photo(package, name)
-        calibration += content.photo_crops(photo, args.calibration // 8 + 1, args.size, rng)
-    calibration = calibration[: args.calibration]
+        calibration += content.photo_crops(photo, per_photo, args.size, rng)
+    calibration = calibration[:: max(1, len(calibration) // args.calibration)][: args.calibration]
     photos = [content.square_photo(content.load_photo(*held), args.size)
               for held in content.HELD_OUT_PHOTOS]  # fmt: skip
     lines = [machine_line([_versions()]), load_line(), ""]
@@ -340,9 +348,70 @@ def export_bench(args) -> list[str]:
     return lines
 
 
+def _distill(args, teacher, output):
+    command = [sys.executable, "-m", "kstyle", "distill", "--teacher", teacher, "--data",
+               args.data, "--output", output, "--arch", args.student, "--image-size",
+               str(args.size), "--batch-size", "4", "--steps", str(args.steps), "--seed", "1",
+               "--plot-every", "0", "-q"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode:
+        raise SystemExit(result.stderr[-3000:])
+
+
+def distill_bench(args) -> list[str]:
+    import distill_content as content  # bench/
+    from realtime import machine_line  # bench/
+
+    from kstyle.export.verify import checked_styles
+    from kstyle.images import psnr
+    from kstyle.inference import stylize_array
+    from kstyle.style_tables import style_count
+    from kstyle.styles import bake_style
+    from kstyle.transform_net import load_transform_net
+
+    run = args.run or os.path.join(args.work, "base")
+    if not args.run and not os.path.exists(os.path.join(run, "model.keras")):
+        _train_base(args)
+    args.data = os.path.join(args.work, "train")
+    content.write_training_content(args.data, 32, 96, args.size, 0)
+    teacher = load_transform_net(run)
+    single_teacher = os.path.join(args.work, "style0.keras")
+    bake_style(teacher, 0).save(single_teacher)
+    many, one = (os.path.join(args.work, f"{args.student}_{name}") for name in ("all", "style0"))
+    _distill(args, run, many)
+    _distill(args, single_teacher, one)
+    students = load_transform_net(many), load_transform_net(one)
+    photos = [content.square_photo(content.load_photo(*held), args.size)
+              for held in content.HELD_OUT_PHOTOS]  # fmt: skip
+    lines = [machine_line([_versions()]), load_line(), ""]
+    lines += [f"teacher {run} ({style_count(teacher)} styles); students: {args.student}, "
+              f"{args.steps} steps at {args.size}², batch 4; PSNR against the teacher, mean "
+              f"(worst) over {len(photos)} held-out photos at {args.size}²", "",
+              "| style | student of every style | student of style 0 alone |",
+              "|---|---|---|"]  # fmt: skip
+    for vector in checked_styles(style_count(teacher)):
+        cells = []
+        for student, alone in zip(students, (False, True), strict=True):
+            if alone and vector[0] < 1:
+                cells.append("–")
+                continue
+            style = None if alone else vector
+            scores = [
+                psnr(
+                    stylize_array(student, p, style=style), stylize_array(teacher, p, style=vector)
+                )
+                for p in photos
+            ]
+            cells.append(f"{np.mean(scores):.1f} ({min(scores):.1f})")
+        name = " + ".join(f"{w:g}·style {k}" for k, w in enumerate(vector) if w)
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines.append(load_line())
+    return lines
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=("step", "infer", "add", "export", "one"))
+    parser.add_argument("mode", choices=("step", "infer", "add", "export", "distill", "one"))
     parser.add_argument("--arch", default="johnson,slim,tiny,live")
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--batch", type=int, default=4)
@@ -354,11 +423,12 @@ def main():
     parser.add_argument("--vgg-weights", default="random")
     parser.add_argument("--run", default=None)
     parser.add_argument("--calibration", type=int, default=64)
+    parser.add_argument("--student", default="live")
     parser.add_argument("--work", default=os.path.join("runs", "bench_multi_style"))
     args = parser.parse_args()
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     modes = {"step": step_bench, "infer": infer_bench, "add": add_bench, "one": one_config,
-             "export": export_bench}  # fmt: skip
+             "export": export_bench, "distill": distill_bench}  # fmt: skip
     lines = modes[args.mode](args)
     print("\n".join(lines))
 

@@ -140,15 +140,18 @@ class MultiStyleDistillationTrainer(DistillationTrainer):
             tf.one_hot(0, self.num_styles), trainable=False, name="preview_vector"
         )
 
-    def label_stream(self, dataset, start_step: int, seed: int, per_step: int = 1):
+    def label_stream(self, dataset, start_step: int, seed: int, per_step: int = 1, pipeline=(0, 1)):
         """Pairs each batch of the stream that starts at ``start_step`` with its images' style
-        vectors ``(images, vectors (B, N))``, drawn by their places in the whole stream
-        (:func:`drawn_style_vectors`), so a resumed run draws what it would have."""
+        vectors ``(images, vectors (B, N))``, drawn by their places in the whole run's stream
+        (:func:`drawn_style_vectors`): step s's batches come from each pipeline ``(index,
+        count)`` in turn, ``per_step`` each. A resumed run draws what it would have."""
+        pipeline_index, pipelines = (int(value) for value in pipeline)
 
         def label(index, images):
             size = tf.shape(images, out_type=tf.int64)[0]
-            first = (tf.cast(start_step * per_step, tf.int64) + index) * size
-            positions = first + tf.range(size, dtype=tf.int64)
+            step, slot = start_step + index // per_step, index % per_step
+            batch = (step * pipelines + pipeline_index) * per_step + slot
+            positions = batch * size + tf.range(size, dtype=tf.int64)
             return images, drawn_style_vectors(positions, self.num_styles, seed)
 
         return dataset.enumerate().map(label)

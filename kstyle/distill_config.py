@@ -4,6 +4,7 @@ No TensorFlow at import, as in :mod:`kstyle.config`.
 """
 
 import dataclasses
+import functools
 import os
 import typing
 
@@ -87,17 +88,23 @@ class DistillConfig(RunOptions):
         return {**recorded, **self.model_marks()}
 
     def model_marks(self) -> dict:
-        """``style_names`` of a teacher of several styles, so that the student's file names
-        them as the teacher's does."""
+        """``style_names`` of a teacher of several styles (as its file or run records them,
+        else ``style K``), so that the student's file names them as the teacher's does."""
+        count = teacher_style_count(self.teacher)
+        if count == 1:
+            return {}
         names = recorded_style_names(self.teacher)
-        return {"style_names": names} if names and len(names) > 1 else {}
+        names = names if names and len(names) == count else [f"style {k}" for k in range(count)]
+        return {"style_names": names}
 
     def resolved_options(self) -> dict:
         """``style_vectors`` for a teacher of several styles: how each image's style vector
         is drawn (:data:`kstyle.constants.DISTILL_STYLE_RULE`)."""
         from kstyle.constants import DISTILL_STYLE_RULE
 
-        return {"style_vectors": DISTILL_STYLE_RULE} if self.model_marks() else {}
+        return (
+            {"style_vectors": DISTILL_STYLE_RULE} if teacher_style_count(self.teacher) > 1 else {}
+        )
 
     def resolved_output(self) -> str:
         """The run directory: ``output``, or ``runs/<teacher name>-<arch>``."""
@@ -114,6 +121,20 @@ def teacher_model_file(teacher: str) -> str:
     """The model file of ``teacher``: ``teacher/model.keras`` for a run directory, else
     ``teacher`` itself."""
     return model_file_of(teacher)
+
+
+@functools.lru_cache(maxsize=4)
+def _style_count_of(path: str, stamp: tuple) -> int:
+    from kstyle.style_tables import style_count
+
+    return style_count(load_teacher(path))
+
+
+def teacher_style_count(teacher: str) -> int:
+    """How many styles ``teacher``'s net holds (loaded once per version of its file)."""
+    path = teacher_model_file(teacher)
+    status = os.stat(path)
+    return _style_count_of(path, (status.st_mtime_ns, status.st_size))
 
 
 def load_teacher(teacher: str):

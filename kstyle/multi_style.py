@@ -58,11 +58,12 @@ class MultiStyleTransferTrainer(StyleTransferTrainer):
         self.target_rows = tf.constant(rows, tf.int32)  # style index -> row of style_grams
         self.last_style = tf.Variable(0, trainable=False, name="last_style", dtype=tf.int32)
 
-    def label_stream(self, dataset, start_step: int, seed: int, per_step: int = 1):
+    def label_stream(self, dataset, start_step: int, seed: int, per_step: int = 1, pipeline=(0, 1)):
         """Pairs each batch of the content stream that starts at ``start_step`` with its
         step's style index (the schedule of ``seed``, the run's data seed), one per image:
         ``(images (B, H, W, 3), styles (B,) int32)``. ``per_step`` consecutive batches make
-        one step (a pipeline that feeds several replicas hands them one batch each)."""
+        one step (a pipeline that feeds several replicas hands them one batch each); every
+        ``pipeline`` draws the step's style."""
 
         def label(index, images):
             step = start_step + index // per_step

@@ -398,7 +398,10 @@ def _distributed_stream(run: Run, start_step: int):
         per_step = (
             1 if context is None else (context.num_replicas_in_sync // context.num_input_pipelines)
         )
-        return run.trainer.label_stream(content, start_step, run.data.seed, per_step)
+        pipeline = (
+            (0, 1) if context is None else (context.input_pipeline_id, context.num_input_pipelines)
+        )
+        return run.trainer.label_stream(content, start_step, run.data.seed, per_step, pipeline)
 
     if run.strategy.num_replicas_in_sync == 1:
         return stream()

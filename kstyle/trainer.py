@@ -72,10 +72,11 @@ class TransformNetTrainer(keras.Model):
         """The transform net's outputs for a content batch (and its styles)."""
         return self.transform_net(content_batch, training=training)
 
-    def label_stream(self, dataset, start_step: int, seed: int, per_step: int = 1):
+    def label_stream(self, dataset, start_step: int, seed: int, per_step: int = 1, pipeline=(0, 1)):
         """The training stream as ``fit`` gets it from the content stream that starts at step
         ``start_step`` (the same here; a trainer of several styles adds each step's style,
-        drawn by the run's data ``seed``; ``per_step`` batches of the stream make a step)."""
+        drawn by the run's data ``seed``). ``per_step`` batches of the stream make a step of
+        this pipeline; ``pipeline``: its index and the number of input pipelines (workers)."""
         return dataset
 
     def preview_panels(self):

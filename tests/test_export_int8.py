@@ -1,13 +1,16 @@
 """Full-integer TFLite: the graph rewrites find what they change by structure (on every variant
-net), keep the float function, and the int8 file meets its bar."""
+net), keep the float function, and the int8 file meets its bar. The int8 study's alternatives
+(bench/int8_variants.py) are checked here too: the study's numbers rest on them."""
 
 import logging
+import os
+import sys
 
 import keras
 import numpy as np
 import pytest
 from ai_edge_litert.interpreter import Interpreter
-from conftest import VARIANT_NORMS, build_variant, max_level_diff, random_image, renamed
+from conftest import ROOT, VARIANT_NORMS, build_variant, max_level_diff, random_image, renamed
 from PIL import Image
 
 from kstyle import internals
@@ -19,16 +22,18 @@ from kstyle.export.int8 import (
     ClippedTanh,
     ClippedTanhToPixels,
     equalized_export_model,
-    int8_flatbuffer,
 )
 from kstyle.export.serving import ChannelEpsilonInstanceNorm
-from kstyle.export.stream import residual_stream
 from kstyle.export.verify import held_out_image
 from kstyle.export.writer import load_calibration_images
 from kstyle.graph import Graph
 from kstyle.images import psnr
 from kstyle.inference import stylize_array
 from kstyle.transform_net import TanhToPixels, load_transform_net, pixels_output
+
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+from int8_stream import residual_stream  # noqa: E402  (bench/)
+from int8_variants import variant_flatbuffer, variant_model  # noqa: E402  (bench/)
 
 RESIDUAL_BLOCKS = {"seed": 5, "renamed": 5, "slim3": 3, "reflect": 5, "tiny": 3, "tiny_reflect": 3}
 # live's skip add joins the 1/4-resolution stem to the up path: its adds carry tensors of two
@@ -189,7 +194,7 @@ def test_equalized_export_model_is_the_same_function(variant_net, request, bars)
         if isinstance(layer, keras.layers.GroupNormalization)
     }
     for exponent in (0.0, 1.0):
-        model = equalized_export_model(
+        model = variant_model(
             variant_net, images, batch_size=None, stream_exponent=exponent, by="mixed"
         )
         inner = _inner(model)
@@ -230,7 +235,7 @@ def test_each_depthwise_output_is_balanced_to_the_square_root_of_its_extent(kind
     net = build_variant(kind)
     images = [random_image(32, 32, seed=index) for index in range(3)]
     # "mixed": no clip before the norms, so the depthwise inputs are the net's own
-    model = equalized_export_model(net, images, batch_size=None, by="mixed")
+    model = variant_model(net, images, batch_size=None, by="mixed")
     before = _depthwise_extents(Graph(net), images)
     after = _depthwise_extents(Graph(_inner(model)), images)
     assert len(before) == len(after) == 10  # a depthwise/1x1 pair per 3x3 convolution
@@ -281,7 +286,7 @@ def test_what_the_rewrites_cannot_use_is_logged_and_left_alone(kind, message, ca
     net = _small_net(kind)
     images = [random_image(16, 16, seed=index) for index in range(2)]
     with caplog.at_level(logging.WARNING, logger="kstyle.export.int8"):
-        model = equalized_export_model(net, images, batch_size=None, stream_exponent=1.0)
+        model = variant_model(net, images, batch_size=None, stream_exponent=1.0)
     assert any(message in record.getMessage() for record in caplog.records), caplog.text
     image = random_image(20, 24, seed=1)
     reference = export_model(net)(image[None]).numpy()[0]
@@ -318,7 +323,7 @@ def test_a_group_norm_that_is_not_instance_norm_is_refused():
     with pytest.raises(KstyleError, match="'the_norm' is a GroupNormalization with 2 groups"):
         equalized_export_model(_small_net("group_norm"), images)
     with pytest.raises(KstyleError, match="unknown equalization 'median'"):
-        equalized_export_model(_small_net("no_tanh"), images, by="median")
+        variant_model(_small_net("no_tanh"), images, by="median")
 
 
 def test_float_convs_stay_float():
@@ -326,7 +331,9 @@ def test_float_convs_stay_float():
     the named convolution keeps float weights, every other one is int8."""
     net = build_variant("slim3")
     images = [random_image(16, 16, seed=index) for index in range(2)]
-    interpreter = Interpreter(model_content=int8_flatbuffer(net, images, float_convs=["out_conv"]))
+    interpreter = Interpreter(
+        model_content=variant_flatbuffer(net, images, float_convs=["out_conv"])
+    )
     tensors = {d["index"]: d for d in interpreter.get_tensor_details()}
     kernels = [
         tensors[op["inputs"][1]]
@@ -356,7 +363,7 @@ def test_int8_meets_its_bar_at_256(export_net, tmp_path, bars):
     reference = stylize_array(export_net, image)
     flatbuffers = {
         "recipe": tflite_bytes(export_net, "int8", calibration_images=calibration),
-        "unequalized": int8_flatbuffer(export_net, calibration, equalize=False),
+        "unequalized": variant_flatbuffer(export_net, calibration, equalize=False),
     }
     quality = {}
     for name, flatbuffer in flatbuffers.items():

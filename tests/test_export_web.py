@@ -653,3 +653,34 @@ def test_an_installed_package_only_checks_its_runtime(checkout, tmp_path):
         with pytest.raises(KstyleError, match="run 'python scripts/vendor_web_runtime.py'"):
             ensure_runtime(web=str(web))
     assert npm_calls(checkout) == []
+
+
+def test_style_images_follow_a_base_and_a_teacher(tmp_path):
+    """A run that added a style shows its base's style images first, then its own; a
+    distilled student its teacher's; a missing one is None in its place."""
+    from kstyle.export.web import style_image_path, style_image_paths
+
+    for name in ("a.png", "b.png", "c.png"):
+        (tmp_path / name).write_bytes(b"")  # found by path: their contents are not read
+    runs = {}
+    for name, config in {
+        "base": {"style_files": [str(tmp_path / "a.png"), str(tmp_path / "gone.png")]},
+        "added": {"style_files": [str(tmp_path / "c.png")], "base_model": "base"},
+        "student": {"teacher_model": "added", "arch": "live"},
+        "single": {"style_files": [str(tmp_path / "b.png")]},
+        "single_student": {"teacher_model": "single"},
+        "loop": {"teacher_model": "loop"},  # a broken record: it must not recurse forever
+    }.items():
+        (tmp_path / name).mkdir()
+        for key in ("base_model", "teacher_model"):
+            if key in config:
+                config[key] = str(tmp_path / config[key] / "model.keras")
+        (tmp_path / name / "config.json").write_text(json.dumps(config))
+        runs[name] = str(tmp_path / name / "model.keras")
+    a, c = str(tmp_path / "a.png"), str(tmp_path / "c.png")
+    assert style_image_paths(runs["base"]) == [a, None]
+    assert style_image_paths(runs["added"]) == [a, None, c]
+    assert style_image_paths(runs["student"]) == [a, None, c]
+    assert style_image_path(runs["single_student"]) == str(tmp_path / "b.png")
+    assert style_image_path(runs["student"]) is None  # several styles: no single picture
+    assert style_image_paths(runs["loop"]) == []

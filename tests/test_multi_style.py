@@ -634,6 +634,12 @@ def test_drawn_style_vectors_are_single_styles_and_blends_of_two_and_resume_alik
     resumed = [v.numpy() for _, v in labels(fake, content.skip(5), 5, seed=3)]
     np.testing.assert_array_equal(np.concatenate(resumed), np.concatenate(whole[5:]))
     np.testing.assert_array_equal(np.concatenate(whole), vectors[:36])
+    # two workers (input pipelines), 2 replicas each: step s takes global batches 4s to 4s+3,
+    # worker 1 the last two; resumed at step 2 it goes on there
+    worker = [v.numpy() for _, v in labels(fake, content, 2, 3, per_step=2, pipeline=(1, 2))]
+    for index in range(4):  # worker 1's batches: step 2 slots 0-1, step 3 slots 0-1
+        batch = (2 + index // 2) * 4 + 2 + index % 2
+        np.testing.assert_array_equal(worker[index], vectors[batch * 3 : batch * 3 + 3])
 
 
 def test_a_teacher_of_three_styles_gives_a_student_of_three_styles(base, three_styles):

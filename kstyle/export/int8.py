@@ -6,16 +6,15 @@ The rewrites find what they change in the model's graph (:class:`kstyle.graph.Gr
 types and connections, never layer names.
 """
 
-import itertools
+import contextlib
 import logging
+import tempfile
 
 import keras
 import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from kstyle import internals
-from kstyle.errors import KstyleError
 from kstyle.export.calibration import (
     balance_depthwise,
     calibration_samples,
@@ -30,7 +29,6 @@ from kstyle.export.serving import (
     serving_archive,
     serving_model,
 )
-from kstyle.export.stream import residual_stream
 from kstyle.graph import Graph, instance_norms, output_tanh, size_multiple
 from kstyle.norms import STYLE_INPUT
 from kstyle.quiet import filtered_stderr
@@ -80,6 +78,8 @@ def _why_not_equalizable(graph, norm) -> str | None:
     conv = graph.producer(tensor)
     if graph.calls(norm.layer) != 1:
         return "the norm is called more than once"
+    if bool(norm.layer.scale) != bool(norm.layer.center):
+        return "the norm has a learned scale or offset, not both"
     if type(conv.layer) is not layers.Conv2D:
         return f"its input comes from {conv.name!r} ({type(conv.layer).__name__}), not a Conv2D"
     if not conv.layer.use_bias or conv.layer.activation is not keras.activations.linear:
@@ -129,112 +129,63 @@ def norm_convs(graph) -> dict:
     return pairs
 
 
-def equalized_export_model(
-    transform_net,
-    calibration_images,
-    input_size=None,
-    batch_size=1,
-    stream_exponent=0.0,
-    by="clip",
-    tanh_clip=TANH_CLIP,
-):
-    """The serving model of ``transform_net`` rescaled for one int8 range per tensor.
-
-    Integer activations have one scale per tensor, and a convolution's output channels before
-    an instance norm span very different ranges: a channel whose range is small next to the
-    widest one keeps only a few int8 levels, and the norm then divides by that channel's small
-    standard deviation, magnifying the rounding error. The norm is blind to a per-channel shift
-    and positive scale of its input, so each such convolution's kernel and bias are rescaled
-    and shifted here so that every channel spans about the same range, and the norm's epsilon
-    is rescaled to match: the float function is unchanged (within float rounding), and every
-    channel gets a similar share of the 256 int8 levels. The convolutions are found by
-    :func:`norm_convs` (a norm it cannot handle is logged and left as it is). For a net of N
-    styles the calibrated ranges cover every style (:func:`calibration_samples`).
-
-    ``by`` is the per-channel extent mapped to 1: ``range`` (half the calibrated min-max
-    range), ``std`` (the calibrated standard deviation), ``mixed`` (the larger of the half
-    range and 6 standard deviations: headroom for images outside a small calibration set's
-    range) or ``clip`` (the default: as ``mixed``, but the half range runs from the 10th
-    percentile of the per-image minima to the 90th of the maxima, and the convolution's output
-    is clipped to [-1, 1] before the norm, so rare extremes do not coarsen every image's
-    steps; the clipping changes the float function slightly, which the PSNR figures include),
-    or None (leave those convolutions as they are).
-
-    With ``stream_exponent`` a > 0 the residual stream's channels are also rescaled, by
-    ``range**-a``: the norms that write it scale their gamma and beta, and the convolutions that
-    read it divide their input channels by the same factor (exact, as ReLU, padding and
-    upsampling commute with a positive channel scale; see :func:`residual_stream`).
-
-    With ``tanh_clip`` c the output's tanh clips its input to [-c, c] first: the tanh
-    ``Activation`` the output rescales (:func:`kstyle.graph.output_tanh`) becomes a
-    :class:`ClippedTanh`, an older net's ``TanhToPixels`` a :class:`ClippedTanhToPixels`;
-    None keeps the plain output.
-
-    Returns:
-        A ``keras.Model`` from uint8 (B, H, W, 3) to uint8 (B, H, W, 3), as ``export_model``.
-
-    Raises:
-        KstyleError: an unknown ``by``, or a ``GroupNormalization`` that is not an instance
-            norm (with ``by``).
-    """
-    if by not in (None, "clip", "range", "std", "mixed"):
-        raise KstyleError(f"unknown equalization {by!r}; use clip, range, std, mixed or None")
+def export_clone(transform_net) -> keras.Model:
+    """A copy of ``transform_net`` with export layers (:func:`kstyle.export.serving.export_layer`)
+    and the same weights: what the int8 rewrites change."""
     clone = keras.models.clone_model(transform_net, clone_function=export_layer)
     clone.set_weights(transform_net.get_weights())
-    graph = Graph(clone)
-    pairs = norm_convs(graph) if by else {}
-    names = list(pairs)
-    stream = residual_stream(graph) if stream_exponent else None
-    # (with the stream rescaled, its depthwise readers are left as the stream pass sets them)
-    depthwise = depthwise_pointwise(graph) if by and not stream else []
-    probes = [pairs[name].output for name in names] + (stream.tensors if stream else [])
-    probes += [node.output for node, _ in depthwise]
-    samples = calibration_samples(calibration_images, style_count(transform_net))
-    lows, highs, spreads, typical = (
-        output_ranges(graph, probes, samples) if probes else ([], [], [], [])
-    )
-    weights = {layer.name: layer.get_weights() for layer in clone.layers}
-    if depthwise:  # their outputs are the last probes
-        count = len(depthwise)
-        balance_depthwise(weights, depthwise, lows[-count:], highs[-count:])
-    if stream:
-        ends = zip(lows[len(names) :], highs[len(names) :], strict=True)
-        extent = np.max([np.maximum(np.abs(low), np.abs(high)) for low, high in ends], axis=0)
-        factor = np.where(extent > 1e-12, np.maximum(extent, 1e-12) ** -stream_exponent, 1.0)
-        for name in stream.writers:
-            gamma, beta = weights[name]
-            weights[name] = [gamma * factor, beta * factor]
-        for name in stream.readers:
-            kernel, *rest = weights[name]
-            weights[name] = [kernel / factor[None, None, :, None], *rest]
+    return clone
+
+
+def measured_ranges(graph, samples, pairs: dict, depthwise: list):
+    """:func:`kstyle.export.calibration.output_ranges` over ``samples`` of the outputs of the
+    convolutions of ``pairs`` (:func:`norm_convs`), then of the depthwise convolutions of
+    ``depthwise`` (:func:`kstyle.export.calibration.depthwise_pointwise`)."""
+    probes = [node.output for node in pairs.values()] + [node.output for node, _ in depthwise]
+    return output_ranges(graph, probes, samples) if probes else ([], [], [], [])
+
+
+def clip_extent(low, high, spread, typical):
+    """``(half range, centre)`` per channel of a convolution's output before a norm, from its
+    calibrated statistics (:func:`kstyle.export.calibration.output_ranges`): the typical range
+    (the 10th percentile of the per-image minima to the 90th of the maxima), widened to at
+    least 6 standard deviations, so that rare extremes do not coarsen every image's steps (the
+    equalized output is clipped to [-1, 1] before the norm)."""
+    low, high = typical
+    return np.maximum((high - low) / 2, 6 * spread), (high + low) / 2
+
+
+def rescale_norm_convs(weights: dict, clone, pairs: dict, stats, extent=clip_extent) -> dict:
+    """Rescales and shifts each convolution of ``pairs`` (``{norm: conv node}``) in ``weights``
+    (``{layer name: weights}``, changed in place) so that every output channel spans about
+    [-1, 1] by ``extent`` of its ``stats`` (one ``(low, high, spread, typical)`` per pair);
+    returns ``{norm name: per-channel epsilons}`` that keep each norm's function."""
     epsilons = {}
-    for name, low, high, spread, usual in zip(names, lows, highs, spreads, typical, strict=False):
-        if by == "clip":
-            low, high = usual
-        half = {
-            "clip": np.maximum((high - low) / 2, 6 * spread),
-            "range": (high - low) / 2,
-            "std": spread,
-            "mixed": np.maximum((high - low) / 2, 6 * spread),
-        }[by]
+    for name, (low, high, spread, typical) in zip(pairs, stats, strict=True):
+        half, offset = extent(low, high, spread, typical)
         scale = np.where(half > 1e-12, 1.0 / np.maximum(half, 1e-12), 1.0)
-        offset = (high + low) / 2
         conv = pairs[name].name
         kernel, bias = weights[conv]
         weights[conv] = [kernel * scale, (bias - offset) * scale]
         epsilons[name] = clone.get_layer(name).epsilon * scale**2
+    return epsilons
+
+
+def int8_inner_model(clone, weights: dict, epsilons: dict, norm_clip=1.0, tanh_clip=TANH_CLIP):
+    """``clone`` (:func:`export_clone`) with ``weights``, its instance norms as
+    :class:`ChannelEpsilonInstanceNorm` (``epsilons`` where given, their inputs clipped to
+    ±``norm_clip``), and its output tanh clipped to ±``tanh_clip`` (:class:`ClippedTanh`;
+    None: as it is)."""
+    graph = Graph(clone)
     plain_norms = moment_norms(graph)
     tanh = output_tanh(graph)
     if tanh_clip and not (tanh or graph.nodes_of(TanhToPixels)):
-        logger.warning(
-            "int8 export: %r has no tanh output layer, so no pre-tanh clip", transform_net.name
-        )
+        logger.warning("int8 export: %r has no tanh output layer, so no pre-tanh clip", clone.name)
 
     def substitute(layer):
         if layer.name in epsilons:
-            clip = 1.0 if by == "clip" else None
             return ChannelEpsilonInstanceNorm(
-                epsilons[layer.name], clip=clip, affine=layer.scale, name=layer.name
+                epsilons[layer.name], clip=norm_clip, affine=layer.scale, name=layer.name
             )
         if layer.name in plain_norms:
             uniform = [layer.epsilon] * plain_norms[layer.name]
@@ -245,11 +196,51 @@ def equalized_export_model(
             return ClippedTanh(tanh_clip, name=layer.name, dtype=layer.dtype_policy)
         return layer.__class__.from_config(layer.get_config())
 
-    equalized = keras.models.clone_model(clone, clone_function=substitute)
-    for layer in equalized.layers:
+    rewritten = keras.models.clone_model(clone, clone_function=substitute)
+    for layer in rewritten.layers:
         layer.set_weights(weights[layer.name])
+    return rewritten
+
+
+def equalized_export_model(transform_net, calibration_images, input_size=None, batch_size=1):
+    """The serving model of ``transform_net`` rescaled for one int8 range per tensor.
+
+    Integer activations have one scale per tensor, and a convolution's output channels before
+    an instance norm span very different ranges: a channel whose range is small next to the
+    widest one keeps only a few int8 levels, and the norm then divides by that channel's small
+    standard deviation, magnifying the rounding error. The norm is blind to a per-channel shift
+    and positive scale of its input, so each such convolution's kernel and bias are rescaled
+    and shifted here so that every channel spans about [-1, 1] (:func:`clip_extent`; clipped
+    there before the norm), and the norm's epsilon is rescaled to match. The convolutions are
+    found by :func:`norm_convs` (a norm it cannot handle is logged and left as it is). The
+    depthwise convolutions' outputs are balanced with their 1x1 readers
+    (:func:`kstyle.export.calibration.balance_depthwise`), and the output tanh clips its input
+    to ±:data:`TANH_CLIP` (:class:`ClippedTanh`). The clips change the float function slightly,
+    which the PSNR figures include; the rest is exact. For a net of N styles the calibrated
+    ranges cover every style (:func:`kstyle.export.calibration.calibration_samples`).
+
+    ``docs/int8.md`` has the study that chose this recipe (``bench/int8_variants.py`` builds
+    its alternatives from these steps).
+
+    Returns:
+        A ``keras.Model`` from uint8 (B, H, W, 3) to uint8 (B, H, W, 3), as ``export_model``.
+
+    Raises:
+        KstyleError: a ``GroupNormalization`` that is not an instance norm.
+    """
+    clone = export_clone(transform_net)
+    graph = Graph(clone)
+    pairs, depthwise = norm_convs(graph), depthwise_pointwise(graph)
+    samples = calibration_samples(calibration_images, style_count(transform_net))
+    lows, highs, spreads, typical = measured_ranges(graph, samples, pairs, depthwise)
+    weights = {layer.name: layer.get_weights() for layer in clone.layers}
+    if depthwise:  # their outputs are the last probes
+        balance_depthwise(weights, depthwise, lows[len(pairs) :], highs[len(pairs) :])
+    stats = list(zip(lows, highs, spreads, typical, strict=True))[: len(pairs)]
+    epsilons = rescale_norm_convs(weights, clone, pairs, stats)
+    inner = int8_inner_model(clone, weights, epsilons)
     name = f"{transform_net.name}_uint8_equalized"
-    return serving_model(equalized, size_multiple(transform_net), input_size, batch_size, name)
+    return serving_model(inner, size_multiple(transform_net), input_size, batch_size, name)
 
 
 # Ops of the instance norms (mean, variance, rsqrt, scale and shift) and of the residual adds:
@@ -257,117 +248,60 @@ def equalized_export_model(
 INT8_FLOAT_OPS = ("MEAN", "SQUARED_DIFFERENCE", "RSQRT", "SUB", "MUL", "ADD")
 
 
-def _conv_output_names(calibrated_model, convs):
-    """{Keras conv layer name: its CONV_2D op's output tensor name} in a calibrated TFLite
-    model (the names ``QuantizationDebugOptions(denylisted_nodes=...)`` takes), for the layer
-    names ``convs``."""
-    import re
-
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_content=calibrated_model)
-    names = {d["index"]: d["name"] for d in interpreter.get_tensor_details()}
-    found = {}
-    for op in internals.tflite_ops(interpreter):
-        if op["op_name"] != "CONV_2D":
-            continue
-        kernel = names[op["inputs"][1]]
-        for conv in convs:
-            if re.search(rf"(^|/){re.escape(conv)}(_\d+)?/", kernel):
-                found[conv] = names[op["outputs"][0]]
-    missing = sorted(set(convs) - set(found))
-    if missing:
-        raise KstyleError(f"no TFLite convolution for layer(s) {missing}")
-    return found
-
-
-def int8_flatbuffer(
-    transform_net,
-    calibration_images,
-    input_size=None,
-    equalize=True,
-    float_ops=INT8_FLOAT_OPS,
-    activations="int8",
-    stream_exponent=0.0,
-    by="clip",
-    tanh_clip=TANH_CLIP,
-    float_convs=(),
-):
-    """Full-integer TFLite conversion: every convolution int8, the norm arithmetic float.
-
-    The default recipe, and why (``bench/int8_study.py`` measures the alternatives):
-
-    - ``float_ops``: the instance norms' mean, variance, rsqrt, scale and shift and the residual
-      adds stay float (the debugger's ``denylisted_ops``); int8 cannot hold the variance.
-    - ``equalize`` (``by="clip"``): each convolution before a norm is rescaled per channel so
-      every channel gets a similar share of its tensor's 256 levels (see
-      :func:`equalized_export_model`); without it the narrowest channels keep a few levels.
-    - ``tanh_clip`` (4.0): the pre-tanh activations are clipped to [-4, 4] before the int8
-      output convolution's range is calibrated (:class:`ClippedTanh`). Calibrated
-      ranges there can be far wider than the few units where tanh is steep, so one int8 step
-      spans many output levels: the largest single loss of the model. The clip moves the
-      float output by at most 0.085 levels and costs no float op. Keeping the output
-      convolution and the tanh float instead (``float_convs=("out_conv",)`` and ``TANH`` in
-      ``float_ops``) gains little more, for a clear latency cost.
-
-    ``docs/int8.md`` has the measured PSNR and latency of each choice.
-
-    Args:
-        equalize: rescale the convolutions before the norms (``equalized_export_model``).
-        stream_exponent, by: passed to ``equalized_export_model``.
-        tanh_clip: the pre-tanh clip (None: none).
-        float_ops: TFLite op names kept float (the debugger's ``denylisted_ops``).
-        float_convs: Keras names of convolutions kept float (weights and output), e.g.
-            ``("out_conv",)``; their TFLite output tensors become ``denylisted_nodes``.
-        activations: ``int8``, or ``int16`` for 16-bit activations with int8 weights.
-    """
-    import tempfile
-
-    model = None
-    if equalize or tanh_clip:
-        model = equalized_export_model(
-            transform_net,
-            calibration_images,
-            input_size,
-            1,
-            stream_exponent if equalize else 0.0,
-            by if equalize else None,
-            tanh_clip,
-        )
-    # filtered: the calibrator prints its settings, and the debugger warns that it builds
-    # tf.lite.Interpreters (kstyle.quiet)
+@contextlib.contextmanager
+def calibrated_converter(model, samples, input_size=None):
+    """A TFLite converter of the serving ``model`` (batch 1) set for full-integer
+    quantization, calibrated on ``samples`` (:func:`kstyle.export.calibration.calibration_samples`);
+    valid inside the ``with`` block (its SavedModel is a temporary folder). The converter's and
+    the debugger's own lines are filtered (:mod:`kstyle.quiet`)."""
     with tempfile.TemporaryDirectory() as directory, filtered_stderr():
-        serving_archive(transform_net, directory, input_size=input_size, batch_size=1, model=model)
+        serving_archive(None, directory, input_size=input_size, batch_size=1, model=model)
         converter = tf.lite.TFLiteConverter.from_saved_model(directory)
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
 
-        samples = calibration_samples(calibration_images, style_count(transform_net))
+        converter.representative_dataset = lambda: map(converter_inputs, samples)
+        yield converter
 
-        def representative():
-            for image, style in samples:
-                inputs = {IMAGE_INPUT: image[None]}
-                yield inputs if style is None else {**inputs, STYLE_INPUT: style[None]}
 
-        converter.representative_dataset = representative
-        if activations == "int16":
-            # the debugger re-quantizes to int8, so 16x8 goes through the plain converter
-            converter.target_spec.supported_ops = [
-                tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8,
-                tf.lite.OpsSet.TFLITE_BUILTINS,
-            ]
-        if (not float_ops and not float_convs) or activations == "int16":
-            return converter.convert()
-        debugger = tf.lite.experimental.QuantizationDebugger(
-            converter=converter,
-            debug_dataset=lambda: itertools.islice(representative(), 1),
-            debug_options=tf.lite.experimental.QuantizationDebugOptions(
-                denylisted_ops=list(float_ops)
-            ),
-        )
-        if float_convs:
-            # node names exist only once calibrated: quantize the calibrated model again
-            nodes = _conv_output_names(debugger.calibrated_model, list(float_convs))
-            debugger.options = tf.lite.experimental.QuantizationDebugOptions(
-                denylisted_ops=list(float_ops), denylisted_nodes=list(nodes.values())
-            )
-        return debugger.get_nondebug_quantized_model()
+def converter_inputs(sample) -> dict:
+    """A calibration ``sample`` (image, style vector or None) as the converter's inputs, by
+    signature name, each with a batch axis."""
+    image, style = sample
+    inputs = {IMAGE_INPUT: image[None]}
+    return inputs if style is None else {**inputs, STYLE_INPUT: style[None]}
+
+
+def float_ops_debugger(converter, samples, float_ops=INT8_FLOAT_OPS):
+    """TFLite's ``QuantizationDebugger`` of ``converter`` (:func:`calibrated_converter`) with
+    the ops ``float_ops`` kept float; its ``get_nondebug_quantized_model()`` is the file."""
+    return tf.lite.experimental.QuantizationDebugger(
+        converter=converter,
+        debug_dataset=lambda: map(converter_inputs, samples[:1]),
+        debug_options=tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=list(float_ops)),
+    )
+
+
+def int8_flatbuffer(transform_net, calibration_images, input_size=None):
+    """Full-integer TFLite conversion: every convolution int8, the norm arithmetic float.
+
+    The recipe, and why (``docs/int8.md`` has the study, ``bench/int8_study.py`` measures the
+    alternatives):
+
+    - :data:`INT8_FLOAT_OPS`: the instance norms' mean, variance, rsqrt, scale and shift and
+      the residual adds stay float (the debugger's ``denylisted_ops``); int8 cannot hold the
+      variance.
+    - the convolutions before the norms are equalized, and the pre-tanh activations clipped to
+      ±4 (:func:`equalized_export_model`): without the equalization the narrowest channels
+      keep a few levels; without the clip one int8 step of the output convolution spans many
+      output levels, the largest single loss of the model. The clip moves the float output by
+      at most 0.085 levels and costs no float op.
+
+    Args:
+        transform_net: the net (of one style or N; for N, the file takes the style input).
+        calibration_images: uint8 (H, W, 3) arrays.
+        input_size: None for a dynamic H, W; N or (H, W) for a fixed size.
+    """
+    model = equalized_export_model(transform_net, calibration_images, input_size, 1)
+    samples = calibration_samples(calibration_images, style_count(transform_net))
+    with calibrated_converter(model, samples, input_size) as converter:
+        return float_ops_debugger(converter, samples).get_nondebug_quantized_model()

@@ -45,11 +45,18 @@ def checked_styles(count: int) -> list:
     return [*eye, (eye[0] + eye[1]) / 2]
 
 
-def _named(details, name):
+def _named(details, name, path):
     """The entry of LiteRT's tensor ``details`` for the signature input ``name`` (the
-    converter calls it ``serving_default_<name>:0``)."""
-    (found,) = [d for d in details if d["name"].split(":")[0].endswith(f"_{name}")]
-    return found
+    converter calls it ``serving_default_<name>:0``).
+
+    Raises:
+        KstyleError: ``path`` (the file) has no such input, or several.
+    """
+    found = [d for d in details if d["name"].split(":")[0].endswith(f"_{name}")]
+    if len(found) != 1:
+        names = ", ".join(d["name"] for d in details)
+        raise KstyleError(f"{path} has no single input {name!r} (its inputs: {names})")
+    return found[0]
 
 
 class Runner:
@@ -59,30 +66,40 @@ class Runner:
     ``num_threads``: LiteRT's CPU threads (None: every core); the other formats ignore it."""
 
     def __init__(self, fmt, path, num_threads=None):
-        self.format = fmt
+        self.format, self.path = fmt, path
         if fmt == "saved_model":
             import tensorflow as tf
 
             self.function = tf.saved_model.load(path).signatures["serving_default"]
+            specs = self.function.structured_input_signature[1]
+            self.styles = specs[STYLE_INPUT].shape[-1] if STYLE_INPUT in specs else None
         elif fmt == "tflite":
             interpreter = require("ai_edge_litert.interpreter", "export")
             self.interpreter = interpreter.Interpreter(
                 model_path=path, num_threads=num_threads or os.cpu_count()
             )
             details = self.interpreter.get_input_details()
-            self.input = details[0] if len(details) == 1 else _named(details, IMAGE_INPUT)
-            self.style = None if len(details) == 1 else _named(details, STYLE_INPUT)
+            self.input = details[0] if len(details) == 1 else _named(details, IMAGE_INPUT, path)
+            self.style = None if len(details) == 1 else _named(details, STYLE_INPUT, path)
+            self.styles = None if self.style is None else int(self.style["shape"][-1])
             self.output = self.interpreter.get_output_details()[0]
             self.shape = None
         elif fmt == "onnx":
             onnxruntime = require("onnxruntime", "export")
             onnxruntime.set_default_logger_severity(3)
             self.session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+            shapes = {tensor.name: tensor.shape for tensor in self.session.get_inputs()}
+            self.styles = shapes[STYLE_INPUT][-1] if STYLE_INPUT in shapes else None
         else:
             raise KstyleError(f"unknown format {fmt!r}; use one of {FORMATS}")
 
     def __call__(self, image: np.ndarray, style=None) -> np.ndarray:
         inputs = {IMAGE_INPUT: np.ascontiguousarray(image[None], dtype=np.uint8)}
+        if (style is None) != (self.styles is None) or (
+            style is not None and np.size(style) != self.styles
+        ):
+            wanted = "no style vector" if self.styles is None else f"{self.styles} style weights"
+            raise KstyleError(f"{self.path} takes {wanted}, got {style!r}")
         if style is not None:
             inputs[STYLE_INPUT] = np.asarray(style, np.float32).reshape(1, -1)
         if self.format == "saved_model":
@@ -90,16 +107,16 @@ class Runner:
         if self.format == "onnx":
             return self.session.run(None, inputs)[0][0]
         batch, first = inputs[IMAGE_INPUT], self.shape != inputs[IMAGE_INPUT].shape
-        if first:
-            if -1 in self.input["shape_signature"]:
-                self.interpreter.resize_tensor_input(self.input["index"], batch.shape)
-            self.interpreter.allocate_tensors()
-            self.shape = batch.shape
-        self.interpreter.set_tensor(self.input["index"], batch)
-        if self.style is not None:
-            self.interpreter.set_tensor(self.style["index"], inputs[STYLE_INPUT])
-        # LiteRT announces its XNNPACK delegate when it applies it, at the first invoke
+        # LiteRT announces its XNNPACK delegate when it applies it, on the first call
         with filtered_stderr() if first else contextlib.nullcontext():
+            if first:
+                if -1 in self.input["shape_signature"]:
+                    self.interpreter.resize_tensor_input(self.input["index"], batch.shape)
+                self.interpreter.allocate_tensors()
+                self.shape = batch.shape
+            self.interpreter.set_tensor(self.input["index"], batch)
+            if self.style is not None:
+                self.interpreter.set_tensor(self.style["index"], inputs[STYLE_INPUT])
             self.interpreter.invoke()
         return self.interpreter.get_tensor(self.output["index"])[0]
 

@@ -110,17 +110,23 @@ def _found_image(style, run_dir, here) -> str | None:
     return next((path for path in candidates if os.path.isfile(path)), None)
 
 
-def style_image_paths(model_path: str) -> list:
+def style_image_paths(model_path: str, depth: int = 0) -> list:
     """The style images that the run of ``model_path`` trained on, one per style in index
-    order (its config.json's ``style_files``, or its one ``style``), each None where it is
-    no longer there (see :func:`_found_image`). [] without a config.json."""
+    order, each None where it is no longer there (see :func:`_found_image`): its config.json's
+    ``style_files`` (or its one ``style``), after its base's for a run that added styles
+    (``base_model``); a distilled student's are its teacher's (``teacher_model``). [] without
+    a config.json."""
     config = _run_config(model_path)
-    styles = config.get("style_files") or config.get("style")
+    styles = config.get("style_files") or config.get("style") or []
     styles = [styles] if isinstance(styles, str) else styles
     if not isinstance(styles, list):
         return []
     here = os.path.dirname(os.path.abspath(model_path))
-    return [_found_image(style, config.get("run_dir"), here) for style in styles]
+    found = [_found_image(style, config.get("run_dir"), here) for style in styles]
+    earlier = config.get("base_model") or (None if found else config.get("teacher_model"))
+    if isinstance(earlier, str) and depth < 8:  # a chain of runs, not a loop
+        found = style_image_paths(earlier, depth + 1) + found
+    return found
 
 
 def style_image_path(model_path: str) -> str | None:
@@ -235,8 +241,10 @@ def _model_entry(model_path, site, taken, verify_size, printer) -> dict:
 
 def _thumbnail(style_image, site, stem) -> str | None:
     """The URL path of ``style_image``'s thumbnail, written into ``site/styles/`` as
-    ``stem.jpg``; None when the image is missing or unreadable."""
+    ``stem.jpg`` (``stem`` may hold a sub-folder); None when the image is missing or
+    unreadable."""
     thumbnail = f"styles/{stem}.jpg"
+    os.makedirs(os.path.dirname(os.path.join(site, thumbnail)), exist_ok=True)
     if style_image and write_thumbnail(style_image, os.path.join(site, thumbnail)):
         return thumbnail
     return None
@@ -248,7 +256,7 @@ def _style_input(contract, model_path, site, stem) -> dict:
     images = style_image_paths(model_path)
     images = images if len(images) == len(contract["styles"]) else [None] * len(contract["styles"])
     styles = [
-        {"name": style, "thumbnail": _thumbnail(image, site, f"{stem}-{index}")}
+        {"name": style, "thumbnail": _thumbnail(image, site, f"{stem}/{index}")}
         for index, (style, image) in enumerate(zip(contract["styles"], images, strict=True))
     ]
     return {**contract, "shape": [1, len(styles)], "styles": styles}

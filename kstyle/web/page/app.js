@@ -271,8 +271,11 @@ function showStyle() {
     showThumbnail($("style-thumb"), styles[picked.index].thumbnail, styles[picked.index].name);
   }
   $("mix-field").hidden = !styles;
-  if (!styles) return;
   const mix = $("mix");
+  if (!styles) {
+    mix.dataset.model = ""; // a net of several picked again later starts without a mix
+    return;
+  }
   const kept = mix.dataset.model === picked.model.name ? mix.value : "";
   mix.dataset.model = picked.model.name;
   mix.replaceChildren(new Option("none", ""));
@@ -381,7 +384,7 @@ async function main() {
       continue;
     }
     styles.forEach((style, index) => { // one option per style of a net of several
-      const value = `${model.name}#${index}`;
+      const value = `${model.name}/${index}`; // a run folder's name never holds a "/"
       choices.set(value, { model, index });
       $("style").add(new Option(`${model.name}: ${style.name}`, value));
     });

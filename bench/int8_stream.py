@@ -1,6 +1,7 @@
-"""The residual stream of a transform net, for the int8 export's optional rescaling of it
-(``equalized_export_model(stream_exponent=...)``): which tensors carry it, which norms write it
-and which convolutions read it, found by structure (:mod:`kstyle.graph`)."""
+"""The residual stream of a transform net, for the int8 study's rescaling of it
+(bench/int8_variants.py, ``stream_exponent``): which tensors carry it, which norms write it and
+which convolutions read it, found by structure (:mod:`kstyle.graph`). A study option, not
+kstyle's recipe (docs/int8.md: it gained nothing)."""
 
 import dataclasses
 import logging
