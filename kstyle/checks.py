@@ -9,10 +9,11 @@ call the same checks, so that each rule is written once.
 
 import argparse
 import collections
+import json
 import os
 import zipfile
 
-from kstyle.constants import FORMATS, QUANTIZATIONS, SIZE_MULTIPLE, VIDEO_EXTENSIONS
+from kstyle.constants import FORMATS, QUANTIZATIONS, SIZE_MULTIPLE, STYLE_INPUT, VIDEO_EXTENSIONS
 from kstyle.errors import KstyleError
 from kstyle.files import check_writable, list_image_files
 from kstyle.images import check_output_image
@@ -312,3 +313,21 @@ def stylize_jobs(input_path: str, output_path: str) -> tuple[bool, list[tuple[st
     target = _image_target(input_path, output_path)
     check_writable(target)
     return False, [(input_path, target)]
+
+
+def archived_style_count(path: str) -> int:
+    """How many styles the ``.keras`` file ``path`` holds, read from its archive's model config
+    without Keras: the size of its input named ``style`` (:data:`STYLE_INPUT`); 1 for a net
+    without one, or a file that cannot be read as a Keras archive (loading it says why)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+        layers = config["config"]["layers"]
+    except (OSError, KeyError, TypeError, ValueError, zipfile.BadZipFile, EOFError):
+        return 1
+    for layer in layers if isinstance(layers, list) else []:
+        if isinstance(layer, dict) and layer.get("class_name") == "InputLayer":
+            shape = (layer.get("config") or {}).get("batch_shape") or []
+            if layer.get("name") == STYLE_INPUT and shape and isinstance(shape[-1], int):
+                return shape[-1]
+    return 1

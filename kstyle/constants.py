@@ -51,6 +51,10 @@ DEFAULT_SERVE_PORT = 8000
 # this many pixels (a 12 MP photo on the seed net would exhaust the wasm heap).
 WEB_MAX_SIDE = 2048
 
+# The name of a net of several styles' second input, (B, N) float32 (kstyle.norms), and of
+# the style input of its exports.
+STYLE_INPUT = "style"
+
 # The style vector of each training image when a net of several styles is distilled
 # (kstyle.distill, config.json): one style alone half the time, else a blend of two.
 DISTILL_STYLE_RULE = (

@@ -4,10 +4,10 @@ No TensorFlow at import, as in :mod:`kstyle.config`.
 """
 
 import dataclasses
-import functools
 import os
 import typing
 
+from kstyle.checks import archived_style_count
 from kstyle.config import RunOptions, option
 from kstyle.errors import KstyleError
 from kstyle.files import file_sha256
@@ -123,18 +123,10 @@ def teacher_model_file(teacher: str) -> str:
     return model_file_of(teacher)
 
 
-@functools.lru_cache(maxsize=4)
-def _style_count_of(path: str, stamp: tuple) -> int:
-    from kstyle.style_tables import style_count
-
-    return style_count(load_teacher(path))
-
-
 def teacher_style_count(teacher: str) -> int:
-    """How many styles ``teacher``'s net holds (loaded once per version of its file)."""
-    path = teacher_model_file(teacher)
-    status = os.stat(path)
-    return _style_count_of(path, (status.st_mtime_ns, status.st_size))
+    """How many styles ``teacher``'s net holds, read from its file without loading it
+    (:func:`kstyle.checks.archived_style_count`)."""
+    return archived_style_count(teacher_model_file(teacher))
 
 
 def load_teacher(teacher: str):

@@ -17,8 +17,9 @@ norm), which a builder appends to the content input.
 import keras
 from keras import layers
 
+from kstyle.constants import STYLE_INPUT
+
 INSTANCE_NORM_EPSILON = 1e-5  # the reference (MATLAB) default; Keras's own default is 1e-3
-STYLE_INPUT = "style"  # the name of a multi-style net's second input, (B, N) float32
 
 
 class InstanceNorm:

@@ -22,6 +22,7 @@ from kstyle.export.int8 import (
     ClippedTanh,
     ClippedTanhToPixels,
     equalized_export_model,
+    int8_flatbuffer,
 )
 from kstyle.export.serving import ChannelEpsilonInstanceNorm
 from kstyle.export.verify import held_out_image
@@ -259,7 +260,9 @@ def _small_net(kind):
     if kind == "relu_before_norm":
         x = keras.layers.ReLU()(x)
     groups = 2 if kind == "group_norm" else -1
-    y = keras.layers.GroupNormalization(groups=groups, epsilon=1e-5, name="the_norm")(x)
+    y = keras.layers.GroupNormalization(
+        groups=groups, epsilon=1e-5, center=kind != "scale_only", name="the_norm"
+    )(x)
     if kind == "conv_read_twice":
         y = keras.layers.Add(name="the_add")([x, y])  # the conv's output also reaches the add
     x = keras.layers.Conv2D(3, 3, padding="same")(keras.layers.ReLU()(y))
@@ -279,6 +282,7 @@ def _small_net(kind):
         ("relu_before_norm", "instance norm 'the_norm' is not equalized: its input comes from"),
         ("conv_read_twice", "instance norm 'the_norm' is not equalized: the output of"),
         ("conv_read_twice", "residual stream is not rescaled: add 'the_add' reads 'first_conv'"),
+        ("scale_only", "instance norm 'the_norm' is not equalized: the norm has a learned scale"),
         ("no_tanh", "has no tanh output layer, so no pre-tanh clip"),
     ],
 )
@@ -324,6 +328,15 @@ def test_a_group_norm_that_is_not_instance_norm_is_refused():
         equalized_export_model(_small_net("group_norm"), images)
     with pytest.raises(KstyleError, match="unknown equalization 'median'"):
         variant_model(_small_net("no_tanh"), images, by="median")
+
+
+@pytest.mark.numeric
+def test_the_study_s_defaults_are_kstyle_s_recipe():
+    """bench/int8_variants.py with its defaults writes kstyle's own int8 file, byte for byte
+    (the study's figures compare against the recipe export.py ships)."""
+    net = build_variant("tiny")
+    images = [random_image(16, 16, seed=index) for index in range(2)]
+    assert variant_flatbuffer(net, images) == int8_flatbuffer(net, images)
 
 
 def test_float_convs_stay_float():

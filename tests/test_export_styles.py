@@ -30,11 +30,11 @@ def exported(tmp_path_factory):
     return net, folder / "out", results
 
 
+FILES = [("saved_model", "saved_model"), ("tflite", "model.tflite"), ("onnx", "model.onnx")]
+
+
 @pytest.mark.numeric
-@pytest.mark.parametrize(
-    "fmt, file",
-    [("saved_model", "saved_model"), ("tflite", "model.tflite"), ("onnx", "model.onnx")],
-)
+@pytest.mark.parametrize("fmt, file", FILES)
 def test_each_format_takes_the_style_input_and_matches_keras(exported, fmt, file, bars):
     from kstyle.inference import stylize_array
 
@@ -71,6 +71,28 @@ def test_a_batch_takes_one_style_per_image(exported):
                       style=tf.constant(styles[index : index + 1]))["stylized"].numpy()  # fmt: skip
         np.testing.assert_array_equal(both[index], alone[0])
         assert max_level_diff(onnx_both[index], alone[0]) <= 1
+
+
+def test_a_style_that_does_not_fit_the_file_is_a_one_line_error(exported, export_run, tmp_path):
+    from kstyle.errors import KstyleError
+    from kstyle.export import export
+
+    _, folder, _ = exported
+    image = random_image(16, 16, seed=1)
+    for fmt, file in FILES:
+        runner = Runner(fmt, str(folder / file))
+        assert runner.styles == 3
+        for style in (None, np.eye(2), np.ones(200)):
+            with pytest.raises(KstyleError) as error:
+                runner(image, style)
+            assert "takes 3 style weights" in str(error.value)
+            assert "\n" not in str(error.value)
+    (result,) = export(str(export_run / "run"), str(tmp_path), formats=("tflite",),
+                       verify_size=16, printer=lambda *_: None)  # fmt: skip
+    one = Runner("tflite", result.path)
+    assert one.styles is None
+    with pytest.raises(KstyleError, match="takes no style vector, got 3 weight"):
+        one(image, [1, 0, 0])
 
 
 def test_the_sidecars_describe_the_style_input(exported):
@@ -148,3 +170,14 @@ def test_int8_calibration_over_every_style_keeps_a_loud_style(tmp_path, bars):
     bars.at_least(
         "int8 style 2: every style calibrated over style 0 only (dB)", every - first_only, 3
     )
+
+
+def test_the_style_count_is_read_from_the_file_without_loading_it(exported, export_run, tmp_path):
+    from kstyle.checks import archived_style_count
+
+    _, folder, _ = exported
+    assert archived_style_count(str(folder.parent / "model.keras")) == 3
+    assert archived_style_count(str(export_run / "run" / "model.keras")) == 1
+    (tmp_path / "bytes.keras").write_bytes(b"not a zip")
+    assert archived_style_count(str(tmp_path / "bytes.keras")) == 1  # loading it says why
+    assert archived_style_count(str(tmp_path / "missing.keras")) == 1

@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
+from kstyle.constants import STYLE_INPUT
 from kstyle.export.calibration import (
     balance_depthwise,
     calibration_samples,
@@ -30,7 +31,6 @@ from kstyle.export.serving import (
     serving_model,
 )
 from kstyle.graph import Graph, instance_norms, output_tanh, size_multiple
-from kstyle.norms import STYLE_INPUT
 from kstyle.quiet import filtered_stderr
 from kstyle.style_tables import style_count
 from kstyle.transform_net import ReflectionPadding2D, TanhToPixels

@@ -13,10 +13,9 @@ import keras
 import tensorflow as tf
 
 from kstyle.checks import fixed_size
-from kstyle.constants import NO_QUANTIZATION, SIZE_MULTIPLE
+from kstyle.constants import NO_QUANTIZATION, SIZE_MULTIPLE, STYLE_INPUT
 from kstyle.forward import inference_net
 from kstyle.graph import Graph, graph_size_multiple, is_instance_norm
-from kstyle.norms import STYLE_INPUT
 from kstyle.quiet import filtered_stderr
 from kstyle.style_tables import style_count
 from kstyle.transform_net import DepthToSpace

@@ -9,12 +9,11 @@ import time
 
 import numpy as np
 
-from kstyle.constants import FORMATS
+from kstyle.constants import FORMATS, STYLE_INPUT
 from kstyle.errors import KstyleError
 from kstyle.export.serving import IMAGE_INPUT, OUTPUT_NAME
 from kstyle.extras import require
 from kstyle.images import psnr
-from kstyle.norms import STYLE_INPUT
 from kstyle.quiet import filtered_stderr
 from kstyle.style_tables import style_count
 
@@ -99,7 +98,8 @@ class Runner:
             style is not None and np.size(style) != self.styles
         ):
             wanted = "no style vector" if self.styles is None else f"{self.styles} style weights"
-            raise KstyleError(f"{self.path} takes {wanted}, got {style!r}")
+            got = "none" if style is None else f"{np.size(style)} weight(s)"
+            raise KstyleError(f"{self.path} takes {wanted}, got {got}")
         if style is not None:
             inputs[STYLE_INPUT] = np.asarray(style, np.float32).reshape(1, -1)
         if self.format == "saved_model":

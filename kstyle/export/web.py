@@ -244,10 +244,10 @@ def _thumbnail(style_image, site, stem) -> str | None:
     ``stem.jpg`` (``stem`` may hold a sub-folder); None when the image is missing or
     unreadable."""
     thumbnail = f"styles/{stem}.jpg"
+    if not style_image:
+        return None
     os.makedirs(os.path.dirname(os.path.join(site, thumbnail)), exist_ok=True)
-    if style_image and write_thumbnail(style_image, os.path.join(site, thumbnail)):
-        return thumbnail
-    return None
+    return thumbnail if write_thumbnail(style_image, os.path.join(site, thumbnail)) else None
 
 
 def _style_input(contract, model_path, site, stem) -> dict:

@@ -15,6 +15,7 @@ from kstyle.constants import (
     NO_QUANTIZATION,
     QUANTIZATIONS,
     SIZE_MULTIPLE,
+    STYLE_INPUT,
 )
 from kstyle.errors import KstyleError
 from kstyle.export.int8 import int8_flatbuffer
@@ -31,7 +32,6 @@ from kstyle.files import (
 )
 from kstyle.graph import size_multiple, smallest_side
 from kstyle.images import load_image
-from kstyle.norms import STYLE_INPUT
 from kstyle.smoke import is_smoke_test, recorded_style_names, smoke_fields
 from kstyle.style_tables import style_count
 from kstyle.styles import style_vector, styled_net
