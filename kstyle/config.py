@@ -158,6 +158,12 @@ class RunOptions(abc.ABC):
     )
     # --learning-rate may change on resume: a run resumed after a NaN needs a lower one
     learning_rate: float = option(1e-3, doc="Adam learning rate")
+    stability_weight: float = option(
+        0.0,
+        doc="weight of a temporal-stability term: the outputs for each image and for it moved "
+        "a few pixels with sensor noise must agree (steadier video; docs/training.md). 0: off",
+        keep=True,
+    )
     beta1: float = option(0.9, doc="Adam beta_1 (gradient decay)", keep=True)
     beta2: float = option(0.999, doc="Adam beta_2 (squared-gradient decay)", keep=True)
     fraction: float = option(1.0, doc="keep the first floor(N*fraction) content images", keep=True)
@@ -307,6 +313,10 @@ class RunOptions(abc.ABC):
                 raise KstyleError(f"{flag_of(name)} must be positive, got {value}")
         if self.max_pixels < 0:
             raise KstyleError(f"--max-pixels must not be negative, got {self.max_pixels}")
+        if not self.stability_weight >= 0:  # NaN too
+            raise KstyleError(
+                f"--stability-weight must not be negative, got {self.stability_weight}"
+            )
         if not 0.0 < self.fraction <= 1.0:
             raise KstyleError(f"--fraction must be in (0, 1], got {self.fraction}")
         if not (0.0 <= self.beta1 < 1.0 and 0.0 <= self.beta2 < 1.0):

@@ -51,6 +51,10 @@ DEFAULT_SERVE_PORT = 8000
 # this many pixels (a 12 MP photo on the seed net would exhaust the wasm heap).
 WEB_MAX_SIDE = 2048
 
+# Sensor noise, in uint8 levels (σ of a Gaussian): what kstyle.stability's static clip adds to
+# each frame, and what --stability-weight perturbs each training image with.
+STABILITY_NOISE_SIGMA = 2.0
+
 # The name of a net of several styles' second input, (B, N) float32 (kstyle.norms), and of
 # the style input of its exports.
 STYLE_INPUT = "style"

@@ -33,15 +33,14 @@ from keras import ops
 from kstyle.constants import IMAGE_SIZE
 from kstyle.distill_config import DistillConfig, load_teacher
 from kstyle.loss_net import CONTENT_LAYER
-from kstyle.losses import content_loss
+from kstyle.losses import content_loss, picture_mse
 from kstyle.trainer import TransformNetTrainer, _replica_copy, compile_trainer
 
 
 def pixel_loss(student, teacher):
     """Mean over all elements of ((student − teacher) / 255)² for (B, H, W, 3) pictures in
     [0, 255]: the mean squared error of the pictures scaled to [0, 1] (a float32 scalar)."""
-    difference = (ops.cast(student, "float32") - ops.cast(teacher, "float32")) / 255.0
-    return ops.mean(ops.square(difference))
+    return picture_mse(student, teacher)
 
 
 class DistillationTrainer(TransformNetTrainer):
@@ -206,6 +205,7 @@ def build_distillation_trainer(config: DistillConfig):
             "loss_net": build_loss_net(config.vgg_weights) if config.uses_loss_net() else None,
             "perceptual_weight": config.perceptual_weight,
             "image_size": config.image_size,
+            "stability_weight": config.stability_weight,
         }
         student = build_student(config, count)
         if count == 1:

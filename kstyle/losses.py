@@ -101,3 +101,12 @@ def perceptual_loss(
         parts[f"style/{layer}"] = style_weight * term
     total = content + style + parts["tv"]
     return total, parts
+
+
+def picture_mse(first, second):
+    """The mean over all elements of ((first − second) / 255)² for (B, H, W, 3) pictures in
+    [0, 255]: the mean squared error of the pictures scaled to [0, 1] (0: identical; 1: black
+    against white everywhere). A float32 scalar. Distillation's pixel loss, and the
+    stability term of :func:`kstyle.trainer.stability_term` before its weight."""
+    difference = (ops.cast(first, "float32") - ops.cast(second, "float32")) / 255.0
+    return ops.mean(ops.square(difference))

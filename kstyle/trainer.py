@@ -14,10 +14,17 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from kstyle.constants import CONTENT_WEIGHT, IMAGE_SIZE, STYLE_WEIGHT, TV_WEIGHT
+from kstyle.constants import (
+    CONTENT_WEIGHT,
+    IMAGE_SIZE,
+    STABILITY_NOISE_SIGMA,
+    STYLE_WEIGHT,
+    TV_WEIGHT,
+)
+from kstyle.graph import size_multiple
 from kstyle.internals import strategy_supports_no_merge_call
 from kstyle.loss_net import CONTENT_LAYER, STYLE_LAYERS
-from kstyle.losses import gram_matrix, perceptual_loss
+from kstyle.losses import gram_matrix, perceptual_loss, picture_mse
 
 LOSS_NAMES = ("loss", "content", "style", "tv")
 
@@ -48,9 +55,13 @@ class TransformNetTrainer(keras.Model):
     loss_names = LOSS_NAMES
     plotted = ("content", "style", "loss")
 
-    def __init__(self, transform_net, image_size=IMAGE_SIZE, **kwargs):
+    def __init__(self, transform_net, image_size=IMAGE_SIZE, stability_weight=0.0, **kwargs):
         super().__init__(**kwargs)
         self.transform_net = transform_net
+        self.stability_weight = float(stability_weight)
+        if self.stability_weight:  # 0: the losses and their columns as without the option
+            self.loss_names = (*type(self).loss_names, "stability")
+            self.stability_multiple = size_multiple(transform_net)
         self.trackers = {name: keras.metrics.Mean(name=name) for name in self.loss_names}
         self.last_losses = {name: _replica_copy((), f"last_{name}") for name in self.loss_names}
         self.last_gradient_norm = _replica_copy((), "last_gradient_norm")
@@ -117,7 +128,7 @@ class TransformNetTrainer(keras.Model):
         replicas = tf.distribute.get_replica_context().num_replicas_in_sync
         with tf.GradientTape() as tape:
             stylized = self.stylize(content_batch, styles, training=True)
-            total, parts = self.compute_losses(content_batch, stylized, styles)
+            total, parts = self.all_losses(content_batch, stylized, styles, training=True)
             # gradients are summed over replicas: each contributes its share of the mean
             scaled = self.optimizer.scale_loss(total / replicas)
         variables = self.transform_net.trainable_variables
@@ -161,8 +172,24 @@ class TransformNetTrainer(keras.Model):
     def test_step(self, data):
         content_batch, styles = self.split_batch(data)
         stylized = self.stylize(content_batch, styles, training=False)
-        total, parts = self.compute_losses(content_batch, stylized, styles)
+        total, parts = self.all_losses(content_batch, stylized, styles, training=False)
         return self._record(total, parts, content_batch, stylized, styles)
+
+    def all_losses(self, content_batch, stylized, styles, training=False):
+        """:meth:`compute_losses`, and with a stability weight its ``stability`` term
+        (:func:`stability_term`, perturbed as the optimizer's step draws) added to the total."""
+        total, parts = self.compute_losses(content_batch, stylized, styles)
+        if not self.stability_weight:
+            return total, parts
+        shift, noise = stability_perturbation(
+            self.optimizer.iterations, ops.shape(content_batch), self.stability_multiple
+        )
+        stylize = lambda images: self.stylize(images, styles, training=training)  # noqa: E731
+        term = stability_term(
+            stylize, content_batch, stylized, shift, noise, self.stability_multiple
+        )
+        stability = self.stability_weight * term
+        return total + stability, {**parts, "stability": stability}
 
     def record_styles(self, styles):
         """Keeps what a step's ``styles`` say for the callbacks (nothing here)."""
@@ -186,6 +213,44 @@ class TransformNetTrainer(keras.Model):
             # on scalars ("Invalid reduction dimension 0"): hand it rank-1 values instead.
             results = {name: ops.reshape(value, (1,)) for name, value in results.items()}
         return results
+
+
+STABILITY_SEED = 0x57AB1E  # the perturbations' stream: with the step, its stateless seed
+
+
+def stability_perturbation(step, shape, multiple: int):
+    """The perturbation of training step ``step`` for a (B, H, W, 3) batch ``shape``: a shift
+    k (int32 scalar, drawn uniformly from 0 to ``multiple``) and Gaussian noise (B, H − m,
+    W − m, 3) of σ = :data:`kstyle.constants.STABILITY_NOISE_SIGMA` levels, m = ``multiple``
+    (the net's size multiple, so that the shifted crop is a size the net takes). Stateless:
+    a function of the step alone, so a resumed run draws what it would have."""
+    seed = tf.stack([tf.constant(STABILITY_SEED, tf.int64), tf.cast(step, tf.int64)])
+    shift = tf.random.stateless_uniform(
+        [], seed=seed, minval=0, maxval=multiple + 1, dtype=tf.int32
+    )
+    crop = (shape[0], shape[1] - multiple, shape[2] - multiple, shape[3])
+    noise = tf.random.stateless_normal(crop, seed=seed + 1, stddev=STABILITY_NOISE_SIGMA)
+    return shift, noise
+
+
+def stability_term(stylize, content, stylized, shift, noise, multiple: int):
+    """The stability term of ``--stability-weight`` before its weight.
+
+    For content images X (B, H, W, 3) in [0, 255], the net's outputs T(X) (``stylized``), a
+    shift k in [0, m] and noise N (B, H − m, W − m, 3) in levels (:func:`stability_perturbation`;
+    m = ``multiple``): X̃ = X[:, k : k + H − m, k : k + W − m] + N is the image moved k pixels
+    up and left, cropped to a size the net takes, with sensor noise. The term is
+    :func:`kstyle.losses.picture_mse` of T(X) cut to the same window, T(X)[:, k : k + H − m,
+    k : k + W − m], against T(X̃) (``stylize(X̃)``): the mean over B·(H − m)·(W − m)·3 values
+    of ((T(X)_window − T(X̃)) / 255)². A net whose output follows the content, not its place
+    in the frame or its noise, scores 0 (up to its padding near the window's edges). Both
+    passes carry gradients.
+    """
+    height, width = content.shape[1] - multiple, content.shape[2] - multiple
+    window = (shift, shift)
+    moved = tf.slice(content, (0, *window, 0), (-1, height, width, -1)) + noise
+    reference = tf.slice(stylized, (0, *window, 0), (-1, height, width, -1))
+    return picture_mse(reference, stylize(moved))
 
 
 class StyleTransferTrainer(TransformNetTrainer):
@@ -312,8 +377,8 @@ def build_trainer(config, style_image):
 
 def style_loss_options(config) -> dict:
     """The style trainers' keyword arguments that ``config`` (a config of a style-training
-    kind) sets: the loss weights and the training image size."""
-    names = ("content_weight", "style_weight", "tv_weight", "image_size")
+    kind) sets: the loss weights (the stability weight too) and the training image size."""
+    names = ("content_weight", "style_weight", "tv_weight", "image_size", "stability_weight")
     return {name: getattr(config, name) for name in names}
 
 

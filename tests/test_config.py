@@ -77,7 +77,8 @@ def test_validate_accepts_the_edges():
 def test_a_resumed_run_must_keep_the_options_that_define_what_it_computes():
     assert RESUME_KEYS == (
         "style", "style_size", "content_weight", "style_weight", "tv_weight",  # the style loss's
-        "data", "tfds_name", "tfds_split", "epochs", "batch_size", "image_size", "beta1",
+        "data", "tfds_name", "tfds_split", "epochs", "batch_size", "image_size",
+        "stability_weight", "beta1",
         "beta2", "fraction", "steps", "vgg_weights", "arch", "padding", "seed",
         "mixed_precision", "cache", "max_pixels",
     )  # fmt: skip
