@@ -1,6 +1,6 @@
 """Temporal stability of each preset on synthetic clips (a benchmark, not a test; issue 23).
 
-    python bench/stability.py --steps 200 --size 128 --write docs/stability.md
+    python bench/stability.py --steps 100 --size 128 --stability-weights 0,0.001
 
 For each preset (``--arch``) and each ``--stability-weights`` value, a net is trained ``--steps``
 steps at ``--size``² on
@@ -92,7 +92,8 @@ def _costs(name, run) -> str:
     rows = every[-20:]
     mean = lambda key: np.mean([float(r[key]) for r in rows]) if key in rows[0] else 0.0  # noqa: E731
     seconds = [float(r["seconds"]) for r in every]
-    per_step = (seconds[-1] - seconds[9]) / (len(seconds) - 10)  # after 10 warm-up steps
+    warm = len(seconds) > 11  # after 10 warm-up steps
+    per_step = (seconds[-1] - seconds[9]) / (len(seconds) - 10) if warm else float("nan")
     return (f"| {name} | {mean('content'):.4g} | {mean('style'):.4g} | "
             f"{mean('stability'):.4g} | {per_step:.3f} |")  # fmt: skip
 

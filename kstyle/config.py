@@ -10,6 +10,7 @@ TensorFlow, so ``--help`` stays quick.
 
 import abc
 import dataclasses
+import math
 import os
 import typing
 
@@ -293,10 +294,10 @@ class RunOptions(abc.ABC):
         return None
 
     def options_of_older_runs(self) -> dict:
-        """The values of options that runs recorded before the option existed had: none
-        unless a kind says otherwise (an option an older run lacks then takes the value
-        given now)."""
-        return {}
+        """The values of options that runs recorded before the option existed had (an option
+        an older run lacks otherwise takes the value given now): runs before
+        ``--stability-weight`` had no stability term."""
+        return {"stability_weight": 0.0}
 
     def validate(self) -> None:
         """Raises KstyleError for option values that cannot work."""
@@ -313,9 +314,10 @@ class RunOptions(abc.ABC):
                 raise KstyleError(f"{flag_of(name)} must be positive, got {value}")
         if self.max_pixels < 0:
             raise KstyleError(f"--max-pixels must not be negative, got {self.max_pixels}")
-        if not self.stability_weight >= 0:  # NaN too
+        if not (math.isfinite(self.stability_weight) and self.stability_weight >= 0):
             raise KstyleError(
-                f"--stability-weight must not be negative, got {self.stability_weight}"
+                f"--stability-weight must be a finite number, not negative, got "
+                f"{self.stability_weight}"
             )
         if not 0.0 < self.fraction <= 1.0:
             raise KstyleError(f"--fraction must be in (0, 1], got {self.fraction}")
@@ -326,6 +328,13 @@ class RunOptions(abc.ABC):
             raise KstyleError(
                 f"--image-size must be a multiple of {multiple} for --arch {self.arch}, "
                 f"got {self.image_size}"
+            )
+        smallest = multiple * (3 if self.padding == "reflect" else 2)
+        if self.stability_weight and self.image_size < smallest:  # the term's crop is m smaller
+            raise KstyleError(
+                f"--stability-weight needs --image-size at least {smallest} for --arch "
+                f"{self.arch} (the term stylizes a crop {multiple} px smaller), got "
+                f"{self.image_size}"
             )
         if self.checkpoint_every < 0:
             raise KstyleError(f"--checkpoint-every must not be negative: {self.checkpoint_every}")
@@ -405,9 +414,9 @@ class TrainConfig(RunOptions, StyleOptions):
         return resolved
 
     def options_of_older_runs(self) -> dict:
-        """The options that runs recorded before the option existed had: style runs started
-        before ``--arch`` trained the seed net."""
-        return {"arch": DEFAULT_ARCH}
+        """The options that runs recorded before the option existed had: every run's, and
+        style runs started before ``--arch`` trained the seed net."""
+        return {**super().options_of_older_runs(), "arch": DEFAULT_ARCH}
 
     def validate(self) -> None:
         """Raises KstyleError for option values that cannot work."""

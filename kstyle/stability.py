@@ -11,8 +11,8 @@ The temporal error of frames y_0 … y_{T−1} (:func:`temporal_error`), in uint
 
 * each y_t is warped into frame t+1's coordinates (bilinear, through the known map);
 * the squared difference from y_{t+1} is averaged over the channels and the valid pixels: those
-  whose source lies inside frame t, at least ``margin`` pixels from its edges (a network's
-  padding makes its outputs near an edge depend on where the edge is);
+  at least ``margin`` pixels inside frame t+1 whose source lies at least as far inside frame t
+  (a network's padding makes its outputs near an edge depend on where the edge is);
 * the clip's MSE is the mean of those T − 1 figures; its dB figure is 10·log10(255² / MSE).
 
 :func:`stability` reports it for a network's outputs and for the input frames themselves; the
@@ -145,7 +145,8 @@ def temporal_error(frames: np.ndarray, clip: Clip, margin: int = DEFAULT_MARGIN)
     errors = []
     for t, step in enumerate(clip.steps):
         warped, _ = sample(frames[t], step, size)
-        valid = _within(*_places(step, size), frames.shape[1:], margin)
+        valid = _within(*_places(step, size), frames.shape[1:], margin)  # in frame t
+        valid &= _within(*_places(np.eye(3), size), frames.shape[1:], margin)  # and in t+1
         if not valid.any():
             raise ValueError(f"no pixel of frame {t + 1} lies {margin} px inside frame {t}")
         difference = warped - np.asarray(frames[t + 1], np.float32)

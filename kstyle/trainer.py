@@ -181,8 +181,10 @@ class TransformNetTrainer(keras.Model):
         total, parts = self.compute_losses(content_batch, stylized, styles)
         if not self.stability_weight:
             return total, parts
+        context = tf.distribute.get_replica_context()
+        replica = (context.replica_id_in_sync_group, context.num_replicas_in_sync)
         shift, noise = stability_perturbation(
-            self.optimizer.iterations, ops.shape(content_batch), self.stability_multiple
+            self.optimizer.iterations, ops.shape(content_batch), self.stability_multiple, replica
         )
         stylize = lambda images: self.stylize(images, styles, training=training)  # noqa: E731
         term = stability_term(
@@ -218,16 +220,17 @@ class TransformNetTrainer(keras.Model):
 STABILITY_SEED = 0x57AB1E  # the perturbations' stream: with the step, its stateless seed
 
 
-def stability_perturbation(step, shape, multiple: int):
+def stability_perturbation(step, shape, multiple: int, replica=(0, 1)):
     """The perturbation of training step ``step`` for a (B, H, W, 3) batch ``shape``: a shift
-    k (int32 scalar, drawn uniformly from 0 to ``multiple``) and Gaussian noise (B, H − m,
-    W − m, 3) of σ = :data:`kstyle.constants.STABILITY_NOISE_SIGMA` levels, m = ``multiple``
-    (the net's size multiple, so that the shifted crop is a size the net takes). Stateless:
-    a function of the step alone, so a resumed run draws what it would have."""
-    seed = tf.stack([tf.constant(STABILITY_SEED, tf.int64), tf.cast(step, tf.int64)])
-    shift = tf.random.stateless_uniform(
-        [], seed=seed, minval=0, maxval=multiple + 1, dtype=tf.int32
-    )
+    (k_y, k_x) (int32, each drawn uniformly from 0 to ``multiple`` − 1) and Gaussian noise
+    (B, H − m, W − m, 3) of σ = :data:`kstyle.constants.STABILITY_NOISE_SIGMA` levels, m =
+    ``multiple`` (the net's size multiple, so that the shifted crop is a size the net takes).
+    Stateless: a function of the step and of ``replica`` (its index and the number of
+    replicas: each draws its own) alone, so a resumed run draws what it would have (with the
+    same ``--jit-compile``: XLA draws other numbers from the same seed)."""
+    index = tf.cast(step, tf.int64) * replica[1] + tf.cast(replica[0], tf.int64)
+    seed = tf.stack([tf.constant(STABILITY_SEED, tf.int64), index])
+    shift = tf.random.stateless_uniform([2], seed=seed, minval=0, maxval=multiple, dtype=tf.int32)
     crop = (shape[0], shape[1] - multiple, shape[2] - multiple, shape[3])
     noise = tf.random.stateless_normal(crop, seed=seed + 1, stddev=STABILITY_NOISE_SIGMA)
     return shift, noise
@@ -237,19 +240,19 @@ def stability_term(stylize, content, stylized, shift, noise, multiple: int):
     """The stability term of ``--stability-weight`` before its weight.
 
     For content images X (B, H, W, 3) in [0, 255], the net's outputs T(X) (``stylized``), a
-    shift k in [0, m] and noise N (B, H − m, W − m, 3) in levels (:func:`stability_perturbation`;
-    m = ``multiple``): X̃ = X[:, k : k + H − m, k : k + W − m] + N is the image moved k pixels
-    up and left, cropped to a size the net takes, with sensor noise. The term is
-    :func:`kstyle.losses.picture_mse` of T(X) cut to the same window, T(X)[:, k : k + H − m,
-    k : k + W − m], against T(X̃) (``stylize(X̃)``): the mean over B·(H − m)·(W − m)·3 values
+    shift (k_y, k_x), each in [0, m), and noise N (B, H − m, W − m, 3) in levels
+    (:func:`stability_perturbation`; m = ``multiple``): X̃ = X[:, k_y : k_y + H − m, k_x :
+    k_x + W − m] + N is the image moved k_y pixels up and k_x left, cut to a size the net
+    takes, with sensor noise. The term is :func:`kstyle.losses.picture_mse` of T(X) cut to
+    the same window against T(X̃) (``stylize(X̃)``): the mean over B·(H − m)·(W − m)·3 values
     of ((T(X)_window − T(X̃)) / 255)². A net whose output follows the content, not its place
     in the frame or its noise, scores 0 (up to its padding near the window's edges). Both
     passes carry gradients.
     """
     height, width = content.shape[1] - multiple, content.shape[2] - multiple
-    window = (shift, shift)
-    moved = tf.slice(content, (0, *window, 0), (-1, height, width, -1)) + noise
-    reference = tf.slice(stylized, (0, *window, 0), (-1, height, width, -1))
+    begin = (0, shift[0], shift[1], 0)
+    moved = tf.slice(content, begin, (-1, height, width, -1)) + tf.cast(noise, content.dtype)
+    reference = tf.slice(stylized, begin, (-1, height, width, -1))
     return picture_mse(reference, stylize(moved))
 
 

@@ -111,33 +111,39 @@ def test_the_stability_term_against_numpy_with_a_shift():
         columns = tf.range(tf.shape(images)[2], dtype=tf.float32)[None, None, :, None]
         return 0.5 * images + 3.0 * columns
 
-    for shift in (0, 3):
+    for ky, kx in ((0, 0), (3, 1)):
         noise = rng.normal(0, 2, (2, 8, 12, 3)).astype(np.float32)
-        term = stability_term(net, tf.constant(content), net(content), shift, noise, 4)
-        window = content[:, shift : shift + 8, shift : shift + 12]
+        term = stability_term(net, tf.constant(content), net(content), (ky, kx), noise, 4)
+        window = content[:, ky : ky + 8, kx : kx + 12]
         reference = 0.5 * content + 3.0 * np.arange(16)[None, None, :, None]
-        reference = reference[:, shift : shift + 8, shift : shift + 12]
+        reference = reference[:, ky : ky + 8, kx : kx + 12]
         moved = 0.5 * (window + noise) + 3.0 * np.arange(12)[None, None, :, None]
         expected = np.mean(((reference - moved) / 255.0) ** 2)
-        assert float(term) == pytest.approx(expected, rel=1e-5), shift
+        assert float(term) == pytest.approx(expected, rel=1e-5), (ky, kx)
     # a net that ignores the place and the noise scores 0
-    flat = stability_term(lambda x: 0 * x + 7.0, tf.constant(content), 0 * content + 7.0, 2,
-                          noise, 4)  # fmt: skip
+    flat = stability_term(lambda x: 0 * x + 7.0, tf.constant(content), 0 * content + 7.0,
+                          (2, 1), noise, 4)  # fmt: skip
     assert float(flat) == 0.0
 
 
-def test_the_perturbation_is_a_function_of_the_step():
+def test_the_perturbation_is_a_function_of_the_step_and_the_replica():
     from kstyle.trainer import stability_perturbation
 
     shape = (2, 16, 20, 3)
     shift, noise = stability_perturbation(5, shape, 4)
     again, same = stability_perturbation(5, shape, 4)
-    assert int(shift) == int(again) and np.array_equal(noise.numpy(), same.numpy())
+    assert list(shift.numpy()) == list(again.numpy())
+    assert np.array_equal(noise.numpy(), same.numpy())
     assert noise.shape == (2, 12, 16, 3) and 1.8 < float(np.std(noise.numpy())) < 2.2
-    shifts = {int(stability_perturbation(step, shape, 4)[0]) for step in range(60)}
-    assert shifts == {0, 1, 2, 3, 4}  # every shift from 0 to the size multiple
+    shifts = np.array([stability_perturbation(step, shape, 4)[0].numpy() for step in range(80)])
+    assert set(shifts[:, 0]) == set(shifts[:, 1]) == {0, 1, 2, 3}  # every phase, each axis
+    assert (shifts[:, 0] != shifts[:, 1]).any()  # not only diagonal shifts
     other = stability_perturbation(6, shape, 4)[1].numpy()
     assert not np.array_equal(other, noise.numpy())
+    # two replicas of one step draw their own; replica 0 of 1 is the single-device draw
+    first, second = (stability_perturbation(5, shape, 4, (r, 2))[1].numpy() for r in (0, 1))
+    assert not np.array_equal(first, second)
+    np.testing.assert_array_equal(stability_perturbation(5, shape, 4, (0, 1))[1].numpy(), noise)
 
 
 def test_training_with_a_stability_weight_reports_and_records_it(tmp_path):
@@ -200,12 +206,30 @@ def test_distilling_with_a_stability_weight_reports_it(tmp_path):
     assert summary["losses"]["stability"] > 0
 
 
-@pytest.mark.parametrize("value", ["-0.5", "nan"])
-def test_a_negative_stability_weight_is_a_one_line_error(value, tmp_path):
+@pytest.mark.parametrize("value", ["-0.5", "nan", "inf"])
+def test_a_bad_stability_weight_is_a_one_line_error(value, tmp_path):
     from conftest import run_in_process
 
     result = run_in_process("train.py", "--demo", "--output", tmp_path / "run",
                             "--stability-weight", value)  # fmt: skip
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert lines == [f"error: --stability-weight must not be negative, got {float(value)}"]
+    expected = (
+        f"error: --stability-weight must be a finite number, not negative, got {float(value)}"
+    )
+    assert lines == [expected]
+
+
+def test_the_stability_term_needs_room_for_its_crop_and_older_runs_had_none():
+    from kstyle.add_style_config import AddStyleConfig
+    from kstyle.config import TrainConfig
+    from kstyle.distill_config import DistillConfig
+    from kstyle.errors import KstyleError
+
+    for padding, smallest in (("zeros", 8), ("reflect", 12)):
+        config = TrainConfig(style="s.png", data="d", image_size=smallest - 4, arch="tiny",
+                             padding=padding, stability_weight=1.0)  # fmt: skip
+        with pytest.raises(KstyleError, match=f"--image-size at least {smallest} for --arch tiny"):
+            config.validate()
+    for kind in (TrainConfig, DistillConfig, AddStyleConfig):  # before the option: no term
+        assert kind.options_of_older_runs(kind.__new__(kind))["stability_weight"] == 0.0
