@@ -65,10 +65,13 @@ def test_each_kind_reaches_its_own_trainer(monkeypatch, tmp_path):
     assert built[2][1][0] is adding and built[3][1] == (distill,)
 
 
-def test_only_style_runs_predate_an_option():
-    """Style runs recorded before --arch trained the seed net; distillation always recorded it."""
-    assert TrainConfig(style="s.png").options_of_older_runs() == {"arch": "johnson"}
-    assert DistillConfig(teacher="runs/t").options_of_older_runs() == {}
+def test_what_older_runs_had_of_later_options():
+    """Style runs recorded before --arch trained the seed net (distillation always recorded
+    it); no run recorded before --stability-weight had the term."""
+    assert TrainConfig(style="s.png").options_of_older_runs() == {
+        "stability_weight": 0.0, "arch": "johnson"
+    }  # fmt: skip
+    assert DistillConfig(teacher="runs/t").options_of_older_runs() == {"stability_weight": 0.0}
 
 
 def test_each_kind_declares_its_own_options_over_the_shared_ones():
