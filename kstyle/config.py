@@ -341,7 +341,7 @@ class RunOptions(abc.ABC):
         for field in dataclasses.fields(self):
             choices = field.metadata.get("choices")
             value = getattr(self, field.name)
-            if choices is not None and value not in choices:
+            if choices is not None and value not in choices and value != field.default:
                 raise KstyleError(
                     f"{flag_of(field.name)} must be one of {', '.join(choices)}, got {value!r}"
                 )

@@ -27,6 +27,7 @@ style alone half the time and a blend of two otherwise (:func:`drawn_style_vecto
 the loss compares S(X, w) with T(X, w).
 """
 
+import keras
 import tensorflow as tf
 from keras import ops
 
@@ -34,6 +35,7 @@ from kstyle.constants import IMAGE_SIZE
 from kstyle.distill_config import DistillConfig, load_teacher
 from kstyle.loss_net import CONTENT_LAYER
 from kstyle.losses import content_loss, picture_mse
+from kstyle.teacher_files import teacher_format
 from kstyle.trainer import TransformNetTrainer, _replica_copy, compile_trainer
 
 
@@ -106,6 +108,77 @@ class DistillationTrainer(TransformNetTrainer):
     def preview_panels(self):
         """Input | teacher | student."""
         return (self.preview_input, self.preview_teacher, self.preview_output)
+
+
+class FileTeacherDistillationTrainer(DistillationTrainer):
+    """:class:`DistillationTrainer` for a teacher in an exported format
+    (:class:`kstyle.teacher_files.FileTeacher`): the teacher runs ahead of the steps, off the
+    training step's thread (:class:`kstyle.teacher_feed.TeacherFeed`), and each batch reaches
+    the step with its teacher's pictures, which :meth:`split_batch` gives in the place of
+    styles."""
+
+    def __init__(self, transform_net, teacher, **kwargs):
+        super().__init__(transform_net, teacher, **kwargs)
+        self.feeds = []
+
+    def label_stream(self, dataset, start_step: int, seed: int, per_step: int = 1, pipeline=(0, 1)):
+        """Pairs each batch of images with the teacher's pictures of it, ``(images, pictures)``
+        (float32, (B, H, W, 3) in [0, 255]), computed ahead of the step that takes them by a
+        feed that :meth:`fit` closes when it returns."""
+        from kstyle.teacher_feed import TeacherFeed
+
+        feed = TeacherFeed(self.teacher, dataset)
+        self.feeds.append(feed)
+        return feed.dataset()
+
+    def fit(self, *args, **kwargs):
+        """``keras.Model.fit``, then closes the feeds of its streams; raises the teacher's
+        error when it failed during the call (its stream then ended the call)."""
+        try:
+            history = super().fit(*args, **kwargs)
+        except Exception as error:  # a failed teacher ends the stream: report the cause
+            failure = self.close_feeds()
+            if failure is not None:
+                raise failure from error
+            raise
+        failure = self.close_feeds()
+        if failure is not None:
+            raise failure
+        return history
+
+    def close_feeds(self):
+        """Closes the feeds that :meth:`label_stream` started; returns the error of the
+        first teacher that failed, or None."""
+        feeds, self.feeds = self.feeds, []
+        failures = [feed.close() for feed in feeds]
+        return next((failure for failure in failures if failure is not None), None)
+
+    def split_batch(self, data):
+        """``(images, the teacher's pictures of them)`` from a labelled batch."""
+        return data[0], data[1]
+
+    def teach(self, content_batch, styles=None):
+        """The teacher's pictures, which the stream carries in the place of ``styles``."""
+        return ops.stop_gradient(ops.cast(styles, "float32"))
+
+    def record_styles(self, styles):
+        """Keeps the first teacher picture for the preview (the step's ``styles``)."""
+        if styles.shape[1:] == self.preview_teacher.shape:
+            self.preview_teacher.assign(styles[0])
+
+    def record_preview(self, content, outputs):
+        """Keeps the input and the student's output (:meth:`record_styles` the teacher's)."""
+        TransformNetTrainer.record_preview(self, content, outputs)
+
+    def summary_fields(self, fit_seconds: float) -> dict:
+        """``teacher_seconds``: the time the teacher ran in this process's input pipeline,
+        and ``teacher_share``: that over ``fit_seconds``, the time ``fit`` took (the teacher
+        runs ahead of the step, so a share well under 1 costs the step little)."""
+        seconds = self.teacher.seconds
+        return {
+            "teacher_seconds": round(seconds, 3),
+            "teacher_share": round(seconds / fit_seconds, 4) if fit_seconds > 0 else None,
+        }
 
 
 def drawn_style_vectors(positions, num_styles: int, seed: int):
@@ -198,8 +271,11 @@ def build_distillation_trainer(config: DistillConfig):
     from kstyle.loss_net import build_loss_net
     from kstyle.style_tables import style_count
 
-    teacher = load_teacher(config.teacher)
-    count = style_count(teacher)
+    teacher = load_teacher(config.teacher, config.teacher_range, config.teacher_input)
+    if config.seed is not None:  # the student's start: the seed's, however the teacher loaded
+        keras.utils.set_random_seed(config.seed)
+    exported = teacher_format(config.teacher) is not None
+    count = 1 if exported else style_count(teacher)
     with dtype_policy(config.mixed_precision):
         options = {
             "loss_net": build_loss_net(config.vgg_weights) if config.uses_loss_net() else None,
@@ -208,7 +284,9 @@ def build_distillation_trainer(config: DistillConfig):
             "stability_weight": config.stability_weight,
         }
         student = build_student(config, count)
-        if count == 1:
+        if exported:
+            trainer = FileTeacherDistillationTrainer(student, teacher, **options)
+        elif count == 1:
             trainer = DistillationTrainer(student, teacher, **options)
         else:
             trainer = MultiStyleDistillationTrainer(student, teacher, count, **options)

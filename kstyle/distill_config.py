@@ -10,9 +10,17 @@ import typing
 from kstyle.checks import archived_style_count
 from kstyle.config import RunOptions, option
 from kstyle.errors import KstyleError
-from kstyle.files import file_sha256
+from kstyle.files import file_sha256, folder_sha256
 from kstyle.presets import PRESETS
 from kstyle.smoke import is_smoke_test, model_file_of, recorded_style_names
+from kstyle.teacher_files import (
+    INPUT_OPTION,
+    RANGE_OPTION,
+    TEACHER_RANGES,
+    parse_teacher_inputs,
+    sidecar_smoke_test,
+    teacher_format,
+)
 
 DISTILL_TASK = "distill"  # the kind of run DistillConfig describes
 
@@ -31,9 +39,27 @@ class DistillConfig(RunOptions):
     )
     teacher: str | None = option(
         None,
-        doc="the trained transform net to reproduce: a run directory or a .keras file "
-        "(required; read only)",
+        doc="the style network to reproduce (required; read only): a kstyle run directory or "
+        ".keras file, or any image-to-image network as a SavedModel folder, .tflite or .onnx "
+        "file (docs/training.md#distillation)",
         keep=True,
+    )
+    teacher_range: str | None = option(
+        None,
+        doc="the value range of a SavedModel, .tflite or .onnx teacher's float images, which "
+        "the file cannot tell (uint8 images are 0-255)",
+        default_text="a kstyle sidecar's",
+        choices=tuple(TEACHER_RANGES),
+        keep=True,
+    )
+    teacher_input: list[str] | None = option(
+        None,
+        doc="NAME=VALUES: the values of an extra input of a SavedModel, .tflite or .onnx "
+        "teacher (comma-separated numbers, or a .npy file), e.g. style=0,0,1 to distill one "
+        "style of a multi-style network",
+        default_text="none",
+        keep=True,
+        many=True,
     )
     perceptual_weight: float = option(
         0.0,
@@ -56,17 +82,33 @@ class DistillConfig(RunOptions):
             raise KstyleError("--teacher is required: the run directory or .keras file to distill")
         if self.perceptual_weight < 0:
             raise KstyleError(f"--perceptual-weight must not be negative: {self.perceptual_weight}")
+        if teacher_format(self.teacher) is None:
+            given = RANGE_OPTION if self.teacher_range else INPUT_OPTION
+            if self.teacher_range or self.teacher_input:
+                raise KstyleError(
+                    f"{given} is for a SavedModel, .tflite or .onnx teacher; {self.teacher} is "
+                    "a kstyle model, which needs none"
+                )
+        parse_teacher_inputs(self.teacher_input)
         path = teacher_model_file(self.teacher)
-        if os.path.realpath(os.path.dirname(path)) == os.path.realpath(self.resolved_output()):
+        output = os.path.realpath(self.resolved_output())
+        if output in (os.path.realpath(os.path.dirname(path)), os.path.realpath(path)):
             raise KstyleError(
                 f"--output {self.resolved_output()} holds the teacher {path}; the student "
                 "needs a run directory of its own"
             )
 
     def check_inputs(self) -> None:
-        """Raises KstyleError when the teacher is missing or not a transform net (one that
-        ``--output`` would write is :meth:`validate`'s)."""
-        load_teacher(self.teacher)
+        """Raises KstyleError when the teacher is missing or not a transform net, when an
+        exported teacher fails its probe image, or when it takes a fixed size other than
+        ``image_size`` (one that ``--output`` would write is :meth:`validate`'s)."""
+        teacher = load_teacher(self.teacher, self.teacher_range, self.teacher_input)
+        side = teacher.side if teacher_format(self.teacher) else None
+        if side is not None and side != self.image_size:
+            raise KstyleError(
+                f"--teacher {self.teacher} takes only {side}×{side} images: give --image-size "
+                f"{side} (the command line does when --image-size is not given)"
+            )
 
     def uses_loss_net(self) -> bool:
         """Whether the run builds the VGG-16 loss network: only for the perceptual term."""
@@ -75,7 +117,7 @@ class DistillConfig(RunOptions):
     def smoke_test_cause(self) -> str | None:
         """Why the student is a smoke test: its teacher is one (``kstyle.smoke``), or its
         perceptual term uses an untrained loss network; None for a real run."""
-        if is_smoke_test(self.teacher):
+        if is_smoke_test(self.teacher) or sidecar_smoke_test(self.teacher):
             return f"its teacher {teacher_model_file(self.teacher)} is a smoke test's model"
         return super().smoke_test_cause()
 
@@ -84,7 +126,8 @@ class DistillConfig(RunOptions):
         ``summary.json``; a resumed run must find the same file. A teacher of several styles
         adds their names (``style_names``), which the student keeps."""
         path = teacher_model_file(self.teacher)
-        recorded = {"teacher_model": os.path.abspath(path), "teacher_sha256": file_sha256(path)}
+        digest = folder_sha256(path) if os.path.isdir(path) else file_sha256(path)
+        recorded = {"teacher_model": os.path.abspath(path), "teacher_sha256": digest}
         return {**recorded, **self.model_marks()}
 
     def model_marks(self) -> dict:
@@ -112,33 +155,44 @@ class DistillConfig(RunOptions):
             return self.output
         path = os.path.normpath(self.teacher)
         name = os.path.splitext(os.path.basename(path))[0]
-        if name == "model":  # runs/NAME/model.keras
+        if name in ("model", "saved_model") or name.startswith("model_"):
+            # runs/NAME/model.keras, or one of kstyle export's files in exports/NAME/
             name = os.path.basename(os.path.dirname(path)) or name
         return os.path.join("runs", f"{name}-{self.arch}")
 
 
 def teacher_model_file(teacher: str) -> str:
     """The model file of ``teacher``: ``teacher/model.keras`` for a run directory, else
-    ``teacher`` itself."""
-    return model_file_of(teacher)
+    ``teacher`` itself (a SavedModel folder included)."""
+    return teacher if teacher_format(teacher) else model_file_of(teacher)
 
 
 def teacher_style_count(teacher: str) -> int:
     """How many styles ``teacher``'s net holds, read from its file without loading it
-    (:func:`kstyle.checks.archived_style_count`)."""
+    (:func:`kstyle.checks.archived_style_count`); 1 for an exported teacher, whose extra
+    inputs ``--teacher-input`` fixes."""
+    if teacher_format(teacher):
+        return 1
     return archived_style_count(teacher_model_file(teacher))
 
 
-def load_teacher(teacher: str):
-    """The teacher's transform net, frozen (``trainable`` False).
+def load_teacher(teacher: str, value_range: str | None = None, inputs=None):
+    """The teacher: a kstyle transform net, frozen (``trainable`` False), or for a
+    SavedModel, ``.tflite`` or ``.onnx`` file a :class:`kstyle.teacher_files.FileTeacher`
+    checked on a probe image (``value_range`` and ``inputs``: ``--teacher-range`` and the
+    ``--teacher-input`` values as given).
 
     Raises:
-        KstyleError: nothing there, or not a loadable transform net (one line, naming
-            ``--teacher``).
+        KstyleError: nothing there, or not a loadable transform net or image model (one line,
+            naming ``--teacher``).
     """
-    from kstyle.transform_net import load_transform_net
+    from kstyle.teacher_runtimes import open_teacher
 
     try:
+        if teacher_format(teacher):
+            return open_teacher(teacher, value_range, parse_teacher_inputs(inputs))
+        from kstyle.transform_net import load_transform_net
+
         model = load_transform_net(teacher)
     except KstyleError as error:
         raise KstyleError(f"--teacher: {error}") from error

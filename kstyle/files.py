@@ -293,6 +293,19 @@ def file_sha256(path: str) -> str:
     return digest.hexdigest()
 
 
+def folder_sha256(path: str) -> str:
+    """The SHA-256 (hex) of the folder at ``path``: of each file's path relative to it and
+    SHA-256, in sorted order, so that a renamed, added, removed or changed file changes it."""
+    digest = hashlib.sha256()
+    for root, folders, names in os.walk(path):
+        folders.sort()
+        for name in sorted(names):
+            full = os.path.join(root, name)
+            relative = os.path.relpath(full, path).replace(os.sep, "/")
+            digest.update(f"{relative}\0{file_sha256(full)}\n".encode())
+    return digest.hexdigest()
+
+
 def file_stem(path: str) -> str:
     """A file's or folder's name without extension."""
     return os.path.splitext(os.path.basename(os.path.normpath(path)))[0]

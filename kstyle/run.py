@@ -17,6 +17,7 @@ optimizer state and data order); a finished run is left alone unless ``restart``
 import dataclasses
 import os
 import shutil
+import time
 
 from kstyle.config import RunOptions, TrainConfig  # noqa: F401 (README: from kstyle.run import)
 from kstyle.errors import KstyleError
@@ -72,6 +73,7 @@ class Run:
     start_step: int = 0
     total_steps: int = 0
     verbose: int | str = "auto"  # fit's: 0 when a ProgressLog prints lines instead
+    fit_seconds: float = 0.0  # the time this process's fit calls took
 
     @property
     def model_path(self) -> str:
@@ -308,16 +310,7 @@ def fit_run(run: Run) -> None:
     checkpoint = run.checkpoint
     try:
         run.stop.check()  # a stop asked for while the run was being built
-        for call in fit_schedule(run.start_step, run.total_steps, run.data.steps_per_epoch):
-            run.trainer.fit(
-                _distributed_stream(run, call.start_step),
-                initial_epoch=call.initial_epoch,
-                epochs=call.epochs,
-                steps_per_epoch=call.steps_per_epoch,
-                callbacks=run.callbacks,
-                shuffle=False,  # the stream reshuffles every epoch itself
-                verbose=run.verbose,
-            )
+        _fit_calls(run)
     except NonFiniteLoss as error:  # the bad step was not applied: the weights are finite
         _save_model(run)
         kept = checkpoint.manager.latest_checkpoint
@@ -372,10 +365,27 @@ def finish_run(run: Run) -> dict:
         "skipped_images": run.data.skipped_files()[0],
         **smoke_test_fields(run.config),
         **run.config.recorded_inputs(),
+        **run.trainer.summary_fields(run.fit_seconds),
     }
     write_json_atomically(summary, run.summary_path)
     shutil.rmtree(run.checkpoint.directory, ignore_errors=True)
     return {**summary, "finished_before": False, "transform_net": transform_net}
+
+
+def _fit_calls(run: Run) -> None:
+    """The ``fit`` calls of :func:`fit_schedule`, timed into ``run.fit_seconds``."""
+    started = time.monotonic()
+    for call in fit_schedule(run.start_step, run.total_steps, run.data.steps_per_epoch):
+        run.trainer.fit(
+            _distributed_stream(run, call.start_step),
+            initial_epoch=call.initial_epoch,
+            epochs=call.epochs,
+            steps_per_epoch=call.steps_per_epoch,
+            callbacks=run.callbacks,
+            shuffle=False,  # the stream reshuffles every epoch itself
+            verbose=run.verbose,
+        )
+    run.fit_seconds = time.monotonic() - started
 
 
 def _save_model(run: Run) -> None:

@@ -107,6 +107,11 @@ class TransformNetTrainer(keras.Model):
         """The columns of ``history.csv`` after step and epoch: the losses."""
         return self.loss_names
 
+    def summary_fields(self, fit_seconds: float) -> dict:
+        """Fields for ``summary.json`` beside the losses, given the seconds ``fit`` took in
+        this process (none here)."""
+        return {}
+
     def extra_scalars(self) -> dict:
         """TensorBoard scalars of the last step beside the losses (none here)."""
         return {}

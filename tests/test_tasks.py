@@ -78,7 +78,12 @@ def test_each_kind_declares_its_own_options_over_the_shared_ones():
     names = lambda config_class: [field.name for field in dataclasses.fields(config_class)]  # noqa: E731
     shared, style = names(RunOptions), names(StyleOptions)
     assert names(TrainConfig) == style + shared  # the style loss's options first in --help
-    assert names(DistillConfig) == shared + ["teacher", "perceptual_weight"]
+    assert names(DistillConfig) == shared + [
+        "teacher",
+        "teacher_range",
+        "teacher_input",
+        "perceptual_weight",
+    ]
     assert "style" in style and "style" not in names(DistillConfig)
     with pytest.raises(TypeError, match="abstract"):
         RunOptions()  # abstract: every kind says where its output goes and what it reads

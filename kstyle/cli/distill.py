@@ -1,15 +1,18 @@
 """``kstyle distill``: train a small student transform net to reproduce a trained teacher."""
 
 import argparse
+import dataclasses
+import os
 import sys
 
 from kstyle.checks import model_file
 from kstyle.cli.common import OneLineErrorParser, run_command, start_command
 from kstyle.cli.console import add_verbosity, program_name
-from kstyle.cli.train import add_config_options
+from kstyle.cli.train import add_config_options, given_on_command_line
 from kstyle.distill_config import DistillConfig
 from kstyle.errors import KstyleError
 from kstyle.files import check_writable, list_image_files
+from kstyle.teacher_files import teacher_format
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
@@ -37,7 +40,10 @@ def check_config(config: DistillConfig) -> None:
     """
     config.validate()
     try:
-        model_file(config.teacher, "--teacher")
+        if teacher_format(config.teacher) is None:
+            model_file(config.teacher, "--teacher")
+        elif not os.path.exists(config.teacher):
+            raise KstyleError(f"model not found: {config.teacher}")
     except KstyleError as error:  # name the option once, whichever message it is
         message = str(error)
         raise KstyleError(message if "--teacher" in message else f"--teacher: {message}") from error
@@ -46,11 +52,30 @@ def check_config(config: DistillConfig) -> None:
     check_writable(config.resolved_output(), folder=True)
 
 
+def exported_teacher_config(config: DistillConfig, size_given: bool, logger) -> DistillConfig:
+    """``config`` for a SavedModel, .tflite or .onnx teacher: logs what was read from the
+    file (and a hint when its outputs do not fit ``--teacher-range``), and sets the image
+    size to a fixed-size teacher's unless ``size_given`` (``--image-size`` on the command
+    line)."""
+    from kstyle.distill_config import load_teacher
+
+    teacher = load_teacher(config.teacher, config.teacher_range, config.teacher_input)
+    logger.info(f"teacher: {config.teacher}: {teacher.describe()}")
+    hint = teacher.probe()["hint"]
+    if hint:
+        logger.warning(f"note: --teacher {config.teacher}: {hint}")
+    if teacher.side is not None and not size_given and teacher.side != config.image_size:
+        logger.info(f"training crops of {teacher.side}×{teacher.side}, the teacher's size")
+        return dataclasses.replace(config, image_size=teacher.side)
+    return config
+
+
 def main_with_args(argv=None, prog=None, from_shell=None) -> int:
     """Distills as ``argv`` (None: the command line) says; a KstyleError reports bad input.
     ``from_shell`` (default: ``argv`` is None) marks a command typed in a shell."""
     from_shell = argv is None if from_shell is None else from_shell
-    args = build_parser(prog).parse_args(sys.argv[1:] if argv is None else list(argv))
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(prog).parse_args(arguments)
     from kstyle.run_dir import own_run_dir
 
     options = {k: v for k, v in vars(args).items() if k not in ("quiet", "verbose")}
@@ -61,6 +86,11 @@ def main_with_args(argv=None, prog=None, from_shell=None) -> int:
     with own_run_dir(config.resolved_output()):  # before TensorFlow, the teacher, the data
         logger = start_command(args, "train", from_shell)  # training, for oneDNN
         from kstyle.run import train
+
+        if teacher_format(config.teacher):
+            config = exported_teacher_config(
+                config, given_on_command_line(arguments, "image_size"), logger
+            )
 
         # progress lines and messages go to stderr through logging; results to stdout
         summary = train(config, printer=logger.info, hard_stop=True)
@@ -73,6 +103,11 @@ def main_with_args(argv=None, prog=None, from_shell=None) -> int:
         f"{losses['pixel']:.4g}, perceptual {losses['perceptual']:.4g}); student: "
         f"{summary['model_path']}{note}"
     )
+    if summary.get("teacher_share") is not None:  # an exported teacher, beside the steps
+        logger.info(
+            f"the teacher ran {summary['teacher_seconds']:.1f} s in the input pipeline, "
+            f"{summary['teacher_share']:.0%} of the training time"
+        )
     return 0
 
 

@@ -71,7 +71,7 @@ def _value_type(annotation) -> type:
     return typing.get_args(kind)[0] if typing.get_origin(kind) is list else kind
 
 
-def _explicit(argv, name) -> bool:
+def given_on_command_line(argv, name) -> bool:
     """Whether the user gave option ``name`` on the command line."""
     flag = flag_of(name)
     return any(arg == flag or arg.startswith(flag + "=") for arg in argv)
@@ -145,7 +145,7 @@ def _train(args, arguments, options, from_shell) -> int:
         options["style"] = args.style or [demo["style"]]
         options["data"] = args.data or demo["data"]
         for name, value in DEMO_OPTIONS.items():
-            if not _explicit(arguments, name):
+            if not given_on_command_line(arguments, name):
                 options[name] = value
     # progress lines and messages go to stderr through logging; results to stdout
     summary = train(config_of(options, args.demo), printer=logger.info, hard_stop=True)
