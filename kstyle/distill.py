@@ -120,6 +120,7 @@ class FileTeacherDistillationTrainer(DistillationTrainer):
     def __init__(self, transform_net, teacher, **kwargs):
         super().__init__(transform_net, teacher, **kwargs)
         self.feeds = []
+        teacher.seconds, teacher.calls = 0.0, 0  # this run's share
 
     def label_stream(self, dataset, start_step: int, seed: int, per_step: int = 1, pipeline=(0, 1)):
         """Pairs each batch of images with the teacher's pictures of it, ``(images, pictures)``
@@ -140,6 +141,9 @@ class FileTeacherDistillationTrainer(DistillationTrainer):
             failure = self.close_feeds()
             if failure is not None:
                 raise failure from error
+            raise
+        except BaseException:  # KeyboardInterrupt: stop the feed's thread too
+            self.close_feeds()
             raise
         failure = self.close_feeds()
         if failure is not None:
@@ -271,10 +275,12 @@ def build_distillation_trainer(config: DistillConfig):
     from kstyle.loss_net import build_loss_net
     from kstyle.style_tables import style_count
 
-    teacher = load_teacher(config.teacher, config.teacher_range, config.teacher_input)
+    exported = teacher_format(config.teacher) is not None
+    # an exported teacher was opened outside the strategy's scope, whose variables it must
+    # not take (a SavedModel's then fail outside strategy.run)
+    teacher = config.opened_teacher() if exported else load_teacher(config.teacher)
     if config.seed is not None:  # the student's start: the seed's, however the teacher loaded
         keras.utils.set_random_seed(config.seed)
-    exported = teacher_format(config.teacher) is not None
     count = 1 if exported else style_count(teacher)
     with dtype_policy(config.mixed_precision):
         options = {

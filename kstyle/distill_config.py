@@ -4,8 +4,12 @@ No TensorFlow at import, as in :mod:`kstyle.config`.
 """
 
 import dataclasses
+import functools
+import hashlib
 import os
 import typing
+
+import numpy as np
 
 from kstyle.checks import archived_style_count
 from kstyle.config import RunOptions, option
@@ -17,7 +21,9 @@ from kstyle.teacher_files import (
     INPUT_OPTION,
     RANGE_OPTION,
     TEACHER_RANGES,
+    external_data_files,
     parse_teacher_inputs,
+    sidecar_path,
     sidecar_smoke_test,
     teacher_format,
 )
@@ -102,13 +108,25 @@ class DistillConfig(RunOptions):
         """Raises KstyleError when the teacher is missing or not a transform net, when an
         exported teacher fails its probe image, or when it takes a fixed size other than
         ``image_size`` (one that ``--output`` would write is :meth:`validate`'s)."""
-        teacher = load_teacher(self.teacher, self.teacher_range, self.teacher_input)
-        side = teacher.side if teacher_format(self.teacher) else None
+        if not teacher_format(self.teacher):
+            load_teacher(self.teacher)
+            return
+        side = self.opened_teacher().side
         if side is not None and side != self.image_size:
             raise KstyleError(
                 f"--teacher {self.teacher} takes only {side}×{side} images: give --image-size "
                 f"{side} (the command line does when --image-size is not given)"
             )
+
+    @functools.cached_property
+    def _opened_teacher(self):
+        return load_teacher(self.teacher, self.teacher_range, self.teacher_input)
+
+    def opened_teacher(self):
+        """The exported teacher (:class:`kstyle.teacher_files.FileTeacher`), opened and
+        probed once per config: :meth:`check_inputs` opens it before the strategy's scope
+        is entered, and the trainer takes the same one."""
+        return self._opened_teacher
 
     def uses_loss_net(self) -> bool:
         """Whether the run builds the VGG-16 loss network: only for the perceptual term."""
@@ -128,6 +146,8 @@ class DistillConfig(RunOptions):
         path = teacher_model_file(self.teacher)
         digest = folder_sha256(path) if os.path.isdir(path) else file_sha256(path)
         recorded = {"teacher_model": os.path.abspath(path), "teacher_sha256": digest}
+        if teacher_format(self.teacher):
+            recorded |= exported_teacher_record(self.teacher, self.teacher_input)
         return {**recorded, **self.model_marks()}
 
     def model_marks(self) -> dict:
@@ -150,15 +170,36 @@ class DistillConfig(RunOptions):
         )
 
     def resolved_output(self) -> str:
-        """The run directory: ``output``, or ``runs/<teacher name>-<arch>``."""
+        """The run directory: ``output``, or ``runs/<teacher name>-<arch>``: the teacher
+        file's stem, or for kstyle's own file names its folder's name (``runs/NAME/model.keras``
+        gives NAME; ``exports/NAME/model.onnx`` NAME-model-onnx, so that each exported file
+        of one net has a run of its own)."""
         if self.output:
             return self.output
         path = os.path.normpath(self.teacher)
-        name = os.path.splitext(os.path.basename(path))[0]
+        base = os.path.basename(path)
+        name = os.path.splitext(base)[0]
         if name in ("model", "saved_model") or name.startswith("model_"):
-            # runs/NAME/model.keras, or one of kstyle export's files in exports/NAME/
-            name = os.path.basename(os.path.dirname(path)) or name
+            folder = os.path.basename(os.path.dirname(path))
+            exported = f"-{base.replace('.', '-')}" if teacher_format(self.teacher) else ""
+            name = f"{folder}{exported}" if folder else name
         return os.path.join("runs", f"{name}-{self.arch}")
+
+
+def exported_teacher_record(teacher: str, inputs) -> dict:
+    """What else defines an exported teacher's pictures, for ``config.json``: the SHA-256
+    of its kstyle sidecar (which may give its range; None without one), of the files its
+    ``.onnx`` keeps its weights in, and of the ``--teacher-input`` values (as float64, by
+    name), so that a resumed run refuses a changed one."""
+    sidecar = sidecar_path(teacher)
+    values = hashlib.sha256()
+    for name, array in sorted(parse_teacher_inputs(inputs).items()):
+        values.update(name.encode() + b"\0" + np.ascontiguousarray(array).tobytes())
+    return {
+        "teacher_sidecar_sha256": file_sha256(sidecar) if os.path.isfile(sidecar) else None,
+        "teacher_data_sha256": [file_sha256(path) for path in external_data_files(teacher)],
+        "teacher_input_sha256": values.hexdigest() if inputs else None,
+    }
 
 
 def teacher_model_file(teacher: str) -> str:

@@ -24,6 +24,7 @@ class TeacherFeed:
     def __init__(self, teacher, dataset: tf.data.Dataset):
         self.teacher = teacher
         self.error = None
+        self.closed = False
         self.spec = dataset.element_spec
         self.queue = tf.queue.FIFOQueue(QUEUE_BATCHES, [tf.float32, tf.float32])
         self.thread = threading.Thread(target=self._feed, args=(dataset,), daemon=True)
@@ -33,12 +34,14 @@ class TeacherFeed:
         try:
             for images in dataset:
                 pictures = self.teacher(images.numpy())
+                if self.closed:
+                    return
                 self.queue.enqueue((images, tf.constant(pictures)))
-        except (tf.errors.CancelledError, tf.errors.OutOfRangeError):
-            return  # closed: training ended
         except Exception as error:  # the teacher's one-line KstyleError, or the runtime's
-            self.error = error
-            self.queue.close(cancel_pending_enqueues=True)
+            if not self.closed:  # not the enqueue that close() cancelled
+                self.error = error
+        finally:  # a stream whose content ran out (or failed) ends instead of waiting
+            self.queue.close(cancel_pending_enqueues=self.error is not None)
 
     def dataset(self) -> tf.data.Dataset:
         """The pairs ``(images, pictures)``, as the feed makes them."""
@@ -53,6 +56,7 @@ class TeacherFeed:
     def close(self):
         """Stops the feed and waits for its thread; returns the teacher's error when it
         failed (its stream then ended with an error), else None."""
+        self.closed = True
         self.queue.close(cancel_pending_enqueues=True)
         self.thread.join()
         return self.error

@@ -31,6 +31,7 @@ import time
 import numpy as np
 
 from kstyle.errors import KstyleError
+from kstyle.extras import require
 
 TEACHER_RANGES = {"0-1": 1.0, "0-255": 255.0}  # --teacher-range: the value of white
 SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
@@ -216,7 +217,10 @@ def extra_feeds(extras, given: dict, path: str) -> dict:
             raise KstyleError(
                 f"{INPUT_OPTION} {info.name}: {values.size} value(s) do not fill {info.text()}"
             )
-        feeds[info.name] = values.reshape(shape).astype(info.dtype)
+        try:
+            feeds[info.name] = values.reshape(shape).astype(info.dtype)
+        except TypeError as error:
+            raise KstyleError(f"{path}: {info.text()} takes values kstyle cannot give") from error
     return feeds
 
 
@@ -301,9 +305,8 @@ class FileTeacher:
         feeds = {self.image.name: self.image.tensor(images)}
         for info in self.extras:
             values = self.feeds[info.name]
-            feeds[info.name] = (
-                np.repeat(values, len(images), 0) if info.shape[0] is None else values
-            )
+            free_batch = bool(info.shape) and info.shape[0] is None
+            feeds[info.name] = np.repeat(values, len(images), 0) if free_batch else values
         try:
             return np.asarray(self.run(feeds))
         except Exception as error:  # each runtime raises its own kinds
@@ -359,17 +362,56 @@ class FileTeacher:
     def describe(self) -> str:
         """One line: the format, the image convention and the extra inputs."""
         extras = "".join(
-            f", {name} = {values.ravel().tolist()}" for name, values in self.feeds.items()
+            f", {name} = {shown_values(values)}" for name, values in self.feeds.items()
         )
         return f"{self.format_name} teacher, {self.image.text()}{extras}"
 
 
-def sidecar(path: str) -> dict:
-    """The kstyle sidecar of an exported file (``<file>.json``, or ``kstyle.json`` inside a
-    SavedModel folder); {} where there is none or it does not read."""
-    target = os.path.join(path, "kstyle.json") if os.path.isdir(path) else f"{path}.json"
+def shown_values(values: np.ndarray, most: int = 8) -> str:
+    """``values`` for a log line: all of them up to ``most``, else their count and the
+    non-zero ones by index (a one-hot style vector reads ``26 values, non-zero: [19] 1``)."""
+    flat = values.ravel()
+    if flat.size <= most:
+        return str([float(value) for value in flat])
+    nonzero = np.flatnonzero(flat)
+    if nonzero.size > most:
+        return f"{flat.size} values from {flat.min():g} to {flat.max():g}"
+    listed = ", ".join(f"[{index}] {flat[index]:g}" for index in nonzero) or "none"
+    return f"{flat.size} values, non-zero: {listed}"
+
+
+def sidecar_path(path: str) -> str:
+    """Where a kstyle sidecar of the exported file ``path`` would be: ``<file>.json``, or
+    ``kstyle.json`` inside a SavedModel folder."""
+    return os.path.join(path, "kstyle.json") if os.path.isdir(path) else f"{path}.json"
+
+
+def external_data_files(path: str) -> list:
+    """The files an ``.onnx`` teacher keeps weights in beside itself (ONNX's external data,
+    for models over 2 GB), sorted; [] for other teachers or a file ONNX cannot read."""
+    if teacher_format(path) != "onnx":
+        return []
+    onnx = require("onnx", "export")
     try:
-        with open(target) as file:
+        model = onnx.load(path, load_external_data=False)
+    except Exception:  # the teacher's loader says what is wrong with it
+        return []
+    folder = os.path.dirname(os.path.abspath(path))
+    locations = {
+        entry.value
+        for tensor in model.graph.initializer
+        if tensor.data_location == onnx.TensorProto.EXTERNAL
+        for entry in tensor.external_data
+        if entry.key == "location"
+    }
+    return sorted(os.path.join(folder, location) for location in locations)
+
+
+def sidecar(path: str) -> dict:
+    """The kstyle sidecar of an exported file (:func:`sidecar_path`); {} where there is none
+    or it does not read."""
+    try:
+        with open(sidecar_path(path)) as file:
             found = json.load(file)
     except (OSError, ValueError):
         return {}

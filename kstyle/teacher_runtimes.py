@@ -34,6 +34,9 @@ class OnnxTeacher(FileTeacher):
         "tensor(int8)": "int8",
         "tensor(int32)": "int32",
         "tensor(int64)": "int64",
+        "tensor(int16)": "int16",
+        "tensor(uint16)": "uint16",
+        "tensor(bool)": "bool",
     }
 
     def load(self):

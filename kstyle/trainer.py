@@ -159,7 +159,8 @@ class TransformNetTrainer(keras.Model):
         """Applies the step only when ``finite`` (the same on every replica): a non-finite step
         leaves the weights and the optimizer state as the last good step left them."""
         context = tf.distribute.get_replica_context()
-        if context.num_replicas_in_sync == 1 or strategy_supports_no_merge_call():
+        # a strategy's apply_gradients (even with one replica) makes a merge_call
+        if not tf.distribute.has_strategy() or strategy_supports_no_merge_call():
             tf.cond(finite, lambda: self._apply(gradients, variables), lambda: tf.constant(False))
             return
 

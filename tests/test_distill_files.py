@@ -5,6 +5,7 @@ import csv
 import json
 import os
 import shutil
+import subprocess
 import sys
 import types
 
@@ -12,6 +13,7 @@ import keras
 import numpy as np
 import pytest
 from conftest import (
+    ROOT,
     assert_one_line_error,
     checkpoint_step,
     kill_after_checkpoint,
@@ -121,9 +123,11 @@ def test_a_fixed_size_teacher_sets_the_crop_size(exported, tmp_path, capsys):
     saved = json.loads((output / "config.json").read_text())
     assert (saved["image_size"], saved["teacher_range"]) == (32, "0-1")
     # an explicit size that the teacher does not take
-    args = command(exported, teacher, tmp_path / "other", "--teacher-range", "0-1",
-                   "--image-size", "64")  # fmt: skip
-    assert_one_line_error(in_process(args, capsys), "takes only 32×32 images", "--image-size 32")
+    for flag in ("--image-size", "--image-s"):  # argparse takes an abbreviation too
+        args = command(exported, teacher, tmp_path / "other", "--teacher-range", "0-1", flag,
+                       "64")  # fmt: skip
+        assert_one_line_error(in_process(args, capsys), "takes only 32×32 images",
+                              "--image-size 32")  # fmt: skip
 
 
 def test_a_multi_style_export_teaches_one_style_with_teacher_input(tmp_path):
@@ -224,13 +228,25 @@ def test_the_pictures_a_teacher_gives_the_trainer_are_its_own(exported, tmp_path
     with pytest.raises(KstyleError, match="the teacher failed: out of memory$"):
         trainer.fit(stream, steps_per_epoch=2, epochs=1, verbose=0)
     assert trainer.feeds == []
+    # a Ctrl-C in fit (a library caller's second one) stops the feed's thread too
+    trainer.teacher = teacher
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            raise KeyboardInterrupt
+
+    stream = trainer.label_stream(
+        tf.data.Dataset.from_tensor_slices(images).batch(2).repeat(), 0, 1
+    )
+    feed = trainer.feeds[0]
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit(stream, steps_per_epoch=2, epochs=1, verbose=0, callbacks=[Interrupt()])
+    assert trainer.feeds == [] and not feed.thread.is_alive()
 
 
 def test_the_command_ends_when_training_ends(exported, tmp_path):
     """The feed's thread and queue close with the run: the process exits (a Python call
     inside tf.data could hang it at exit, which this would time out on)."""
-    import subprocess
-
     output = tmp_path / "student"
     args = [sys.executable, "-m", "kstyle", *command(exported, exported / "exports" /
             "model.tflite", output, steps=20), "--image-size", "32", "-q"]  # fmt: skip
@@ -239,3 +255,101 @@ def test_the_command_ends_when_training_ends(exported, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.startswith("done: 20 steps")
     assert len(history(output)) == 20
+
+
+def test_a_smoke_tests_export_teaches_a_smoke_test(exported, tmp_path):
+    teacher = tmp_path / "model.onnx"
+    shutil.copyfile(exported / "exports" / "model.onnx", teacher)
+    config = DistillConfig(teacher=str(teacher), data=str(exported / "data"))
+    assert config.smoke_test_cause() is None  # the test teacher's export is not marked
+    sidecar = json.loads((exported / "exports" / "model.onnx.json").read_text())
+    assert sidecar["smoke_test"] is False
+    (tmp_path / "model.onnx.json").write_text(json.dumps({**sidecar, "smoke_test": True}))
+    assert "is a smoke test's model" in config.smoke_test_cause()
+
+
+def test_each_exported_file_has_a_run_of_its_own_by_default(exported):
+    def output(teacher):
+        return DistillConfig(teacher=str(teacher)).resolved_output()
+
+    exports = exported / "exports"
+    assert output(exports / "model.onnx") == os.path.join("runs", "exports-model-onnx-tiny")
+    assert output(exports / "model.tflite") == os.path.join("runs", "exports-model-tflite-tiny")
+    assert output(exports / "saved_model") == os.path.join("runs", "exports-saved_model-tiny")
+    assert output("a/candy.onnx") == os.path.join("runs", "candy-tiny")
+    assert output(exported / "teacher") == os.path.join("runs", "teacher-tiny")
+
+
+def test_a_resumed_run_refuses_changed_teacher_inputs_and_sidecar(exported, tmp_path):
+    from kstyle.distill_config import exported_teacher_record
+
+    teacher = tmp_path / "model.onnx"
+    shutil.copyfile(exported / "exports" / "model.onnx", teacher)
+    first = exported_teacher_record(str(teacher), ["style=0,1"])
+    assert first["teacher_sidecar_sha256"] is None and first["teacher_data_sha256"] == []
+    assert exported_teacher_record(str(teacher), ["style=0,1"]) == first
+    assert exported_teacher_record(str(teacher), ["style=1,0"]) != first
+    np.save(tmp_path / "s.npy", np.array([0.0, 1.0]))
+    from_file = exported_teacher_record(str(teacher), [f"style={tmp_path / 's.npy'}"])
+    assert from_file["teacher_input_sha256"] == first["teacher_input_sha256"]
+    (tmp_path / "model.onnx.json").write_text('{"input": {"range": [0, 1]}}')
+    assert exported_teacher_record(str(teacher), ["style=0,1"])["teacher_sidecar_sha256"]
+
+
+MIRRORED_TEACHER = """
+import json, sys
+sys.path.insert(0, {root!r})
+import tensorflow as tf
+
+from kstyle.distill_config import DistillConfig
+from kstyle.run import train
+
+
+class Gain(tf.Module):  # a SavedModel teacher with a variable, which a scope would mirror
+    def __init__(self):
+        self.gain = tf.Variable(0.5)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+    def serve(self, image):
+        return {{"stylized": image * self.gain}}
+
+
+module = Gain()
+tf.saved_model.save(module, {teacher!r}, signatures={{"serving_default": module.serve}})
+config = DistillConfig(teacher={teacher!r}, teacher_range="0-1", data={data!r},
+                       output={output!r}, strategy="mirrored", image_size=32, batch_size=2,
+                       steps=3, arch="tiny", plot_every=0, verbose=0, seed=1)
+summary = train(config, printer=lambda *_: None)
+print(json.dumps({{"steps": summary["steps"], "share": summary["teacher_share"]}}))
+"""
+
+
+def test_a_saved_model_teacher_with_variables_trains_under_a_mirrored_strategy(exported, tmp_path):
+    script = MIRRORED_TEACHER.format(
+        root=str(ROOT), teacher=str(tmp_path / "gain"), data=str(exported / "data"),
+        output=str(tmp_path / "out"),
+    )  # fmt: skip
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            env=env, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout.splitlines()[-1])["steps"] == 3
+
+
+def test_a_feed_whose_content_runs_out_ends_its_stream(tmp_path):
+    import tensorflow as tf
+    from conftest import raises_within
+
+    from kstyle.distill import FileTeacherDistillationTrainer
+    from kstyle.teacher_runtimes import open_teacher
+
+    teacher = open_teacher(onnx_teacher(tmp_path / "t.onnx"), "0-1")
+    trainer = FileTeacherDistillationTrainer(build_transform_net(arch="tiny"), teacher,
+                                             image_size=32)  # fmt: skip
+    images = sample_pictures(count=4, height=32, width=32)
+    stream = trainer.label_stream(tf.data.Dataset.from_tensor_slices(images).batch(2), 0, 1)
+    pairs = []
+    error = raises_within(60, lambda: pairs.extend(stream.as_numpy_iterator()))
+    assert isinstance(error, tf.errors.InvalidArgumentError) and "closed" in str(error)
+    assert len(pairs) == 2  # both batches, then the end instead of a wait
+    assert trainer.close_feeds() is None  # running out is not the teacher's failure

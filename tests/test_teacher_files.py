@@ -213,3 +213,34 @@ def test_a_folder_hash_changes_with_any_file(tmp_path):
     (folder / "extra").write_bytes(b"")
     added = folder_sha256(str(folder))
     assert len({first, changed, renamed, added}) == 4
+
+
+def test_the_log_line_says_what_was_read(tmp_path):
+    from kstyle.teacher_files import shown_values
+
+    teacher = open_teacher(build(tmp_path, "onnx", extra=("gain", [None, 1, 1, 1])), "0-1",
+                           {"gain": np.array([0.5])})  # fmt: skip
+    assert teacher.describe() == "ONNX teacher, float32 NCHW in [0, 1], any size, gain = [0.5]"
+    assert shown_values(np.eye(26)[19]) == "26 values, non-zero: [19] 1"
+    assert shown_values(np.zeros(9)) == "9 values, non-zero: none"
+    assert shown_values(np.arange(100.0)) == "100 values from 0 to 99"
+
+
+def test_external_weights_are_found_and_scalar_extras_taken(tmp_path):
+    import onnx
+
+    from kstyle.teacher_files import external_data_files
+
+    path = build(tmp_path, "onnx")
+    assert external_data_files(path) == []
+    model = onnx.load(path)
+    onnx.save_model(model, str(tmp_path / "big.onnx"), save_as_external_data=True,
+                    location="big.data", size_threshold=0)  # fmt: skip
+    assert external_data_files(str(tmp_path / "big.onnx")) == [str(tmp_path / "big.data")]
+    images = sample_pictures()
+    np.testing.assert_allclose(open_teacher(str(tmp_path / "big.onnx"), "0-1")(images),
+                               expected(images), atol=1e-3)  # fmt: skip
+    # an extra input of rank 0 (a strength, say) takes one value
+    scalar = open_teacher(build(tmp_path, "onnx", name="scalar", extra=("gain", [])), "0-1",
+                          {"gain": np.array([0.5])})  # fmt: skip
+    np.testing.assert_allclose(scalar(images), expected(images, 0.5), atol=1e-3)

@@ -8,7 +8,7 @@ import sys
 from kstyle.checks import model_file
 from kstyle.cli.common import OneLineErrorParser, run_command, start_command
 from kstyle.cli.console import add_verbosity, program_name
-from kstyle.cli.train import add_config_options, given_on_command_line
+from kstyle.cli.train import add_config_options
 from kstyle.distill_config import DistillConfig
 from kstyle.errors import KstyleError
 from kstyle.files import check_writable, list_image_files
@@ -52,6 +52,14 @@ def check_config(config: DistillConfig) -> None:
     check_writable(config.resolved_output(), folder=True)
 
 
+def image_size_given(arguments, prog=None) -> bool:
+    """Whether ``arguments`` give ``--image-size`` (abbreviated or not): parsed again with
+    no default for it."""
+    parser = build_parser(prog)
+    parser.set_defaults(image_size=None)
+    return parser.parse_args(arguments).image_size is not None
+
+
 def exported_teacher_config(config: DistillConfig, size_given: bool, logger) -> DistillConfig:
     """``config`` for a SavedModel, .tflite or .onnx teacher: logs what was read from the
     file (and a hint when its outputs do not fit ``--teacher-range``), and sets the image
@@ -88,9 +96,7 @@ def main_with_args(argv=None, prog=None, from_shell=None) -> int:
         from kstyle.run import train
 
         if teacher_format(config.teacher):
-            config = exported_teacher_config(
-                config, given_on_command_line(arguments, "image_size"), logger
-            )
+            config = exported_teacher_config(config, image_size_given(arguments, prog), logger)
 
         # progress lines and messages go to stderr through logging; results to stdout
         summary = train(config, printer=logger.info, hard_stop=True)
