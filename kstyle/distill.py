@@ -16,7 +16,14 @@ all (B, H, W, 3) RGB in [0, 255]:
   = w_p · mean over all elements of (φ(S(X)) − φ(T(X)))², φ the loss net's relu3_3
   activations: the reference's content (feature reconstruction) loss, with the teacher's
   output as the target.
-* ``loss`` = pixel + perceptual.
+* ``texture`` (only with ``--texture-weight`` w_t > 0, which needs the VGG-16 weights) = w_t
+  · Σ over the style layers l (relu1_2, relu2_2, relu3_3, relu4_3) of (1/B) Σ over images
+  Σ over all C_l × C_l entries (G(φ_l(S(X))) − G(φ_l(T(X))))², G the Gram matrix divided by
+  C_l·H_l·W_l: the reference's style loss, with each image's own teacher picture as its
+  target (:func:`kstyle.losses.style_loss` with per-image targets). A pixel loss asks for
+  the mean of strokes whose exact place cannot be predicted, and averages them away; the
+  Gram matrices ask only for their statistics.
+* ``loss`` = pixel + perceptual (+ texture).
 
 With ``--perceptual-weight 0`` (the default) no VGG is built: a student can be distilled
 wherever its teacher runs.
@@ -33,8 +40,8 @@ from keras import ops
 
 from kstyle.constants import IMAGE_SIZE
 from kstyle.distill_config import DistillConfig, load_teacher
-from kstyle.loss_net import CONTENT_LAYER
-from kstyle.losses import content_loss, picture_mse
+from kstyle.loss_net import CONTENT_LAYER, STYLE_LAYERS
+from kstyle.losses import content_loss, gram_matrix, picture_mse, style_loss
 from kstyle.teacher_files import teacher_format
 from kstyle.trainer import TransformNetTrainer, _replica_copy, compile_trainer
 
@@ -43,6 +50,15 @@ def pixel_loss(student, teacher):
     """Mean over all elements of ((student − teacher) / 255)² for (B, H, W, 3) pictures in
     [0, 255]: the mean squared error of the pictures scaled to [0, 1] (a float32 scalar)."""
     return picture_mse(student, teacher)
+
+
+def texture_loss(student_features, teacher_features):
+    """The texture term before its weight (the module docstring's): the style loss between
+    the Gram matrices of ``student_features`` and ``teacher_features`` (``{style layer: (B, h,
+    w, c)}`` activations of the two batches of pictures), image by image; a float32 scalar."""
+    grams = {layer: gram_matrix(student_features[layer]) for layer in STYLE_LAYERS}
+    targets = {layer: gram_matrix(teacher_features[layer]) for layer in STYLE_LAYERS}
+    return style_loss(grams, targets)[0]
 
 
 class DistillationTrainer(TransformNetTrainer):
@@ -70,9 +86,12 @@ class DistillationTrainer(TransformNetTrainer):
         perceptual_weight=0.0,
         content_layer=CONTENT_LAYER,
         image_size=IMAGE_SIZE,
+        texture_weight=0.0,
         **kwargs,
     ):
-        super().__init__(transform_net, image_size=image_size, **kwargs)
+        texture = ("texture",) if texture_weight else ()
+        super().__init__(transform_net, image_size=image_size, extra_losses=texture, **kwargs)
+        self.texture_weight = float(texture_weight)
         self.teacher = teacher
         self.teacher.trainable = False
         self.loss_net = loss_net
@@ -80,7 +99,7 @@ class DistillationTrainer(TransformNetTrainer):
             loss_net.trainable = False
         self.perceptual_weight = float(perceptual_weight)
         self.content_layer = content_layer
-        self.plotted = ("pixel", "perceptual", "loss") if loss_net is not None else ("loss",)
+        self.plotted = ("loss",) if loss_net is None else ("pixel", *self.loss_names[2:], "loss")
         self.preview_teacher = _replica_copy((image_size, image_size, 3), "preview_teacher")
 
     def teach(self, content_batch, styles=None):
@@ -94,11 +113,16 @@ class DistillationTrainer(TransformNetTrainer):
         target = self.teach(content_batch, styles)
         pixel = pixel_loss(outputs, target)
         perceptual = ops.zeros((), "float32")
+        parts = {"pixel": pixel}
         if self.loss_net is not None:
-            student = self.loss_net(outputs, training=False)[self.content_layer]
-            teacher = self.loss_net(target, training=False)[self.content_layer]
-            perceptual = self.perceptual_weight * content_loss(student, teacher)
-        return pixel + perceptual, {"pixel": pixel, "perceptual": perceptual}
+            student = self.loss_net(outputs, training=False)
+            teacher = self.loss_net(target, training=False)
+            layer = self.content_layer
+            perceptual = self.perceptual_weight * content_loss(student[layer], teacher[layer])
+            if self.texture_weight:
+                parts["texture"] = self.texture_weight * texture_loss(student, teacher)
+        parts["perceptual"] = perceptual
+        return sum(parts.values()), parts
 
     def record_preview(self, content, outputs):
         """Keeps the input, the student's output and the teacher's, for the preview."""
@@ -286,6 +310,7 @@ def build_distillation_trainer(config: DistillConfig):
         options = {
             "loss_net": build_loss_net(config.vgg_weights) if config.uses_loss_net() else None,
             "perceptual_weight": config.perceptual_weight,
+            "texture_weight": config.texture_weight,
             "image_size": config.image_size,
             "stability_weight": config.stability_weight,
         }

@@ -73,6 +73,13 @@ class DistillConfig(RunOptions):
         "the pixel loss (needs the VGG-16 weights of --vgg-weights; 0: off, no VGG built)",
         keep=True,
     )
+    texture_weight: float = option(
+        0.0,
+        doc="weight of a texture term: the Gram matrices of the student's and the teacher's "
+        "pictures at the style layers, per image, so that the student keeps the teacher's "
+        "strokes (needs the VGG-16 weights of --vgg-weights; 0: off, docs/training.md)",
+        keep=True,
+    )
     arch: str = option(  # the student: a slim preset by default, unlike style training
         "tiny",
         doc="the student's transform net preset (docs/presets.md)",
@@ -88,6 +95,10 @@ class DistillConfig(RunOptions):
             raise KstyleError("--teacher is required: the run directory or .keras file to distill")
         if self.perceptual_weight < 0:
             raise KstyleError(f"--perceptual-weight must not be negative: {self.perceptual_weight}")
+        if not 0 <= self.texture_weight < float("inf"):
+            raise KstyleError(
+                f"--texture-weight must be finite and not negative: {self.texture_weight}"
+            )
         if teacher_format(self.teacher) is None:
             given = RANGE_OPTION if self.teacher_range else INPUT_OPTION
             if self.teacher_range or self.teacher_input:
@@ -128,9 +139,13 @@ class DistillConfig(RunOptions):
         is entered, and the trainer takes the same one."""
         return self._opened_teacher
 
+    def options_of_older_runs(self) -> dict:
+        """Every run's, and: distillations before ``--texture-weight`` had no texture term."""
+        return {**super().options_of_older_runs(), "texture_weight": 0.0}
+
     def uses_loss_net(self) -> bool:
         """Whether the run builds the VGG-16 loss network: only for the perceptual term."""
-        return self.perceptual_weight > 0
+        return self.perceptual_weight > 0 or self.texture_weight > 0
 
     def smoke_test_cause(self) -> str | None:
         """Why the student is a smoke test: its teacher is one (``kstyle.smoke``), or its

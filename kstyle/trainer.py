@@ -36,6 +36,9 @@ class TransformNetTrainer(keras.Model):
     Args:
         transform_net: the network being trained (see ``build_transform_net``).
         image_size: the training image size, for the preview variables.
+        stability_weight: λ of the stability term (:func:`stability_term`; 0: off).
+        extra_losses: the names of a subclass's optional terms that are on, reported after
+            the class's ``loss_names``.
 
     ``loss_names`` are the losses a step reports, the total ``"loss"`` first (the columns of
     ``history.csv``); ``plotted`` the ones ``losses.png`` draws.
@@ -55,12 +58,16 @@ class TransformNetTrainer(keras.Model):
     loss_names = LOSS_NAMES
     plotted = ("content", "style", "loss")
 
-    def __init__(self, transform_net, image_size=IMAGE_SIZE, stability_weight=0.0, **kwargs):
+    def __init__(
+        self, transform_net, image_size=IMAGE_SIZE, stability_weight=0.0, extra_losses=(), **kwargs
+    ):
         super().__init__(**kwargs)
         self.transform_net = transform_net
         self.stability_weight = float(stability_weight)
-        if self.stability_weight:  # 0: the losses and their columns as without the option
-            self.loss_names = (*type(self).loss_names, "stability")
+        # the optional terms only when on: else the losses and their columns as without them
+        self.loss_names = (*type(self).loss_names, *extra_losses)
+        if self.stability_weight:
+            self.loss_names = (*self.loss_names, "stability")
             self.stability_multiple = size_multiple(transform_net)
         self.trackers = {name: keras.metrics.Mean(name=name) for name in self.loss_names}
         self.last_losses = {name: _replica_copy((), f"last_{name}") for name in self.loss_names}

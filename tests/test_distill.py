@@ -300,3 +300,56 @@ def test_help_does_not_import_tensorflow():
     result = run([sys.executable, "-c", HELP])
     assert result.returncode == 0, result.stderr[-2000:]
     assert "--teacher" in result.stdout and "--perceptual-weight" in result.stdout
+
+
+def test_the_texture_term_compares_each_images_gram_matrices():
+    from kstyle.distill import texture_loss
+    from kstyle.loss_net import STYLE_LAYERS
+
+    rng = np.random.default_rng(3)
+    shapes = {layer: (2, 4 >> i or 1, 3 >> i or 1, 5 + i) for i, layer in enumerate(STYLE_LAYERS)}
+    student = {layer: rng.normal(size=shape).astype("float32") for layer, shape in shapes.items()}
+    teacher = {layer: rng.normal(size=shape).astype("float32") for layer, shape in shapes.items()}
+
+    def gram(features):  # (h, w, c) -> (c, c) / (c h w), one image
+        flat = features.reshape(-1, features.shape[-1]).astype("float64")
+        return flat.T @ flat / flat.size
+
+    expected = sum(
+        np.mean(
+            [
+                np.sum((gram(s) - gram(t)) ** 2)
+                for s, t in zip(student[layer], teacher[layer], strict=True)
+            ]
+        )
+        for layer in STYLE_LAYERS
+    )
+    assert float(texture_loss(student, teacher)) == pytest.approx(expected, rel=1e-4)
+    assert float(texture_loss(teacher, teacher)) == 0.0
+    # per image: the batch's mean Gram as every image's target would be another number
+    mean_target = {
+        layer: np.repeat(teacher[layer].mean(0, keepdims=True), 2, 0) for layer in STYLE_LAYERS
+    }
+    assert float(texture_loss(student, mean_target)) != pytest.approx(expected, rel=1e-2)
+
+
+def test_a_texture_weight_adds_a_texture_column_and_needs_the_loss_net(inputs, tmp_path):
+    from kstyle.run import train
+
+    config = DistillConfig(
+        teacher=str(inputs / "teacher"), data=str(inputs / "data"), output=str(tmp_path / "t"),
+        verbose=0, texture_weight=1e-3, vgg_weights="random", **{**OPTIONS, "steps": 3},
+    )  # fmt: skip
+    assert config.uses_loss_net() and smoke_test_fields(config)["smoke_test"]
+    summary = train(config, printer=lambda line: None)
+    losses = summary["losses"]
+    assert set(losses) == {"loss", "pixel", "perceptual", "texture"}
+    assert losses["texture"] > 0 and losses["perceptual"] == 0.0
+    assert losses["loss"] == pytest.approx(losses["pixel"] + losses["texture"], rel=1e-5)
+    with open(os.path.join(summary["run_dir"], "history.csv")) as file:
+        assert file.readline().strip().split(",")[2:6] == ["loss", "pixel", "perceptual", "texture"]
+    assert not DistillConfig(teacher="t").uses_loss_net()  # off by default: no VGG
+    for bad in (-1.0, float("inf"), float("nan")):
+        with pytest.raises(KstyleError, match="--texture-weight must be finite and not negative"):
+            DistillConfig(teacher="t", texture_weight=bad).validate()
+    assert DistillConfig(teacher="t").options_of_older_runs()["texture_weight"] == 0.0

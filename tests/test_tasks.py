@@ -67,11 +67,14 @@ def test_each_kind_reaches_its_own_trainer(monkeypatch, tmp_path):
 
 def test_what_older_runs_had_of_later_options():
     """Style runs recorded before --arch trained the seed net (distillation always recorded
-    it); no run recorded before --stability-weight had the term."""
+    it); no run recorded before --stability-weight had the term, no distillation before
+    --texture-weight its term."""
     assert TrainConfig(style="s.png").options_of_older_runs() == {
         "stability_weight": 0.0, "arch": "johnson"
     }  # fmt: skip
-    assert DistillConfig(teacher="runs/t").options_of_older_runs() == {"stability_weight": 0.0}
+    assert DistillConfig(teacher="runs/t").options_of_older_runs() == {
+        "stability_weight": 0.0, "texture_weight": 0.0
+    }  # fmt: skip
 
 
 def test_each_kind_declares_its_own_options_over_the_shared_ones():
@@ -83,6 +86,7 @@ def test_each_kind_declares_its_own_options_over_the_shared_ones():
         "teacher_range",
         "teacher_input",
         "perceptual_weight",
+        "texture_weight",
     ]
     assert "style" in style and "style" not in names(DistillConfig)
     with pytest.raises(TypeError, match="abstract"):
