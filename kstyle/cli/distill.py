@@ -9,7 +9,7 @@ from kstyle.checks import model_file
 from kstyle.cli.common import OneLineErrorParser, run_command, start_command
 from kstyle.cli.console import add_verbosity, program_name
 from kstyle.cli.train import add_config_options
-from kstyle.distill_config import DistillConfig
+from kstyle.distill_config import DistillConfig, load_teacher
 from kstyle.errors import KstyleError
 from kstyle.files import check_writable, list_image_files
 from kstyle.teacher_files import teacher_format
@@ -32,7 +32,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
 
 def check_config(config: DistillConfig) -> None:
     """Checks what can be checked before TensorFlow is imported: the option values
-    (:meth:`DistillConfig.validate`), the teacher's model file, the ``--data`` folder and, by
+    (:meth:`DistillConfig.validate`), the teacher's model file (an ONNX or TFLite teacher is
+    opened and probed: its runtime needs no TensorFlow), the ``--data`` folder and, by
     a real write, the run directory's folder.
 
     Raises:
@@ -44,6 +45,8 @@ def check_config(config: DistillConfig) -> None:
             model_file(config.teacher, "--teacher")
         elif not os.path.exists(config.teacher):
             raise KstyleError(f"model not found: {config.teacher}")
+        elif teacher_format(config.teacher) in ("onnx", "tflite"):  # runtimes without TF
+            load_teacher(config.teacher, config.teacher_range, config.teacher_input)
     except KstyleError as error:  # name the option once, whichever message it is
         message = str(error)
         raise KstyleError(message if "--teacher" in message else f"--teacher: {message}") from error
@@ -65,7 +68,6 @@ def exported_teacher_config(config: DistillConfig, size_given: bool, logger) -> 
     file (and a hint when its outputs do not fit ``--teacher-range``), and sets the image
     size to a fixed-size teacher's unless ``size_given`` (``--image-size`` on the command
     line)."""
-    from kstyle.distill_config import load_teacher
 
     teacher = load_teacher(config.teacher, config.teacher_range, config.teacher_input)
     logger.info(f"teacher: {config.teacher}: {teacher.describe()}")
