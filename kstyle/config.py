@@ -223,13 +223,15 @@ class RunOptions(abc.ABC):
     mixed_precision: str = option(
         "off",
         doc="compute in float16 (with loss scaling) or bfloat16; variables, losses and Grams "
-        "stay float32",
-        choices=tuple(MIXED_PRECISION),
+        "stay float32; auto: bfloat16 where kstyle tune measured it faster on this machine, "
+        "else off (a resumed run keeps its own)",
+        choices=(*MIXED_PRECISION, "auto"),
         keep=True,
     )
     jit_compile: str = option(
         "auto",
-        doc="XLA-compile the train step (auto: Keras's choice, XLA on GPUs)",
+        doc="XLA-compile the train step (auto: as kstyle tune measured on this machine, else "
+        "Keras's choice, XLA on GPUs)",
         choices=tuple(JIT_COMPILE),
     )
     strategy: str = option(
@@ -285,6 +287,14 @@ class RunOptions(abc.ABC):
         """What ``config.json`` records of options whose value the run derives (e.g.
         ``style_size_used``): nothing unless a kind says otherwise."""
         return {}
+
+    def tuned_job(self) -> str | None:
+        """The training job whose ``kstyle tune`` choice applies to this run (its step is
+        the style trainer's of ``arch`` and ``padding``), or None for a kind whose step tune
+        does not measure."""
+        from kstyle.tuning import train_job
+
+        return train_job(self.arch, self.padding)
 
     def smoke_test_cause(self) -> str | None:
         """Why the run is a smoke test (its model learns no style), in words for its note:

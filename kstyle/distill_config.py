@@ -147,6 +147,11 @@ class DistillConfig(RunOptions):
         """Whether the run builds the VGG-16 loss network: only for the perceptual term."""
         return self.perceptual_weight > 0 or self.texture_weight > 0
 
+    def tuned_job(self) -> None:
+        """None: a distillation step (the teacher's pictures against the student's) is not the
+        style trainer's step that ``kstyle tune`` measures, so its choice does not apply."""
+        return None
+
     def smoke_test_cause(self) -> str | None:
         """Why the student is a smoke test: its teacher is one (``kstyle.smoke``), or its
         perceptual term uses an untrained loss network; None for a real run."""

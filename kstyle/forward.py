@@ -166,28 +166,39 @@ def quiet_retracing_warning():
         logger.addFilter(_RetracingFilter())
 
 
-_FORWARDS = {}  # id(model) -> (weak reference, compiled pass, size multiple, smallest side)
+# id(model) -> (weak reference, {(fused, xla, blocked): pass}, size multiple, smallest side)
+_FORWARDS = {}
 
 
 def _entry(model):
-    """``model``'s cached (reference, compiled pass, size multiple, smallest side), made on
-    first use."""
-    import tensorflow as tf
-
+    """``model``'s cached (reference, compiled passes, size multiple, smallest side), made on
+    first use; the passes are made by :func:`compiled_forward` as they are asked for."""
     entry = _FORWARDS.get(id(model))
     if entry is None or entry[0]() is not model:
         quiet_retracing_warning()  # one graph per model: a style's baked net is a model too
-        reference = weakref.ref(model)
-        fused = inference_net(model)  # shares model's layers, but is not model (or a cycle)
-        net = (lambda: fused) if fused is not model else reference
-        forward = tf.function(
-            lambda batch: net()(batch, training=False),
-            input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)],
-        )
         sizes = size_multiple(model), smallest_side(model)
-        entry = _FORWARDS[id(model)] = (reference, forward, *sizes)
+        entry = _FORWARDS[id(model)] = (weakref.ref(model), {}, *sizes)
         weakref.finalize(model, _FORWARDS.pop, id(model), None)
     return entry
+
+
+def _compile(model, reference, fused: bool, xla: bool, blocked: bool):
+    """A ``tf.function`` of ``model``'s inference pass (``fused``: :func:`inference_net`'s
+    graph; ``blocked``: its wide full-resolution convolutions on pixel blocks,
+    :func:`kstyle.blocked_conv.blocked_net`), XLA-compiled with ``xla``; it holds ``model``
+    only through ``reference``."""
+    import tensorflow as tf
+
+    from kstyle.blocked_conv import blocked_net
+
+    net = inference_net(model) if fused else model  # shares model's layers, but is not model
+    net = blocked_net(net) if blocked else net
+    call = (lambda: net) if net is not model else reference  # (or a cycle)
+    return tf.function(
+        lambda batch: call()(batch, training=False),
+        input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)],
+        jit_compile=xla,
+    )
 
 
 def model_size_multiple(model) -> int:
@@ -200,26 +211,32 @@ def model_smallest_side(model) -> int:
     return _entry(model)[3]
 
 
-def compiled_forward(model):
+def compiled_forward(model, fused: bool = True, xla: bool = False, blocked: bool = False):
     """``model``'s inference pass as a ``tf.function``, traced once and kept while ``model`` lives.
 
-    Graph execution skips Keras's per-layer Python work, and the pass runs
+    Graph execution skips Keras's per-layer Python work. By default the pass runs
     :func:`inference_net` (upsampling fused into the next convolution: the same function,
-    fewer multiply-adds); ``docs/performance.md`` compares it with the other paths, XLA
-    (not used here) included.
+    fewer multiply-adds) without XLA; ``fused=False`` runs ``model``'s own graph, ``xla=True``
+    compiles with XLA (one compilation per input shape), ``blocked=True`` computes the wide
+    output convolution on pixel blocks (:mod:`kstyle.blocked_conv`). ``kstyle tune`` measures
+    which is fastest on a machine (:mod:`kstyle.stylize_paths`); ``docs/performance.md``
+    compares them.
     """
-    return _entry(model)[1]
+    reference, passes = _entry(model)[:2]
+    if (fused, xla, blocked) not in passes:
+        passes[fused, xla, blocked] = _compile(model, reference, fused, xla, blocked)
+    return passes[fused, xla, blocked]
 
 
-def run_model(model, batch: np.ndarray) -> np.ndarray:
+def run_model(model, batch: np.ndarray, fused=True, xla=False, blocked=False) -> np.ndarray:
     """Runs ``model`` on a (B, H, W, 3) float32 batch in inference mode (compiled, see
-    ``compiled_forward``).
+    ``compiled_forward`` for ``fused``, ``xla`` and ``blocked``).
 
     Returns a NumPy array, or a list of them for a model with several outputs.
     """
     with warnings.catch_warnings():  # Keras warns about list-vs-tensor input structure
         warnings.filterwarnings("ignore", message="The structure of `inputs`")
-        outputs = compiled_forward(model)(np.asarray(batch, np.float32))
+        outputs = compiled_forward(model, fused, xla, blocked)(np.asarray(batch, np.float32))
     if isinstance(outputs, list | tuple):
         return [np.asarray(output) for output in outputs]
     return np.asarray(outputs)

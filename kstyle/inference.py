@@ -9,10 +9,11 @@ from kstyle import tiling
 from kstyle.checks import check_strength, check_tile
 from kstyle.constants import SIZE_MULTIPLE
 from kstyle.errors import KstyleError
-from kstyle.forward import model_size_multiple, model_smallest_side, run_model
+from kstyle.forward import model_size_multiple, model_smallest_side
 from kstyle.images import to_uint8
 from kstyle.memory import AUTO, needs_tiling, pixels_within, resolve_max_memory
 from kstyle.styles import styled_net
+from kstyle.stylize_paths import run_pass
 
 _RGB_TO_YCBCR = np.array(
     [[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]]
@@ -175,7 +176,7 @@ def stylize_array(
     if tiler is not None:
         output = tiler(padded, progress=progress)[:height, :width]
     else:
-        output = run_model(model, padded.astype(np.float32)[None])[0, :height, :width]
+        output = run_pass(model, padded.astype(np.float32)[None])[0, :height, :width]
     return _finish(image, output, preserve_colors, strength)
 
 
@@ -192,7 +193,7 @@ def stylize_batch(model, frames: np.ndarray, *, preserve_colors=False, strength=
     height, width = frames.shape[1:3]
     multiple, smallest = model_size_multiple(model), model_smallest_side(model)
     batch = pad_to_multiple(frames.astype(np.float32), multiple, smallest)
-    output = run_model(model, batch)[:, :height, :width]
+    output = run_pass(model, batch)[:, :height, :width]
     return np.stack(
         [_finish(f, o, preserve_colors, strength) for f, o in zip(frames, output, strict=True)]
     )

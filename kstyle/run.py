@@ -37,6 +37,7 @@ from kstyle.run_dir import (
 from kstyle.schedule import fit_schedule, steps_line, total_steps_of
 from kstyle.smoke import smoke_line
 from kstyle.tasks import build_task_trainer
+from kstyle.tuning import apply_tuned_training
 
 
 def build_training_data(config: RunOptions, seed: int | None):
@@ -146,6 +147,7 @@ def open_run(config: RunOptions) -> Run:
         shared_seed,
     )
 
+    apply_tuned_training(config)  # --mixed-precision auto; --jit-compile auto where tuned
     strategy = make_strategy(config.strategy)  # first: multi-worker collectives need it
     if config.batch_size % strategy.num_replicas_in_sync:
         raise KstyleError(

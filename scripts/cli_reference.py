@@ -3,8 +3,9 @@
     python scripts/cli_reference.py            # print the Markdown
     python scripts/cli_reference.py --write    # write it to docs/cli.md
 
-Everything comes from ``build_parser()`` of ``kstyle.cli.train``, ``stylize``, ``export`` and
-``info`` (they import without TensorFlow), so the reference cannot drift from ``--help``.
+Everything comes from ``build_parser()`` of each command's module (``kstyle.cli.train``,
+``stylize``, ``export``, ``tune``, ``info``, ...: they import without TensorFlow), so the
+reference cannot drift from ``--help``.
 The output does not depend on the terminal width or the Python version.
 """
 
@@ -23,6 +24,7 @@ COMMANDS = (  # (subcommand of ``kstyle``, script in the repository root or None
     ("sheet", None),
     ("export", "export.py"),
     ("serve", None),
+    ("tune", None),
     ("info", None),
 )
 USAGE_WIDTH = 96

@@ -4,6 +4,9 @@ import os
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# kstyle tune's choices (and LiteRT's converted files) go to a folder of this session's own:
+# a store of the machine's user must not change what the tests run, nor the tests touch it
+os.environ["KSTYLE_CACHE_DIR"] = __import__("tempfile").mkdtemp(prefix="kstyle-test-cache-")
 
 import signal  # noqa: E402
 import subprocess  # noqa: E402
@@ -39,6 +42,8 @@ CLI_MODULES = {
     "stylize.py": "kstyle.cli.stylize",
     "export.py": "kstyle.cli.export",
     "kstyle sheet": "kstyle.cli.sheet",
+    "kstyle tune": "kstyle.cli.tune",
+    "kstyle info": "kstyle.cli.info",
 }
 
 

@@ -39,16 +39,18 @@ def test_help_lists_every_command_and_unknown_ones_are_one_line():
     result = kstyle_command("--help")
     assert result.returncode == 0 and result.stderr == ""
     listed = re.findall(r"(?m)^  (\w+) ", result.stdout.split("commands:")[1])
-    assert listed == ["train", "distill", "stylize", "sheet", "export", "serve", "info"]
+    assert listed == ["train", "distill", "stylize", "sheet", "export", "serve", "tune", "info"]
     bad = kstyle_command("paint")
     assert bad.returncode == 2 and bad.stdout == ""
     assert bad.stderr.splitlines() == [
         "error: argument COMMAND: invalid choice: 'paint' (choose from 'train', 'distill', "
-        "'stylize', 'sheet', 'export', 'serve', 'info') (see python -m kstyle --help)"
+        "'stylize', 'sheet', 'export', 'serve', 'tune', 'info') (see python -m kstyle --help)"
     ]
 
 
-@pytest.mark.parametrize("command", ["train", "distill", "stylize", "export", "serve", "info"])
+@pytest.mark.parametrize(
+    "command", ["train", "distill", "stylize", "export", "serve", "tune", "info"]
+)
 def test_each_subcommand_is_the_scripts_parser(command):
     module = __import__(f"kstyle.cli.{command}", fromlist=["build_parser"])
     result = kstyle_command(command, "--help")

@@ -14,21 +14,25 @@ BASE |= {"internals", "extras", "quiet", "coco", "checks", "web_runtime", "lock"
 BASE |= {"web_site"}
 BASE |= {"schedule", "presets"}
 BASE |= {"pipeline", "video_io", "history", "stability", "teacher_files", "teacher_runtimes"}
+BASE |= {"machine", "tune_store", "tuning"}
 TRAINING = {"data", "transform_net", "loss_net", "losses", "trainer", "callbacks", "distribute"}
 TRAINING |= {"config", "distill_config", "stopping", "run_dir", "run", "distill", "tasks"}
 TRAINING |= {"norms", "graph", "style_tables", "multi_style", "add_style_config", "teacher_feed"}
 INFERENCE = {"styles", "forward", "flops", "staged", "tiling", "inference", "video"}
 INFERENCE |= {"stylize_files", "sheet"}
-INFERENCE |= {"export"}
+INFERENCE |= {"export", "stylize_paths", "tune_worker", "blocked_conv"}
+INFERENCE |= {f"export.{name}" for name in ("calibration", "int8", "serving", "verify", "web")}
+INFERENCE |= {"export.writer"}
 
 
 def _imports():
     """{module: kstyle modules it imports (top level or inside functions)}, names relative
-    to the package, submodules of ``export`` and ``cli`` folded into ``export`` and ``cli``."""
+    to the package, submodules of ``cli`` folded into ``cli``; those of ``export`` keep their
+    own names (``export.serving``), ``export`` being the package's ``__init__``."""
 
     def short(name):
         parts = name.split(".")[1:]
-        return parts[0] if parts else ""
+        return ".".join(parts[:2]) if parts[:1] == ["export"] else parts[0] if parts else ""
 
     found = {}
     for folder, _, names in os.walk(PACKAGE):
@@ -37,7 +41,7 @@ def _imports():
                 continue
             path = os.path.join(folder, name)
             relative = os.path.relpath(path, PACKAGE)[:-3].replace(os.sep, ".")
-            module = relative.split(".")[0] if relative != "__init__" else "__init__"
+            module = short(f"kstyle.{relative.removesuffix('.__init__')}")
             targets = found.setdefault(module, set())
             with open(path) as file:
                 tree = ast.parse(file.read())

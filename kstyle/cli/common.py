@@ -8,6 +8,8 @@ import os
 import re
 import sys
 
+from kstyle.machine import cpu_flags, preferred_onednn, tensorflow_onednn_default
+
 
 class OneLineErrorParser(argparse.ArgumentParser):
     """An ArgumentParser whose usage errors are one ``error: ...`` line and exit status 2."""
@@ -79,15 +81,16 @@ def _tensorflow_error_line(error) -> str | None:
     return shortened(re.sub(r"^\{\{function_node [^}]*\}\}\s*|\s*\[Op:\w+\]$", "", message), 300)
 
 
-def start_command(args, task: str | None, from_shell: bool):
+def start_command(args, task: str | None, from_shell: bool, onednn: bool | None = None):
     """What a command does once its arguments are parsed, before any work: picks oneDNN for
-    ``task`` (``train``, ``stylize``; None: leave TensorFlow's default) when run from a shell,
-    sets up logging from ``args.quiet``/``args.verbose``, and, from a shell, imports
-    TensorFlow with its start-up lines kept off the console. Returns the ``kstyle`` logger."""
+    ``task`` (``train``, ``stylize``; None: leave TensorFlow's default) when run from a shell
+    (``onednn``: as ``kstyle tune`` measured, else by kstyle's rule), sets up logging from
+    ``args.quiet``/``args.verbose``, and, from a shell, imports TensorFlow with its start-up
+    lines kept off the console. Returns the ``kstyle`` logger."""
     from kstyle.cli.console import quiet_dependencies, setup_logging
 
     if task is not None and from_shell:
-        use_fastest_onednn(task, None)
+        use_fastest_onednn(task, None, onednn)
     logger = setup_logging(quiet=args.quiet, verbose=args.verbose)
     if from_shell:
         quiet_dependencies(verbose=args.verbose)
@@ -121,55 +124,12 @@ def run_command(function, argv=None, **options) -> int:
 
 
 ONEDNN_VARIABLE = "TF_ENABLE_ONEDNN_OPTS"
-# x86 CPU features for which TensorFlow's Linux builds switch oneDNN on by default
-# (DefaultOneDnnPolicy in tensorflow/core/util/util.cc), as /proc/cpuinfo names them.
-TENSORFLOW_ONEDNN_FEATURES = (
-    "avx512_vnni",
-    "avx512_bf16",
-    "avx_vnni",
-    "amx_tile",
-    "amx_int8",
-    "amx_bf16",
-)
 
 
-def cpu_flags(path="/proc/cpuinfo") -> set[str]:
-    """The instruction-set flags of this CPU (Linux), or an empty set where unknown."""
-    try:
-        with open(path) as file:
-            for line in file:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def tensorflow_onednn_default(flags: set[str]) -> bool:
-    """Whether TensorFlow switches oneDNN on by itself on a Linux x86 CPU with ``flags`` (when
-    ``TF_ENABLE_ONEDNN_OPTS`` is unset): only for CPUs with neural-network instructions."""
-    return any(feature in flags for feature in TENSORFLOW_ONEDNN_FEATURES)
-
-
-def preferred_onednn(task: str, flags: set[str]) -> bool | None:
-    """Whether ``task`` (``train`` or ``stylize``) runs faster with oneDNN on a CPU with
-    ``flags``; None where kstyle has no measurement (not an x86 CPU with AVX2).
-
-    The rule comes from ``bench/bench.py`` measurements (docs/performance.md): training is
-    faster with oneDNN whatever the vector width; batch-1 stylizing is faster with oneDNN's
-    AVX-512 kernels but slower with its AVX2 ones. TensorFlow's own default
-    (:func:`tensorflow_onednn_default`) gets training on AVX2 and stylizing on plain AVX-512
-    wrong.
-    """
-    if "avx2" not in flags:
-        return None
-    if task == "train":
-        return True
-    return "avx512f" in flags
-
-
-def use_fastest_onednn(task: str, argv) -> None:
-    """Switches oneDNN the faster way for ``task`` on this CPU, for a command run from a shell.
+def use_fastest_onednn(task: str, argv, tuned: bool | None = None) -> None:
+    """Switches oneDNN the faster way for ``task`` on this CPU, for a command run from a shell:
+    ``tuned`` where ``kstyle tune`` measured it (:mod:`kstyle.tune_store`), else the rule of
+    :func:`kstyle.machine.preferred_onednn`.
 
     TensorFlow reads ``TF_ENABLE_ONEDNN_OPTS`` once, when it is imported, so the variable is
     set here, before the command imports TensorFlow. Where TensorFlow is imported already
@@ -182,7 +142,7 @@ def use_fastest_onednn(task: str, argv) -> None:
     if argv is not None or ONEDNN_VARIABLE in os.environ:
         return
     flags = cpu_flags()
-    wanted = preferred_onednn(task, flags)
+    wanted = preferred_onednn(task, flags) if tuned is None else tuned
     if wanted is None or wanted == tensorflow_onednn_default(flags):
         return
     if "tensorflow" not in sys.modules:

@@ -2,25 +2,21 @@
 GPUs, and whether the VGG-16 weights are cached."""
 
 import argparse
-import importlib.metadata
 import os
 import platform
 import sys
 
 from kstyle.cli.common import (
     ONEDNN_VARIABLE,
-    TENSORFLOW_ONEDNN_FEATURES,
     OneLineErrorParser,
-    cpu_flags,
     preferred_onednn,
     run_command,
     start_command,
     tensorflow_onednn_default,
 )
 from kstyle.cli.console import add_verbosity, program_name
+from kstyle.machine import CPU_FEATURES, cpu_flags, cpu_model, version_of
 
-# CPU features that change which kernels (and which oneDNN choice) kstyle gets.
-CPU_FEATURES = ("avx2", "fma", "avx512f", *TENSORFLOW_ONEDNN_FEATURES)
 # Distributions of each extra, as pip names them.
 EXTRA_PACKAGES = {
     "export": ("ai-edge-litert", "onnxruntime", "tf2onnx"),
@@ -47,14 +43,6 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def version_of(distribution: str) -> str | None:
-    """The installed version of ``distribution``, or None."""
-    try:
-        return importlib.metadata.version(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
 def _onednn_line(flags) -> str:
     def state(on):
         return "unknown" if on is None else "on" if on else "off"
@@ -67,6 +55,26 @@ def _onednn_line(flags) -> str:
         f"(kstyle's choice for this CPU; TensorFlow's default: "
         f"{state(tensorflow_onednn_default(flags))})"
     )
+
+
+def tuned_lines(store=None) -> list[str]:
+    """``kstyle info``'s lines on the choices of ``kstyle tune`` stored for this machine."""
+    from kstyle.cli.tune import choice_line
+    from kstyle.machine import machine_record
+    from kstyle.tune_store import TunedStore
+
+    store = TunedStore.read() if store is None else store
+    if line := store.problem_line():
+        return [f"tuned paths: {line}"]
+    machine = machine_record()
+    mine = [entry for entry in store.entries if entry["machine"] == machine]
+    if not mine:
+        return [f"tuned paths: none for this machine in {store.path} (kstyle tune measures them)"]
+    return [f"tuned paths ({store.path}):"] + [
+        f"  {entry.get('label', entry['job'])} ({entry.get('tuned_at', 'undated')}): "
+        f"{choice_line(entry['task'], entry['choice'])}"
+        for entry in mine
+    ]
 
 
 def info_lines() -> list[str]:
@@ -96,10 +104,11 @@ def info_lines() -> list[str]:
     flags = cpu_flags()
     features = [feature for feature in CPU_FEATURES if feature in flags]
     lines.append(
-        f"cpu: {platform.machine()}, {os.cpu_count()} logical cores; "
+        f"cpu: {cpu_model()}, {platform.machine()}, {os.cpu_count()} logical cores; "
         f"features: {' '.join(features) or 'none of ' + ' '.join(CPU_FEATURES)}"
     )
     lines.append(f"oneDNN: {_onednn_line(flags)}")
+    lines += tuned_lines()
     gpus = tf.config.list_physical_devices("GPU")
     lines.append(f"gpus: {', '.join(gpu.name for gpu in gpus) if gpus else 'none seen'}")
     vgg = keras_cache_path()

@@ -1,6 +1,6 @@
 """``kstyle`` (and ``python -m kstyle``): one command, with ``train``, ``distill``, ``stylize``,
-``sheet``, ``export``, ``serve`` and ``info`` under it. Each subcommand is also its own script
-(``train.py``, ``kstyle-train``, ...)."""
+``sheet``, ``export``, ``serve``, ``tune`` and ``info`` under it. Each subcommand is also its
+own script (``train.py``, ``kstyle-train``, ...)."""
 
 import argparse
 import importlib
@@ -17,7 +17,8 @@ COMMANDS = {
     "sheet": ("kstyle.cli.sheet", "a photo in every style of a network, and blends, on one page"),
     "export": ("kstyle.cli.export", "write verified SavedModel, TFLite and ONNX files"),
     "serve": ("kstyle.cli.serve", "serve a web page that stylizes photos and the webcam"),
-    "info": ("kstyle.cli.info", "versions, CPU features, oneDNN, GPUs and caches"),
+    "tune": ("kstyle.cli.tune", "measure the fastest paths on this machine and keep them"),
+    "info": ("kstyle.cli.info", "versions, CPU features, oneDNN, tuned paths, GPUs and caches"),
 }
 
 

@@ -18,6 +18,8 @@ from kstyle.cli.console import add_verbosity, program_name
 from kstyle.constants import SIZE_MULTIPLE, VIDEO_EXTENSIONS
 from kstyle.images import DEFAULT_MAX_PIXELS
 from kstyle.memory import DEFAULT_MAX_MEMORY, parse_memory
+from kstyle.tune_store import TunedStore
+from kstyle.tuning import stylize_choice
 
 DEFAULT_MAX_MEMORY_TEXT = f"{DEFAULT_MAX_MEMORY / 2**30:g}GB"  # parse_memory reads it back
 
@@ -142,7 +144,11 @@ def main_with_args(argv=None, prog=None, from_shell=None) -> int:
 
     # one kstyle process writes an output at a time: the file, or the folder of a folder
     with output_lock(target or args.output, folder=target is None):
-        logger = start_command(args, "stylize", from_shell)
+        store = TunedStore.read()
+        choice = stylize_choice(model_file(args.model, "--model"), store)
+        onednn = None if choice is None else choice["onednn"]
+        logger = start_command(args, "stylize", from_shell, onednn)
+        use_tuned_choice(choice, store, logger, args.model)
         from kstyle.stylize_files import stylize
         from kstyle.transform_net import load_transform_net
 
@@ -171,6 +177,25 @@ def main_with_args(argv=None, prog=None, from_shell=None) -> int:
         + (f": {written[0]}" if len(written) == 1 else f" under {args.output}")
     )
     return 1 if failed and not written else 0
+
+
+def use_tuned_choice(choice, store, logger, model) -> None:
+    """Stylizes on ``choice`` (``kstyle tune``'s, for this machine and ``model``'s network; None:
+    the default path), saying so with ``-v``; warns about a store that cannot be used."""
+    from kstyle.cli.tune import choice_line
+    from kstyle.stylize_paths import use_choice
+
+    if line := store.problem_line():
+        logger.warning(line)
+    if choice is None:
+        logger.debug(
+            f"stylizing on the default path: no choice of kstyle tune in {store.path} for this "
+            f"network on this machine (kstyle tune --task stylize --model {model} measures it)"
+        )
+    else:
+        described = choice_line("stylize", choice)
+        logger.debug(f"stylizing on the choice of kstyle tune in {store.path}: {described}")
+    use_choice(choice)
 
 
 def main(argv=None, prog=None, from_shell=None) -> int:

@@ -13,6 +13,7 @@ from kstyle.cli.console import add_verbosity, program_name
 from kstyle.config import TrainConfig, flag_of
 from kstyle.errors import KstyleError
 from kstyle.files import check_writable, list_image_files
+from kstyle.tune_store import TunedStore
 
 DEMO_OPTIONS = dict(image_size=128, steps=112, plot_every=10)
 DEMO_OUTPUT = os.path.join("runs", "demo")  # --demo's run directory without --output
@@ -135,7 +136,12 @@ def main_with_args(argv=None, prog=None, from_shell=None) -> int:
 def _train(args, arguments, options, from_shell) -> int:
     """:func:`main_with_args` once its checks passed and this process owns the run directory;
     ``options`` are the :class:`TrainConfig` fields as given."""
-    logger = start_command(args, "train", from_shell)
+    store = TunedStore.read()
+    tuned = tuned_options(options, args.demo, store)
+    logger = start_command(args, "train", from_shell, None if tuned is None else tuned["onednn"])
+    if line := store.problem_line():
+        logger.warning(line)
+    logger.debug(tuned_line(tuned, options, store.path))
     from kstyle.run import train
 
     if args.demo:
@@ -166,6 +172,35 @@ def _train(args, arguments, options, from_shell) -> int:
         stylize(summary["transform_net"], demo["photo"], target, show_input=True)
         print(f"stylized picture (input | output): {target}")
     return 0
+
+
+def tuned_options(options: dict, demo: bool, store) -> dict | None:
+    """Resolves ``options``' ``auto`` precision and XLA from ``store``'s training choice for
+    this machine (:func:`kstyle.tuning.apply_tuned_training`); returns that choice or None."""
+    from kstyle.tuning import apply_tuned_training
+
+    config = config_of(options, demo)
+    tuned = apply_tuned_training(config, store)
+    options["mixed_precision"], options["jit_compile"] = config.mixed_precision, config.jit_compile
+    return tuned
+
+
+def tuned_line(tuned: dict | None, options: dict, path: str) -> str:
+    """The ``-v`` line saying how the training step runs and whether ``kstyle tune`` chose."""
+    from kstyle.cli.tune import seconds_text
+
+    precision = "float32" if options["mixed_precision"] == "off" else options["mixed_precision"]
+    if tuned is None:
+        return (
+            f"training in {precision} as kstyle's defaults say: no choice of kstyle tune in "
+            f"{path} for this net and precision on this machine (kstyle tune --task train "
+            "measures it)"
+        )
+    onednn, xla = ("on" if tuned[key] else "off" for key in ("onednn", "xla"))
+    return (
+        f"training in {precision} on the choice of kstyle tune in {path}: oneDNN {onednn}, "
+        f"XLA {xla} ({seconds_text(tuned.get('seconds'), 's/step')} measured)"
+    )
 
 
 def main(argv=None, prog=None, from_shell=None) -> int:
