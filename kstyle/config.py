@@ -223,8 +223,8 @@ class RunOptions(abc.ABC):
     mixed_precision: str = option(
         "off",
         doc="compute in float16 (with loss scaling) or bfloat16; variables, losses and Grams "
-        "stay float32; auto: bfloat16 where kstyle tune measured it faster on this machine, "
-        "else off (a resumed run keeps its own)",
+        "stay float32; auto: bfloat16 where kstyle tune measured a training step faster on "
+        "this machine, else off (a resumed run keeps its own; distill: off)",
         choices=(*MIXED_PRECISION, "auto"),
         keep=True,
     )

@@ -31,6 +31,11 @@ def cluster_spec() -> dict:
         raise KstyleError(f"TF_CONFIG is not valid JSON: {error}") from error
 
 
+def several_tasks() -> bool:
+    """Whether ``TF_CONFIG`` lists more than one task (a multi-worker cluster)."""
+    return sum(len(addresses) for addresses in cluster_spec().get("cluster", {}).values()) > 1
+
+
 def worker_role() -> tuple[str, int]:
     """``(task type, task index)`` of this process in ``TF_CONFIG``; ``("chief", 0)`` alone."""
     task = cluster_spec().get("task", {})
@@ -75,9 +80,8 @@ def make_strategy(name: str = "auto"):
     if name not in STRATEGIES:
         raise KstyleError(f"unknown --strategy {name!r}; use one of {', '.join(STRATEGIES)}")
     spec = cluster_spec()
-    tasks = sum(len(addresses) for addresses in spec.get("cluster", {}).values())
     if name == "auto":
-        if tasks > 1:
+        if several_tasks():
             name = "multiworker"
         elif len(tf.config.list_physical_devices("GPU")) > 1:
             name = "mirrored"

@@ -3,8 +3,8 @@
 Every path computes the same function (float rounding aside): TensorFlow with the fused
 upsampling graph (:func:`kstyle.forward.inference_net`, the default) or the net's own graph,
 each with or without XLA, the fused graph with its output convolution on pixel blocks
-(:mod:`kstyle.blocked_conv`), and LiteRT's fp32 kernels (XNNPACK) on the verified TFLite
-export at the image's size. Which is fastest depends on the CPU, its vector units and the library
+(:mod:`kstyle.blocked_conv`), and LiteRT's fp32 kernels (XNNPACK) on the TFLite export at
+the image's size. Which is fastest depends on the CPU, its vector units and the library
 versions, so ``kstyle tune`` measures them (:mod:`kstyle.tuning`) and the commands apply its
 choice with :func:`use_choice`; without one, the default path runs.
 """
@@ -75,47 +75,65 @@ def chosen_path(pixels: int, fallback: bool = False) -> StylizePath:
 def run_pass(model, batch: np.ndarray) -> np.ndarray:
     """``model``'s whole-image pass on a float32 (B, H, W, 3) batch, on :func:`chosen_path`.
 
-    LiteRT runs a flatbuffer converted for each image size (seconds for the seed net), so a
-    size that LiteRT has no flatbuffer for yet, in memory or in the cache folder, goes to the
-    fastest TensorFlow path the first time it comes, and to LiteRT from the second: a single
-    photo of a new size never waits for a conversion, a folder of same-size photos or a video
-    converts once."""
-    path = chosen_path(batch.shape[1] * batch.shape[2])
-    if path.runtime == "litert" and not _litert_ready(model, tuple(batch.shape[1:3])):
-        path = chosen_path(batch.shape[1] * batch.shape[2], fallback=True)
-    return path.run(model, batch)
+    XLA compiles and LiteRT converts for each image size (seconds for the seed net), so a
+    size the chosen path has not prepared yet (XLA: not run before in this process; LiteRT:
+    no flatbuffer in memory or in the cache folder) goes to the fastest path that needs
+    neither the first time it comes, and to the chosen path from the second: a single photo
+    never waits for a compilation, a folder of same-size photos or a video compiles once. A
+    LiteRT conversion that fails leaves that size on the other path."""
+    shape = tuple(batch.shape[1:3])
+    path = chosen_path(shape[0] * shape[1])
+    if not _prepared(model, path, shape):
+        path = chosen_path(shape[0] * shape[1], fallback=True)
+    if path.runtime != "litert":
+        return path.run(model, batch)
+    try:
+        return path.run(model, batch)
+    except Exception:  # a size LiteRT cannot take: never a failed image
+        _FAILED.setdefault(model, set()).add(shape)
+        return chosen_path(shape[0] * shape[1], fallback=True).run(model, batch)
 
 
-_SEEN = weakref.WeakKeyDictionary()  # model -> the (H, W) its passes have run at
+_SEEN = weakref.WeakKeyDictionary()  # model -> {path name: the (H, W) it ran at}
+_FAILED = weakref.WeakKeyDictionary()  # model -> the (H, W) LiteRT could not convert
 
 
-def _litert_ready(model, shape) -> bool:
-    """Whether LiteRT should run ``model`` at ``shape`` now: a flatbuffer is at hand, or the
-    size came before (it is converted now). Records the size."""
-    seen = _SEEN.setdefault(model, set())
-    ready = (
-        shape in seen
-        or shape in _INTERPRETERS.get(model, {})
-        or os.path.isfile(_flatbuffer_path(model, shape))
+def _prepared(model, path: StylizePath, shape) -> bool:
+    """Whether ``path`` should run ``model`` at ``shape`` now: it needs nothing per size, or
+    has it at hand, or the size came before (it prepares it now). Records the size."""
+    if not path.xla and path.runtime != "litert":
+        return True
+    if shape in _FAILED.get(model, set()):
+        return False
+    seen = _SEEN.setdefault(model, {}).setdefault(path.name, set())
+    ready = shape in seen or (
+        path.runtime == "litert"
+        and (
+            shape in _INTERPRETERS.get(model, {}) or os.path.isfile(_flatbuffer_path(model, shape))
+        )
     )
     seen.add(shape)
     return ready
 
 
-_INTERPRETERS = weakref.WeakKeyDictionary()  # model -> {(H, W): LiteRT interpreter}
+_INTERPRETERS = weakref.WeakKeyDictionary()  # model -> {(H, W): LiteRT interpreter}, newest last
+KEPT_INTERPRETERS = 2  # per model: each holds its size's activations
 
 
 def litert_pass(model, batch: np.ndarray) -> np.ndarray:
     """``model`` run by LiteRT (fp32, XNNPACK, every core) on a float32 (B, H, W, 3) batch of
     whole pixel values, one image at a time; float32 (B, H, W, 3) of whole values.
 
-    The flatbuffer is kstyle's verified uint8 TFLite export of ``model`` at H x W, converted
-    once and kept in kstyle's cache folder (``litert/``, keyed by the net and the size)."""
+    The flatbuffer is kstyle's uint8 TFLite export of ``model`` at H x W (the conversion
+    ``kstyle export`` verifies), converted once and kept in kstyle's cache folder
+    (``litert/``, keyed by the net and the size); the interpreters of the last
+    :data:`KEPT_INTERPRETERS` sizes are kept in memory."""
     interpreters = _INTERPRETERS.setdefault(model, {})
     shape = tuple(batch.shape[1:3])
-    if shape not in interpreters:
-        interpreters[shape] = _interpreter(_flatbuffer(model, shape))
-    interpreter = interpreters[shape]
+    interpreter = interpreters.pop(shape, None) or _interpreter(_flatbuffer(model, shape))
+    interpreters[shape] = interpreter  # the newest last; the oldest go
+    for old in list(interpreters)[:-KEPT_INTERPRETERS]:
+        del interpreters[old]
     image, output = (interpreter.get_input_details()[0], interpreter.get_output_details()[0])
     results = []
     for frame in np.clip(np.rint(batch), 0, 255).astype(np.uint8):

@@ -26,6 +26,7 @@ CACHE_VARIABLE = "KSTYLE_CACHE_DIR"
 TASKS = ("stylize", "train")
 # config.json keys that differ between files of one architecture: names, object ids, shapes
 IGNORED_KEYS = ("name", "build_config", "shared_object_id")
+MAX_PIXELS = 1 << 30  # a stored size beyond any image kstyle stylizes is a damaged one
 
 
 def cache_folder() -> str:
@@ -146,7 +147,20 @@ def _valid_stylize(choice) -> bool:
 
 def _valid_size(size) -> bool:
     pixels = size.get("pixels") if isinstance(size, dict) else None
-    return isinstance(pixels, int) and pixels > 0 and isinstance(size.get("path"), str)
+    return (
+        isinstance(pixels, int)
+        and 0 < pixels <= MAX_PIXELS
+        and isinstance(size.get("path"), str)
+        and isinstance(size.get("tensorflow_path", ""), str)
+        and all(_number(size.get(key, 0)) for key in ("seconds", "default_seconds"))
+    )
+
+
+def _number(value) -> bool:
+    """A time a store may hold: a finite non-negative number, or None (not measured)."""
+    return value is None or (
+        isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < 1e9
+    )
 
 
 def _valid_train(choice) -> bool:
@@ -160,6 +174,7 @@ def _valid_train(choice) -> bool:
             and isinstance(best, dict)
             and isinstance(best.get("onednn"), bool)
             and isinstance(best.get("xla"), bool)
+            and _number(best.get("seconds"))
             for precision, best in by_precision.items()
         )
     )

@@ -165,20 +165,22 @@ def main(argv) -> int:
             json.dump(result, file)
         os.replace(argv[1] + ".part", argv[1])
 
-    write([])
     skip = request.get("skip", [])
     if request["task"] == "stylize":
         from kstyle.forward import model_size_multiple, model_smallest_side
         from kstyle.inference import padded_side
+        from kstyle.styles import styled_net
         from kstyle.transform_net import load_transform_net
 
-        model = load_transform_net(request["model"])
+        model = styled_net(load_transform_net(request["model"]))  # style 0 of several
         multiple, smallest = model_size_multiple(model), model_smallest_side(model)
         sizes = [padded_side(size, multiple, smallest) for size in request["sizes"]]
         paths = {name: PATHS[name] for name in request["paths"]}
+        write([])  # set up: from here on, a stop is a candidate's
         measure_stylize(model, sizes, paths, request["folder"], skip=skip, on_row=write)
     else:
         candidates = [tuple(candidate) for candidate in request["candidates"]]
+        write([])
         measure_train(request, candidates, request.get("best"), skip=skip, on_row=write)
     return 0
 

@@ -17,9 +17,11 @@ import os
 import subprocess
 import sys
 import tempfile
+import zipfile
 
 import numpy as np
 
+from kstyle.distribute import several_tasks
 from kstyle.errors import KstyleError
 from kstyle.machine import cpu_flags, preferred_onednn, tensorflow_onednn_default
 from kstyle.tune_store import TunedStore, network_id
@@ -36,6 +38,8 @@ STYLIZE_CANDIDATES = (
     "litert",
 )
 ONEDNN_INDEPENDENT = ("litert",)  # measured once: TensorFlow's oneDNN switch does not touch it
+# paths that compile or convert for each image size: a new size first runs another path
+COMPILED_PER_SIZE = ("tensorflow-xla", "tensorflow-unfused-xla", "litert")
 TRAIN_CANDIDATES = ((False, "off"), (False, "bfloat16"), (True, "off"), (True, "bfloat16"))
 WORKER_TIMEOUT = 1800  # seconds one measuring process may take
 
@@ -99,25 +103,31 @@ def _run_worker_once(request: dict, onednn: bool) -> tuple:
         environment = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": str(int(onednn))}
         environment.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         command = [sys.executable, "-m", "kstyle.tune_worker", *paths]
-        done = subprocess.run(
-            command, env=environment, capture_output=True, text=True, timeout=WORKER_TIMEOUT
-        )
-        last = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+        try:
+            done = subprocess.run(
+                command, env=environment, capture_output=True, text=True, timeout=WORKER_TIMEOUT
+            )
+            returncode, stderr = done.returncode, done.stderr
+        except subprocess.TimeoutExpired:  # a candidate that hangs is one that failed
+            returncode, stderr = -1, f"no result after {WORKER_TIMEOUT} s"
+        last = (stderr.strip().splitlines() or [f"exit status {returncode}"])[-1]
         try:
             with open(paths[1]) as file:
                 rows = json.load(file)["rows"]
         except (OSError, ValueError, KeyError):
             rows = None
-        return done.returncode, rows, last[:300]
+        return returncode, rows, last[:300]
 
 
 def _state(onednn) -> str:
     return "on" if onednn else "off"
 
 
-def tune_stylize(model_file: str, sizes=DEFAULT_STYLIZE_SIZES, worker=run_worker, log=print):
+def tune_stylize(model_file: str, sizes=DEFAULT_STYLIZE_SIZES, worker=None, log=print):
     """Measures every stylize candidate for the net in ``model_file`` at each square size
-    of ``sizes``, under both oneDNN settings; returns the choice (see :func:`pick_stylize`)."""
+    of ``sizes``, under both oneDNN settings (``worker``: :func:`run_worker` unless given);
+    returns the choice (see :func:`pick_stylize`)."""
+    worker = worker or run_worker
     settings = onednn_settings("stylize")
     rows = []
     with tempfile.TemporaryDirectory() as folder:
@@ -125,7 +135,9 @@ def tune_stylize(model_file: str, sizes=DEFAULT_STYLIZE_SIZES, worker=run_worker
             names = [n for n in STYLIZE_CANDIDATES if not rows or n not in ONEDNN_INDEPENDENT]
             log(f"stylize: measuring {', '.join(names)} with oneDNN {_state(setting)}")
             request = {"task": "stylize", "model": model_file, "sizes": list(sizes)}
-            result = worker({**request, "paths": names, "folder": folder}, setting)
+            outputs = os.path.join(folder, f"onednn-{_state(setting)}")  # each its own files
+            os.makedirs(outputs)
+            result = worker({**request, "paths": names, "folder": outputs}, setting)
             for row in result["rows"]:
                 independent = row["path"] in ONEDNN_INDEPENDENT
                 rows.append({**row, "onednn": None if independent else setting})
@@ -163,11 +175,12 @@ def accepted(row: dict, tolerance=STYLIZE_TOLERANCE) -> bool:
 def pick_stylize(rows: list, reference_onednn: bool) -> dict | None:
     """The choice of the measured ``rows``: the oneDNN setting whose fastest accepted paths
     take the least time summed over the sizes, and at each size its fastest accepted path and
-    its fastest accepted TensorFlow path (what runs while LiteRT has no flatbuffer for a size,
-    :func:`kstyle.stylize_paths.run_pass`). ``{"onednn", "sizes": [{"pixels", "path",
-    "seconds", "tensorflow_path", "default_seconds"}], "rows"}``; None when no setting has an
-    accepted path at every size (the reference not running)."""
-    sizes = sorted({row["pixels"] for row in rows})
+    its fastest accepted path that needs no compilation per size (what runs while XLA or
+    LiteRT has not compiled for an image size, :func:`kstyle.stylize_paths.run_pass`).
+    ``{"onednn", "sizes": [{"pixels", "path", "seconds", "tensorflow_path",
+    "default_seconds"}], "rows"}``; None when no setting has an accepted path at every size
+    (the reference not running)."""
+    sizes = sorted({row["pixels"] for row in rows if "error" not in row})
     best = None
     for setting in (reference_onednn, not reference_onednn):
         usable = [r for r in rows if accepted(r) and r["onednn"] in (setting, None)]
@@ -183,7 +196,8 @@ def pick_stylize(rows: list, reference_onednn: bool) -> dict | None:
     references = [r for r in rows if r["onednn"] == reference_onednn and accepted(r)]
     chosen = []
     for row in fastest:
-        tensorflow = _fastest([r for r in usable if r["onednn"] is not None], row["pixels"])
+        ready = [r for r in usable if r["path"] not in COMPILED_PER_SIZE]
+        tensorflow = _fastest(ready, row["pixels"])
         default = _fastest(
             [r for r in references if r["path"] == STYLIZE_CANDIDATES[0]], row["pixels"]
         )
@@ -213,9 +227,11 @@ def train_job(arch: str, padding: str) -> str:
     return f"train {arch}, {padding} padding"
 
 
-def tune_train(arch, padding, image_size, batch_size, worker=run_worker, log=print):
+def tune_train(arch, padding, image_size, batch_size, worker=None, log=print):
     """Measures a training step of ``arch`` under both oneDNN settings, with and without XLA,
-    in float32 and bfloat16; returns the choice (see :func:`pick_train`)."""
+    in float32 and bfloat16 (``worker``: :func:`run_worker` unless given); returns the choice
+    (see :func:`pick_train`)."""
+    worker = worker or run_worker
     rows = []
     for setting in onednn_settings("train"):
         log(f"train: measuring float32 and bfloat16, XLA off and on, with oneDNN {_state(setting)}")
@@ -233,7 +249,9 @@ def loss_difference(row: dict, reference: dict) -> float | None:
     """The largest relative difference of ``row``'s first two losses from ``reference``'s."""
     if "losses" not in row or "losses" not in reference or len(row["losses"]) < 2:
         return None
-    pairs = zip(row["losses"][:2], reference["losses"][:2], strict=True)
+    pairs = list(zip(row["losses"][:2], reference["losses"][:2], strict=True))
+    if not np.isfinite(pairs).all():  # a diverged step matches nothing
+        return None
     return max(abs(a - b) / max(abs(b), 1e-30) for a, b in pairs)
 
 
@@ -268,8 +286,8 @@ def stylize_choice(model_file: str, store: TunedStore | None = None) -> dict | N
     store = TunedStore.read() if store is None else store
     try:
         job = network_id(model_file)
-    except (OSError, KeyError, ValueError):  # not a readable .keras zip: the loader will say
-        return None
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):  # .h5, or damaged: the loader
+        return None  # says what is wrong, and no choice is applied
     return store.choice("stylize", job)
 
 
@@ -290,7 +308,13 @@ def apply_tuned_training(config, store: TunedStore | None = None) -> dict | None
     for its ``tuned_job()`` on this machine: ``mixed_precision`` ``auto`` becomes the
     precision measured faster (``off`` without a choice; a run being resumed keeps the one it
     recorded), ``jit_compile`` ``auto`` the measured XLA setting of that precision (unchanged
-    without one). Returns that precision's choice (``onednn``, ``xla``, ``seconds``) or None."""
+    without one). A multi-worker run (``TF_CONFIG`` with several tasks) takes no choice, since
+    each host has its own store: ``auto`` is ``off`` there. Returns that precision's choice
+    (``onednn``, ``xla``, ``seconds``) or None."""
+    if several_tasks():  # each host would read its own store: replicas must agree
+        if config.mixed_precision == "auto":
+            config.mixed_precision = "off"
+        return None
     precision = config.mixed_precision
     if precision == "auto" and not config.restart:
         precision = _recorded_precision(config.resolved_output()) or precision

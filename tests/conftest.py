@@ -7,6 +7,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # kstyle tune's choices (and LiteRT's converted files) go to a folder of this session's own:
 # a store of the machine's user must not change what the tests run, nor the tests touch it
 os.environ["KSTYLE_CACHE_DIR"] = __import__("tempfile").mkdtemp(prefix="kstyle-test-cache-")
+__import__("atexit").register(__import__("shutil").rmtree, os.environ["KSTYLE_CACHE_DIR"], True)
 
 import signal  # noqa: E402
 import subprocess  # noqa: E402

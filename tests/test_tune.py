@@ -135,6 +135,23 @@ def test_a_candidate_whose_output_differs_is_never_chosen(tiny_file, store_path)
     assert choice["sizes"][0]["path"] == "tensorflow-xla" and choice["onednn"] == reference
 
 
+def test_each_onednn_setting_is_checked_against_the_reference_output(tiny_file, store_path):
+    from kstyle.tuning import STYLIZE_CANDIDATES, onednn_settings, tune_stylize
+
+    reference, other = onednn_settings("stylize")
+    costs = {(setting, name): 5.0 for setting in (reference, other) for name in STYLIZE_CANDIDATES}
+    for name in STYLIZE_CANDIDATES:
+        costs[other, name] = 1.0  # the other setting is faster at everything, and 3 levels off
+
+    def worker(request, onednn):
+        shifted = set(request["paths"]) if onednn == other else set()
+        return fake_worker(costs, wrong=shifted)(request, onednn)
+
+    choice = tune_stylize(tiny_file, [32], worker=worker, log=lambda line: None)
+    assert {row["difference"] for row in choice["rows"] if row["onednn"] == other} == {3}
+    assert choice["onednn"] == reference and choice["sizes"][0]["seconds"] == 5.0
+
+
 def test_pick_stylize_keeps_the_fastest_tensorflow_path_beside_litert():
     from kstyle.tuning import pick_stylize
 
@@ -153,11 +170,14 @@ def test_pick_stylize_keeps_the_fastest_tensorflow_path_beside_litert():
     (size,) = choice["sizes"]
     assert (choice["onednn"], size["path"], size["seconds"]) == (True, "litert", 1.0)
     # the totals tie (LiteRT under either setting): the reference setting is kept
-    assert size["tensorflow_path"] == "tensorflow-xla" and size["default_seconds"] == 3.0
+    # the fallback compiles nothing per size: XLA, though faster, is not one
+    assert size["tensorflow_path"] == "tensorflow" and size["default_seconds"] == 3.0
     rows[2]["difference"] = 5  # LiteRT off too: oneDNN off's plain TensorFlow wins
     choice = pick_stylize(rows, reference_onednn=True)
     assert (choice["onednn"], choice["sizes"][0]["path"]) == (False, "tensorflow")
     assert pick_stylize([row("tensorflow", True, 1.0, difference=None)], True) is None
+    crashed = {"path": "litert", "onednn": None, "pixels": 4000, "error": "the process stopped"}
+    assert pick_stylize([*rows, crashed], True) is not None  # a size only a crash names
 
 
 def test_pick_train_refuses_a_step_whose_losses_differ_and_picks_per_precision():
@@ -182,6 +202,8 @@ def test_pick_train_refuses_a_step_whose_losses_differ_and_picks_per_precision()
     rows[3]["seconds"] = 2.6  # bfloat16 slower than the fastest float32: auto keeps float32
     assert pick_train(rows)["precision"] == "off"
     assert pick_train([{**rows[0], "error": "OOM"}, rows[1]]) is None
+    diverged = row(True, False, "bfloat16", 0.1, [100.0, float("nan")])
+    assert pick_train([*rows, diverged])["by_precision"]["bfloat16"]["seconds"] == 2.6
 
 
 def test_a_candidate_that_kills_the_process_is_recorded_and_the_rest_measured(monkeypatch):
@@ -248,7 +270,7 @@ def _stylize(tiny_file, source, target, *flags):
 
 @pytest.mark.parametrize("path", ["tensorflow-unfused-xla", "tensorflow-blocked", "litert"])
 def test_stylize_with_a_stored_choice_gives_the_same_pixels(tiny_file, store_path, tmp_path, path):
-    from kstyle.stylize_paths import PATHS, chosen_path
+    from kstyle.stylize_paths import PATHS, chosen_path, use_choice
     from kstyle.tune_store import network_id
 
     photos = tmp_path / "photos"
@@ -267,6 +289,8 @@ def test_stylize_with_a_stored_choice_gives_the_same_pixels(tiny_file, store_pat
     assert tuned.keys() == default.keys() and len(tuned) == 2
     for name, picture in tuned.items():
         assert np.abs(picture - default[name]).max() <= 1, name
+    assert chosen_path(40 * 52) is PATHS["tensorflow"]  # the command's choice ended with it
+    use_choice({"onednn": True, "sizes": sizes})
     assert chosen_path(40 * 52) is PATHS[path]  # the size nearest 40 x 52 chose it
     assert chosen_path(40 * 52, fallback=True) is PATHS["tensorflow-unfused"]
     assert chosen_path(10 * 10) is PATHS["tensorflow"]
@@ -333,6 +357,76 @@ def test_mixed_precision_auto_follows_the_store_and_a_resumed_run(store_path, tm
     assert (student.mixed_precision, student.jit_compile) == ("off", "auto")
 
 
+def test_kstyle_tune_train_stores_what_the_measuring_processes_report(store_path, monkeypatch):
+    from kstyle import tuning
+
+    def worker(request, onednn):  # as the processes report: bfloat16 with oneDNN the fastest
+        assert (request["arch"], request["image_size"], request["batch_size"]) == ("tiny", 64, 2)
+        rows = []
+        for xla, precision in request["candidates"]:
+            seconds = (0.5 if precision == "bfloat16" else 1.0) + xla + (not onednn)
+            loss = 100.0 if precision == "off" else 100.3
+            rows.append(dict(xla=xla, precision=precision, seconds=seconds, first=seconds))
+            rows[-1].update(timed=3, losses=[loss, loss - 10], item=[xla, precision])
+        return {"rows": rows}
+
+    monkeypatch.setattr(tuning, "run_worker", worker)
+    result = run_in_process(
+        "kstyle tune",
+        "--task",
+        "train",
+        "--arch",
+        "tiny",
+        "--image-size",
+        "64",
+        "--batch-size",
+        "2",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "train tiny, zeros padding (64², batch 2):" in result.stdout
+    assert "--mixed-precision auto: bfloat16" in result.stdout
+    from kstyle.tune_store import TunedStore
+
+    choice = TunedStore.read(store_path).choice("train", tuning.train_job("tiny", "zeros"))
+    assert choice["by_precision"]["bfloat16"] == {"onednn": True, "xla": False, "seconds": 0.5}
+    assert choice["precision"] == "bfloat16"
+
+
+def test_a_store_entry_of_the_wrong_shape_is_damaged_and_an_h5_model_gets_no_choice(tmp_path):
+    from kstyle.machine import machine_record
+    from kstyle.tune_store import STORE_FORMAT, TunedStore
+    from kstyle.tuning import stylize_choice
+
+    sizes = [{"pixels": 1024, "path": "litert", "tensorflow_path": []}]
+    entry = {"task": "stylize", "job": "x", "machine": machine_record()}
+    for choice in (
+        {"onednn": True, "sizes": sizes},
+        {"onednn": True, "sizes": [{"pixels": 1e300}]},
+    ):
+        path = tmp_path / "tuned.json"
+        path.write_text(
+            json.dumps({"format": STORE_FORMAT, "entries": [{**entry, "choice": choice}]})
+        )
+        assert TunedStore.read(str(path)).problem == "its entries are damaged"
+    h5 = tmp_path / "model.h5"
+    h5.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(100))
+    assert stylize_choice(str(h5), TunedStore.read(str(path))) is None
+
+
+def test_a_multi_worker_run_takes_no_tuned_choice(store_path, tmp_path, monkeypatch):
+    from kstyle.config import TrainConfig
+    from kstyle.tuning import apply_tuned_training, train_job
+
+    by_precision = {"bfloat16": {"onednn": True, "xla": True, "seconds": 2.0}}
+    choice = {"precision": "bfloat16", "by_precision": by_precision, "default_seconds": 3.0}
+    _write_choice(store_path, train_job("johnson", "zeros"), choice, task="train")
+    cluster = {"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 0}}
+    monkeypatch.setenv("TF_CONFIG", json.dumps(cluster))
+    config = TrainConfig(style="s.png", output=str(tmp_path / "run"), mixed_precision="auto")
+    assert apply_tuned_training(config) is None
+    assert (config.mixed_precision, config.jit_compile) == ("off", "auto")
+
+
 def test_kstyle_tune_measures_stores_and_info_lists_it(tmp_path):
     cache = tmp_path / "cache"
     environment = {**os.environ, "KSTYLE_CACHE_DIR": str(cache), "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -366,7 +460,8 @@ def test_kstyle_tune_measures_stores_and_info_lists_it(tmp_path):
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (["--sizes", "8"], "--sizes must be comma-separated sides of at least 16"),
+        (["--sizes", "8"], "--sizes must be comma-separated sides from 16 to 4096"),
+        (["--sizes", "256,8192"], "--sizes must be comma-separated sides from 16 to 4096"),
         (["--sizes", "a,b"], "--sizes must be comma-separated sides"),
         (["--image-size", "8"], "--image-size is too small: 8"),
         (["--model", "missing.keras"], "model not found: missing.keras"),

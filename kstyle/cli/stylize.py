@@ -140,7 +140,6 @@ def main_with_args(argv=None, prog=None, from_shell=None) -> int:
     args = build_parser(prog).parse_args(argv)
     max_memory, target = check_arguments(args)
     from kstyle.lock import output_lock
-    from kstyle.smoke import smoke_note
 
     # one kstyle process writes an output at a time: the file, or the folder of a folder
     with output_lock(target or args.output, folder=target is None):
@@ -149,27 +148,10 @@ def main_with_args(argv=None, prog=None, from_shell=None) -> int:
         onednn = None if choice is None else choice["onednn"]
         logger = start_command(args, "stylize", from_shell, onednn)
         use_tuned_choice(choice, store, logger, args.model)
-        from kstyle.stylize_files import stylize
-        from kstyle.transform_net import load_transform_net
-
-        if note := smoke_note(args.model):
-            logger.info(f"note: {note}")
-        model = load_transform_net(args.model)
-        written, failed = stylize(
-            model,
-            args.input,
-            args.output,
-            max_size=args.max_size,
-            show_input=args.side_by_side,
-            preserve_colors=args.preserve_color,
-            strength=args.strength,
-            tile=args.tile,
-            max_memory=max_memory,
-            max_pixels=args.max_pixels,
-            progress=not (args.no_progress or args.quiet),
-            work_dir=args.work_dir,
-            style=args.style,
-        )
+        try:
+            written, failed = _stylize(args, max_memory, logger)
+        finally:  # the choice is this command's: later calls in this process run the default
+            use_tuned_choice(None)
     for source, reason in failed:
         logger.warning(f"skipped {source}: {reason}")
     print(
@@ -179,12 +161,40 @@ def main_with_args(argv=None, prog=None, from_shell=None) -> int:
     return 1 if failed and not written else 0
 
 
-def use_tuned_choice(choice, store, logger, model) -> None:
+def _stylize(args, max_memory, logger):
+    """The stylizing itself: ``(written, failed)`` of :func:`kstyle.stylize_files.stylize`."""
+    from kstyle.smoke import smoke_note
+    from kstyle.stylize_files import stylize
+    from kstyle.transform_net import load_transform_net
+
+    if note := smoke_note(args.model):
+        logger.info(f"note: {note}")
+    return stylize(
+        load_transform_net(args.model),
+        args.input,
+        args.output,
+        max_size=args.max_size,
+        show_input=args.side_by_side,
+        preserve_colors=args.preserve_color,
+        strength=args.strength,
+        tile=args.tile,
+        max_memory=max_memory,
+        max_pixels=args.max_pixels,
+        progress=not (args.no_progress or args.quiet),
+        work_dir=args.work_dir,
+        style=args.style,
+    )
+
+
+def use_tuned_choice(choice, store=None, logger=None, model=None) -> None:
     """Stylizes on ``choice`` (``kstyle tune``'s, for this machine and ``model``'s network; None:
-    the default path), saying so with ``-v``; warns about a store that cannot be used."""
+    the default path), saying so with ``-v``; warns about a ``store`` that cannot be used."""
     from kstyle.cli.tune import choice_line
     from kstyle.stylize_paths import use_choice
 
+    if store is None:
+        use_choice(choice)
+        return
     if line := store.problem_line():
         logger.warning(line)
     if choice is None:

@@ -16,6 +16,7 @@ from kstyle.tuning import accepted
 
 TASKS = ("stylize", "train", "all")
 PRECISION_NAMES = {"off": "float32", "bfloat16": "bfloat16"}
+MAX_SIDE = 4096  # a 4096² test picture through every path already takes minutes
 
 
 def on_off(flag) -> str:
@@ -63,7 +64,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
 
 
 def parse_sizes(text: str) -> list[int]:
-    """``--sizes``: comma-separated square sides, each at least 16.
+    """``--sizes``: comma-separated square sides, each from 16 to :data:`MAX_SIDE`.
 
     Raises:
         KstyleError: not such a list.
@@ -72,8 +73,10 @@ def parse_sizes(text: str) -> list[int]:
         sizes = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
         sizes = []
-    if not sizes or min(sizes) < 16:
-        raise KstyleError(f"--sizes must be comma-separated sides of at least 16, got {text!r}")
+    if not sizes or min(sizes) < 16 or max(sizes) > MAX_SIDE:
+        raise KstyleError(
+            f"--sizes must be comma-separated sides from 16 to {MAX_SIDE}, got {text!r}"
+        )
     return sorted(set(sizes))
 
 
@@ -88,6 +91,10 @@ def check_arguments(args) -> tuple:
     for flag, value in (("--image-size", args.image_size), ("--batch-size", args.batch_size)):
         if value < 1 or (flag == "--image-size" and value < 32):
             raise KstyleError(f"{flag} is too small: {value}")
+    from kstyle.files import check_writable
+    from kstyle.tune_store import store_path
+
+    check_writable(store_path())  # before minutes of measuring, not after
     return sizes, (model_file(args.model, "--model") if args.model else None)
 
 
@@ -221,7 +228,8 @@ def tune_training(args, store, logger) -> None:
     from kstyle.tuning import train_job, tune_train
 
     started, job = time.monotonic(), train_job(args.arch, args.padding)
-    choice = tune_train(args.arch, args.padding, args.image_size, args.batch_size, logger.info)
+    shape = args.image_size, args.batch_size
+    choice = tune_train(args.arch, args.padding, *shape, log=logger.info)
     label = f"{job} ({args.image_size}², batch {args.batch_size})"
     print(f"{label}:", *train_lines(choice) if choice else [], sep="\n")
     if choice is None:
