@@ -65,7 +65,7 @@ def use_choice(choice: dict | None) -> None:
 
 def chosen_path(pixels: int, fallback: bool = False) -> StylizePath:
     """The path the choice in use gives an image of ``pixels`` (H x W), or the default;
-    ``fallback``: the fastest TensorFlow path measured at that size instead."""
+    ``fallback``: the fastest path measured at that size that compiles nothing per size."""
     if not _choice:
         return DEFAULT_PATH
     size = nearest_size(_choice, pixels)
